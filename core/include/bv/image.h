@@ -1,0 +1,198 @@
+/*
+ * Images: open a raw or qcow2 file (with its backing chain) as a node and
+ * read, write, zero, discard, flush, resize it; create, check, compare,
+ * convert, rebase and map images.  This is the block engine's public face for
+ * the rest of core (drives, jobs), the service and bvimg.
+ *
+ * A bv_node is one open layer stack: the format node (raw or qcow2) over its
+ * protocol node (a POSIX file, possibly wrapped by a filter such as blkdebug),
+ * with an optional backing node (opened read-only, recursively).
+ *
+ * Threads: a node may be used from several threads at once.  Each format
+ * driver guards its metadata (caches, allocation) with its own mutex; data
+ * cluster reads and writes to distinct clusters run without it.  Open, close,
+ * truncate and create are not concurrent with anything else on that node:
+ * the caller (a drive) serialises them.
+ *
+ * Errors: every function returns 0 (or a count where stated) or a negative
+ * errno, and fills *errp when errp is non-NULL.  Malformed images give
+ * -EINVAL/-EIO with a message, never a crash; structural damage found while
+ * reading gives kind BV_ERR_CORRUPT with the offset.
+ */
+#ifndef BV_IMAGE_H
+#define BV_IMAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bv/error.h"
+
+typedef struct bv_node bv_node;
+struct bv_blkdebug_config;               /* bv/blkdebug.h */
+
+enum bv_format {
+    BV_FMT_NONE = 0,                     /* "probe" when opening a top image */
+    BV_FMT_RAW,
+    BV_FMT_QCOW2,
+};
+
+/* "raw" / "qcow2"; NULL for BV_FMT_NONE. */
+const char *bv_format_name(enum bv_format f);
+/* Returns BV_FMT_NONE for an unknown name. */
+enum bv_format bv_format_parse(const char *name);
+
+/* Limits */
+#define BV_MAX_CHAIN_DEPTH   256          /* backing chain depth; a loop is an error */
+#define BV_MAX_IMAGE_SIZE    (1ULL << 56) /* 64 PiB, as qcow2's offset bits allow */
+#define BV_MIN_CLUSTER_SIZE  512
+#define BV_MAX_CLUSTER_SIZE  (2u << 20)
+#define BV_DEFAULT_CLUSTER   65536
+
+struct bv_open_opts {
+    const char *path;            /* the file; relative paths are relative to root if set, else cwd */
+    enum bv_format format;       /* BV_FMT_NONE: probe by magic (top image only) */
+    const char *root;            /* if set: this file and every backing file must resolve inside root
+                                    (".." and symlinks leading out are refused) */
+    bool read_only;
+    bool no_backing;             /* do not open the backing chain (rebase -u, info of one layer) */
+    const struct bv_blkdebug_config *blkdebug; /* if set: a blkdebug filter between format and file */
+};
+
+/* Open an image.  On success *out owns the node (close with bv_node_close). */
+int bv_node_open(const struct bv_open_opts *o, bv_node **out, bv_error **errp);
+/* Flushes (if writable) and frees; the backing chain is closed too.  NULL is fine.
+ * Returns the flush result (the node is freed either way). */
+int bv_node_close(bv_node *n, bv_error **errp);
+
+/* Data path.  Ranges must lie inside the virtual size (-EINVAL otherwise).
+ * Reads of unallocated parts fall through to the backing chain, then zeros. */
+int bv_node_pread(bv_node *n, void *buf, uint64_t len, uint64_t off, bv_error **errp);
+
+enum {
+    BV_WRITE_COMPRESSED = 1 << 0,   /* qcow2: whole clusters to unallocated space, compressed
+                                       if that saves space (as qemu-img convert -c) */
+    BV_WRITE_FUA        = 1 << 1,   /* durable on return */
+};
+int bv_node_pwrite(bv_node *n, const void *buf, uint64_t len, uint64_t off, int flags,
+                   bv_error **errp);
+
+enum {
+    BV_ZERO_MAY_UNMAP = 1 << 0,     /* may free host space (qcow2: zero cluster without offset) */
+};
+/* After this the range reads as zeros, whatever the backing chain holds. */
+int bv_node_write_zeroes(bv_node *n, uint64_t len, uint64_t off, int flags, bv_error **errp);
+/* Hint: the range's data is no longer needed.  qcow2 v3: becomes zero
+ * clusters (reads zero); raw: punched hole.  Partial clusters are zeroed. */
+int bv_node_discard(bv_node *n, uint64_t len, uint64_t off, bv_error **errp);
+/* Make every completed write durable (metadata then fdatasync). */
+int bv_node_flush(bv_node *n, bv_error **errp);
+
+/* Change the virtual size; shrinking needs allow_shrink.  qcow2 needs a
+ * multiple of 512 ("The new size must be a multiple of 512"). */
+int bv_node_truncate(bv_node *n, uint64_t size, bool allow_shrink, bv_error **errp);
+
+uint64_t bv_node_size(const bv_node *n);
+enum bv_format bv_node_format(const bv_node *n);
+/* 0 for raw (no cluster notion). */
+uint32_t bv_node_cluster_size(const bv_node *n);
+const char *bv_node_filename(const bv_node *n);
+bv_node *bv_node_backing(const bv_node *n);   /* borrowed; NULL if none */
+
+/* Block status of [off, off+len) in THIS layer: sets *pnum to the length of
+ * the leading run (>0, ≤len) that shares one status.  Runs are coalesced
+ * (a 1 GiB unallocated region is one answer, not 16384). */
+enum {
+    BV_BS_DATA      = 1 << 0,   /* reads from data stored in this layer */
+    BV_BS_ZERO      = 1 << 1,   /* reads as zeros (known without reading) */
+    BV_BS_ALLOCATED = 1 << 2,   /* decided by this layer (not the backing chain) */
+    BV_BS_COMPRESSED= 1 << 3,
+};
+struct bv_block_status {
+    uint64_t pnum;
+    int flags;
+    uint64_t host_offset;       /* for BV_BS_DATA, uncompressed: file offset; else 0 */
+};
+int bv_node_block_status(bv_node *n, uint64_t off, uint64_t len,
+                         struct bv_block_status *bs, bv_error **errp);
+
+/* ---- image operations (the engine behind bvimg and /api/v1/images) ---- */
+
+struct bv_create_opts {
+    const char *path;            /* created (or truncated); relative to root if set */
+    const char *root;            /* confinement as in bv_open_opts (backing must be inside too) */
+    enum bv_format format;
+    uint64_t size;               /* 0 with a backing file: take the backing image's size */
+    uint32_t cluster_size;       /* 0 = 64 KiB; qcow2 only */
+    const char *backing;         /* qcow2 only; stored as given */
+    enum bv_format backing_format;  /* required with backing */
+    bool compat_v2;              /* tests only: write a v2 (compat=0.10) header */
+};
+/* Sizes are rounded up to a multiple of 512, as qemu-img create does. */
+int bv_image_create(const struct bv_create_opts *o, bv_error **errp);
+
+struct bv_image_info {
+    enum bv_format format;
+    uint64_t virtual_size;
+    uint64_t actual_size;        /* bytes allocated on the host (st_blocks*512) */
+    uint32_t cluster_size;       /* 0 for raw */
+    int qcow2_version;           /* 0 for raw */
+    char backing[1024];          /* as recorded in the image; "" if none */
+    enum bv_format backing_format;
+    bool dirty;                  /* qcow2 dirty bit set */
+    bool corrupt;                /* qcow2 corrupt bit set */
+    uint64_t incompatible_features, compatible_features, autoclear_features;
+    int refcount_bits;
+};
+int bv_node_info(bv_node *n, struct bv_image_info *info, bv_error **errp);
+
+#define BV_CHECK_MAX_MESSAGES 64
+struct bv_check_result {
+    uint64_t corruptions;
+    uint64_t leaks;
+    uint64_t check_errors;       /* I/O errors while checking */
+    uint64_t allocated_clusters;
+    uint64_t total_clusters;
+    uint64_t image_end_offset;
+    uint64_t leaks_fixed;
+    unsigned nmessages;          /* the first BV_CHECK_MAX_MESSAGES, qemu-img wording */
+    char *messages[BV_CHECK_MAX_MESSAGES];
+};
+/* Check metadata consistency (qcow2: refcounts against real use).  With
+ * repair_leaks, leaked clusters get their refcount lowered.  raw: -ENOTSUP. */
+int bv_image_check(bv_node *n, bool repair_leaks, struct bv_check_result *res, bv_error **errp);
+void bv_check_result_free(struct bv_check_result *res);
+
+/* Compare what two images read as (chains followed).  Without strict, a size
+ * difference counts only if the extra part is not all zeros.  *first_diff is
+ * set to the first differing byte offset rounded down to 512, or UINT64_MAX. */
+int bv_image_compare(bv_node *a, bv_node *b, bool strict, bool *identical,
+                     uint64_t *first_diff, bv_error **errp);
+
+struct bv_convert_opts {
+    enum bv_format out_format;
+    uint32_t cluster_size;       /* 0 = default */
+    bool compress;               /* qcow2 output only */
+    bool flush;                  /* fdatasync the output before returning (durable) */
+    unsigned threads;            /* 0 = number of cores */
+};
+/* Copy what src reads as (its whole chain) into a new image at dst_path,
+ * skipping zero and unallocated areas. */
+int bv_image_convert(bv_node *src, const char *dst_path, const struct bv_convert_opts *o,
+                     bv_error **errp);
+
+/* qemu-img rebase -u: rewrite the backing file name and format only. */
+int bv_image_rebase_unsafe(const char *path, const char *root, const char *backing,
+                           enum bv_format backing_format, bv_error **errp);
+
+struct bv_map_entry {
+    uint64_t start, length;
+    int depth;                   /* layer that decides it: 0 = top */
+    bool data, zero, compressed;
+    uint64_t offset;             /* host offset when data && !compressed, else UINT64_MAX */
+};
+/* Walk the whole chain's mapping; cb returns non-zero to stop (that value is returned). */
+int bv_image_map(bv_node *n, int (*cb)(const struct bv_map_entry *e, void *opaque),
+                 void *opaque, bv_error **errp);
+
+#endif
