@@ -54,7 +54,11 @@ void bv_error_prepend(bv_error **errp, const char *fmt, ...)
     va_end(ap);
     char old[sizeof((*errp)->msg)];
     memcpy(old, (*errp)->msg, sizeof(old));
-    snprintf((*errp)->msg, sizeof((*errp)->msg), "%s: %s", prefix, old);
+    /* truncation of an over-long message is acceptable */
+    int n = snprintf((*errp)->msg, sizeof((*errp)->msg), "%s: ", prefix);
+    if (n > 0 && (size_t)n < sizeof((*errp)->msg))
+        memcpy((*errp)->msg + n, old, strnlen(old, sizeof((*errp)->msg) - (size_t)n - 1) + 1),
+        (*errp)->msg[sizeof((*errp)->msg) - 1] = '\0';
 }
 
 void bv_error_free(bv_error *e)
