@@ -54,11 +54,15 @@ void bv_error_prepend(bv_error **errp, const char *fmt, ...)
     va_end(ap);
     char old[sizeof((*errp)->msg)];
     memcpy(old, (*errp)->msg, sizeof(old));
-    /* truncation of an over-long message is acceptable */
-    int n = snprintf((*errp)->msg, sizeof((*errp)->msg), "%s: ", prefix);
-    if (n > 0 && (size_t)n < sizeof((*errp)->msg))
-        memcpy((*errp)->msg + n, old, strnlen(old, sizeof((*errp)->msg) - (size_t)n - 1) + 1),
-        (*errp)->msg[sizeof((*errp)->msg) - 1] = '\0';
+    /* an over-long message is cut at the buffer's end */
+    size_t cap = sizeof((*errp)->msg);
+    int n = snprintf((*errp)->msg, cap, "%s: ", prefix);
+    if (n < 0 || (size_t)n >= cap - 1)
+        return;
+    size_t room = cap - (size_t)n - 1;
+    size_t len = strnlen(old, room);
+    memcpy((*errp)->msg + n, old, len);
+    (*errp)->msg[(size_t)n + len] = '\0';
 }
 
 void bv_error_free(bv_error *e)
