@@ -1,7 +1,7 @@
 # Turns db/schema/NNNN_*.sql into a C header: an array of migrations in order.
 file(GLOB files ${DIR}/*.sql)
 list(SORT files)
-set(out "/* generated from db/schema/*.sql by embed_schema.cmake; do not edit */\n")
+set(out "/* generated from db/schema by embed_schema.cmake; do not edit */\n")
 string(APPEND out "static const char *const bv_migrations[] = {\n")
 foreach(f ${files})
   file(READ ${f} sql)

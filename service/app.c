@@ -1,1 +1,75 @@
-int bv_service_placeholder;
+/* Application context: see app.h. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "app.h"
+#include "bvdb/events.h"
+#include "log.h"
+#include "runtime/workers.h"
+
+static int make_dir(const char *path, char *err, size_t errlen)
+{
+    if (mkdir(path, 0750) == 0 || errno == EEXIST) {
+        struct stat st;
+        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+            return 0;
+        errno = ENOTDIR;
+    }
+    snprintf(err, errlen, "cannot create directory %s: %s", path, strerror(errno));
+    return -1;
+}
+
+static void db_log(void *opaque, const char *msg)
+{
+    (void)opaque;
+    log_error("%s", msg);
+}
+
+int bv_app_open(struct bv_app *app, char *err, size_t errlen)
+{
+    app->started = time(NULL);
+    pthread_mutex_init(&app->events_lock, NULL);
+    pthread_cond_init(&app->events_cond, NULL);
+    snprintf(app->images_dir, sizeof(app->images_dir), "%s/images", app->cfg.data_dir);
+    snprintf(app->catalog_path, sizeof(app->catalog_path), "%s/catalog.db", app->cfg.data_dir);
+    if (make_dir(app->cfg.data_dir, err, errlen) < 0 || make_dir(app->images_dir, err, errlen) < 0)
+        return -1;
+    if (bvdb_open(app->catalog_path, &app->db, err, errlen) < 0)
+        return -1;
+    bvdb_set_log(app->db, db_log, NULL);
+    app->events_head = bvdb_event_head(app->db);
+    app->workers = bv_workers_start(app->cfg.workers);
+    if (!app->workers) {
+        snprintf(err, errlen, "cannot start %u worker threads", app->cfg.workers);
+        return -1;
+    }
+    return 0;
+}
+
+void bv_app_close(struct bv_app *app)
+{
+    bv_workers_stop(app->workers);
+    app->workers = NULL;
+    bvdb_close(app->db);
+    app->db = NULL;
+    pthread_cond_destroy(&app->events_cond);
+    pthread_mutex_destroy(&app->events_lock);
+}
+
+int64_t bv_app_emit(struct bv_app *app, const char *name, const char *data_json)
+{
+    char ts[32];
+    int64_t seq = 0;
+    bvdb_now(ts);
+    int r = bvdb_event_append(app->db, name, ts, data_json, &seq);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&app->events_lock);
+    if (seq > app->events_head)
+        app->events_head = seq;
+    pthread_cond_broadcast(&app->events_cond);
+    pthread_mutex_unlock(&app->events_lock);
+    return seq;
+}

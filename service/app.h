@@ -1,0 +1,51 @@
+/*
+ * The one application context handed to every handler: configuration, the
+ * catalog, the worker pool and the long-poll waiters.  No globals: tests can
+ * run several apps in one process.
+ *
+ * Locks (taken in this order, never the reverse):
+ *   app->events_lock  guards events_head and signals events_cond, so that
+ *                     long-pollers wake when an event is appended;
+ *   the catalog lock  (inside bvdb) guards the connection.
+ * Nothing is called out (HTTP, callbacks) while either is held.
+ */
+#ifndef BV_SERVICE_APP_H
+#define BV_SERVICE_APP_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "bvdb/catalog.h"
+#include "config.h"
+
+struct bv_workers;
+
+struct bv_app {
+    struct bv_config cfg;
+    char images_dir[4200];         /* <data>/images: the storage directory */
+    char catalog_path[4200];
+    bvdb *db;
+    struct bv_workers *workers;
+    time_t started;
+    atomic_bool stopping;          /* set at shutdown: long-polls return early */
+
+    pthread_mutex_t events_lock;
+    pthread_cond_t events_cond;
+    int64_t events_head;           /* last seq appended (guarded by events_lock) */
+
+    atomic_uint_fast64_t http_requests;
+};
+
+/* Create <data>, <data>/images, open the catalog, start workers. */
+int bv_app_open(struct bv_app *app, char *err, size_t errlen);
+/* Stop workers at a safe point and close the catalog. */
+void bv_app_close(struct bv_app *app);
+
+/* Append an event (name, JSON data object text) to the catalog and wake
+ * long-pollers.  Returns the seq or a negative errno. */
+int64_t bv_app_emit(struct bv_app *app, const char *name, const char *data_json);
+
+#endif

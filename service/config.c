@@ -1,0 +1,183 @@
+/*
+ * `blockvault serve` options.  The rule that matters for safety: a listen
+ * address that is not loopback needs a token, so that a backup appliance is
+ * never exposed unauthenticated by a typo.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+
+#define MAX_TOKEN_BYTES 4096
+
+bool bv_config_is_loopback(const char *addr)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, addr, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, addr, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6);
+    return false;
+}
+
+static int parse_listen(const char *s, struct bv_config *cfg, char *err, size_t errlen)
+{
+    const char *colon = strrchr(s, ':');
+    const char *host = s;
+    size_t hostlen;
+    if (!colon) {
+        snprintf(err, errlen, "--listen wants ADDR:PORT, got '%s'", s);
+        return -1;
+    }
+    hostlen = (size_t)(colon - s);
+    if (hostlen >= 2 && s[0] == '[' && s[hostlen - 1] == ']') {
+        host++;
+        hostlen -= 2;
+    }
+    if (hostlen == 0 || hostlen >= sizeof(cfg->listen_addr)) {
+        snprintf(err, errlen, "--listen: bad address in '%s'", s);
+        return -1;
+    }
+    memcpy(cfg->listen_addr, host, hostlen);
+    cfg->listen_addr[hostlen] = '\0';
+    if (strcmp(cfg->listen_addr, "localhost") == 0)
+        strcpy(cfg->listen_addr, "127.0.0.1");
+    char *end;
+    errno = 0;
+    unsigned long port = strtoul(colon + 1, &end, 10);
+    if (errno || *end || end == colon + 1 || port > 65535) {
+        snprintf(err, errlen, "--listen: bad port in '%s'", s);
+        return -1;
+    }
+    cfg->port = (uint16_t)port;
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, cfg->listen_addr, &a4) != 1 &&
+        inet_pton(AF_INET6, cfg->listen_addr, &a6) != 1) {
+        snprintf(err, errlen, "--listen: '%s' is not a numeric IP address", cfg->listen_addr);
+        return -1;
+    }
+    return 0;
+}
+
+static char *trim_token(char *t)
+{
+    size_t n = strlen(t);
+    while (n && (t[n - 1] == '\n' || t[n - 1] == '\r' || t[n - 1] == ' ' || t[n - 1] == '\t'))
+        t[--n] = '\0';
+    return t;
+}
+
+static int read_token_file(const char *path, struct bv_config *cfg, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "cannot read --token-file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    char *buf = calloc(1, MAX_TOKEN_BYTES + 1);
+    size_t n = buf ? fread(buf, 1, MAX_TOKEN_BYTES, f) : 0;
+    fclose(f);
+    if (!buf)
+        return -1;
+    buf[n] = '\0';
+    trim_token(buf);
+    if (!buf[0]) {
+        free(buf);
+        snprintf(err, errlen, "--token-file %s is empty", path);
+        return -1;
+    }
+    cfg->token = buf;
+    return 0;
+}
+
+static int parse_workers(const char *s, struct bv_config *cfg, char *err, size_t errlen)
+{
+    char *end;
+    errno = 0;
+    unsigned long n = strtoul(s, &end, 10);
+    if (errno || *end || n < 1 || n > 64) {
+        snprintf(err, errlen, "--workers wants a number from 1 to 64, got '%s'", s);
+        return -1;
+    }
+    cfg->workers = (unsigned)n;
+    return 0;
+}
+
+static int copy_dir(char *dst, size_t cap, const char *src, const char *what,
+                    char *err, size_t errlen)
+{
+    if (!src[0] || strlen(src) >= cap) {
+        snprintf(err, errlen, "%s: bad directory '%s'", what, src);
+        return -1;
+    }
+    strcpy(dst, src);
+    return 0;
+}
+
+int bv_config_parse(int argc, char **argv, struct bv_config *cfg, char *err, size_t errlen)
+{
+    static const struct option opts[] = {
+        { "listen", required_argument, NULL, 'l' },
+        { "data", required_argument, NULL, 'd' },
+        { "token-file", required_argument, NULL, 't' },
+        { "workers", required_argument, NULL, 'w' },
+        { "web", required_argument, NULL, 'W' },
+        { "verbose", no_argument, NULL, 'v' },
+        { 0 },
+    };
+    memset(cfg, 0, sizeof(*cfg));
+    strcpy(cfg->listen_addr, "127.0.0.1");
+    cfg->port = 8080;
+    strcpy(cfg->data_dir, "./var");
+    snprintf(cfg->web_dir, sizeof(cfg->web_dir), "%s", BV_WEB_DIR);
+    cfg->workers = 2;
+    const char *token_file = NULL;
+    int c, r = 0;
+    optind = 1;
+    opterr = 0;
+    while (r == 0 && (c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'l': r = parse_listen(optarg, cfg, err, errlen); break;
+        case 'd': r = copy_dir(cfg->data_dir, sizeof(cfg->data_dir), optarg, "--data", err, errlen); break;
+        case 'W': r = copy_dir(cfg->web_dir, sizeof(cfg->web_dir), optarg, "--web", err, errlen); break;
+        case 't': token_file = optarg; break;
+        case 'w': r = parse_workers(optarg, cfg, err, errlen); break;
+        case 'v': cfg->verbose = true; break;
+        default:
+            snprintf(err, errlen, "unknown or incomplete option '%s'", argv[optind - 1]);
+            r = -1;
+        }
+    }
+    if (r == 0 && optind < argc) {
+        snprintf(err, errlen, "unexpected argument '%s'", argv[optind]);
+        r = -1;
+    }
+    if (r == 0 && token_file)
+        r = read_token_file(token_file, cfg, err, errlen);
+    const char *env = getenv("BLOCKVAULT_TOKEN");
+    if (r == 0 && !cfg->token && env && env[0]) {
+        cfg->token = strndup(env, MAX_TOKEN_BYTES);
+        if (cfg->token)
+            trim_token(cfg->token);
+    }
+    if (r == 0 && !cfg->token && !bv_config_is_loopback(cfg->listen_addr)) {
+        snprintf(err, errlen, "refusing to listen on non-loopback address %s without a token "
+                 "(use --token-file or BLOCKVAULT_TOKEN)", cfg->listen_addr);
+        r = -1;
+    }
+    if (r < 0)
+        bv_config_free(cfg);
+    return r;
+}
+
+void bv_config_free(struct bv_config *cfg)
+{
+    free(cfg->token);
+    cfg->token = NULL;
+}

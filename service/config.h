@@ -1,0 +1,26 @@
+/* Command line and environment of `blockvault serve`. */
+#ifndef BV_SERVICE_CONFIG_H
+#define BV_SERVICE_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct bv_config {
+    char listen_addr[64];      /* numeric IPv4/IPv6 address */
+    uint16_t port;             /* 0: pick a free one and print it */
+    char data_dir[4096];
+    char web_dir[4096];
+    char *token;               /* NULL: no auth; owned */
+    unsigned workers;
+    bool verbose;
+};
+
+/* Parse `serve` arguments (argv[0] is "serve").  On error returns -1 and
+ * writes a sentence into err.  Reads BLOCKVAULT_TOKEN when no --token-file. */
+int bv_config_parse(int argc, char **argv, struct bv_config *cfg, char *err, size_t errlen);
+void bv_config_free(struct bv_config *cfg);
+
+/* true when addr is a loopback address (127.0.0.0/8, ::1). */
+bool bv_config_is_loopback(const char *addr);
+
+#endif

@@ -1,0 +1,108 @@
+/* Replies and the error envelope: see reply.h. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <microhttpd.h>
+
+#include "http/reply.h"
+#include "json/json.h"
+
+const char *bv_req_query(const struct bv_request *req, const char *key)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, key);
+}
+
+const char *bv_req_header(const struct bv_request *req, const char *key)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, key);
+}
+
+cJSON *bv_req_json(const struct bv_request *req, struct bv_reply *rep)
+{
+    char err[256];
+    cJSON *obj = bvj_parse_object(req->body, req->body_len, err, sizeof(err));
+    if (!obj)
+        bv_reply_error(rep, 400, NULL, "%s", err);
+    return obj;
+}
+
+static void set_body(struct bv_reply *rep, int status, const char *ctype, char *buf, size_t len)
+{
+    free(rep->body);
+    rep->status = status;
+    rep->content_type = ctype;
+    rep->body = buf;
+    rep->len = len;
+}
+
+void bv_reply_json(struct bv_reply *rep, int status, cJSON *obj)
+{
+    char *text = obj ? cJSON_PrintUnformatted(obj) : NULL;
+    cJSON_Delete(obj);
+    if (!text) {
+        bv_reply_error(rep, 500, NULL, "out of memory while encoding the reply");
+        return;
+    }
+    set_body(rep, status, "application/json", text, strlen(text));
+}
+
+void bv_reply_empty(struct bv_reply *rep, int status)
+{
+    set_body(rep, status, NULL, NULL, 0);
+}
+
+void bv_reply_bytes(struct bv_reply *rep, int status, const char *ctype, char *buf, size_t len)
+{
+    set_body(rep, status, ctype, buf, len);
+}
+
+static const char *default_class(int status)
+{
+    switch (status) {
+    case 401: return "AuthenticationError";
+    case 404: return "NotFound";
+    case 500: return "InternalError";
+    default:  return "GenericError";
+    }
+}
+
+void bv_reply_error(struct bv_reply *rep, int status, const char *cls, const char *fmt, ...)
+{
+    char desc[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(desc, sizeof(desc), fmt, ap);
+    va_end(ap);
+    cJSON *root = cJSON_CreateObject();
+    cJSON *e = cJSON_AddObjectToObject(root, "error");
+    cJSON_AddStringToObject(e, "class", cls ? cls : default_class(status));
+    cJSON_AddStringToObject(e, "desc", desc);
+    char *text = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (!text) {
+        static const char oom[] = "{\"error\":{\"class\":\"InternalError\",\"desc\":\"out of memory\"}}";
+        text = strdup(oom);
+        status = 500;
+    }
+    set_body(rep, status, "application/json", text, text ? strlen(text) : 0);
+}
+
+int bv_status_for_errno(int err)
+{
+    if (err < 0)
+        err = -err;
+    switch (err) {
+    case EINVAL: case ENOENT: case ERANGE: case ENOTSUP: case ENAMETOOLONG:
+    case ELOOP: case EACCES: case EPERM: case ENOTDIR: case EISDIR:
+        return 400;
+    case EEXIST: case EBUSY: case EALREADY:
+        return 409;
+    case EFBIG: case E2BIG:
+        return 413;
+    default:
+        return 500;
+    }
+}

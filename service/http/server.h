@@ -1,0 +1,29 @@
+/*
+ * The HTTP server: libmicrohttpd with a thread per connection (long-polls
+ * and event streams hold a connection for up to a minute), request bodies
+ * accumulated up to a cap, authentication, then dispatch through the route
+ * table.
+ *
+ * Body limits: JSON bodies 1 MiB; binary bodies (PUT …/data) 64 MiB.
+ * Larger bodies get 413 and are discarded as they arrive (never buffered).
+ */
+#ifndef BV_HTTP_SERVER_H
+#define BV_HTTP_SERVER_H
+
+#include <stdint.h>
+
+struct bv_app;
+struct bv_http;
+
+#define BV_MAX_JSON_BODY   (1u << 20)
+#define BV_MAX_BINARY_BODY (64u << 20)
+#define BV_MAX_CONNECTIONS 256
+
+/* Bind and start serving.  *port_out gets the bound port (useful with 0). */
+struct bv_http *bv_http_start(struct bv_app *app, uint16_t *port_out, char *err, size_t errlen);
+/* Stop accepting new connections (first step of shutdown). */
+void bv_http_quiesce(struct bv_http *h);
+/* Wait for in-flight requests and free everything. */
+void bv_http_stop(struct bv_http *h);
+
+#endif
