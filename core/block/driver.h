@@ -1,0 +1,141 @@
+/*
+ * Private contract between the node layer (node.c) and the block drivers.
+ *
+ * A node stack for one image looks like this:
+ *
+ *     format node (raw | qcow2)  --backing-->  format node (read-only) --> ...
+ *          |  file
+ *     [filter node (blkdebug)]    optional, passes through by default
+ *          |  file
+ *     protocol node (file)        POSIX fd
+ *
+ * Drivers are `static const struct bv_driver` tables.  node.c is the only
+ * caller of their ops: the public bv_node_* functions check the contract
+ * (ranges inside the virtual size, read-only nodes) before calling down.
+ * Drivers reach their children only through the bv_child_* helpers below,
+ * which have no virtual-size check (metadata may lie past end of file, and
+ * reads there return zeros) and which forward any op a filter leaves NULL to
+ * the filter's own file child.
+ *
+ * Events: a format driver calls bv_node_event(n->file, ev) just before the
+ * request the event concerns.  The event goes to the first node down the
+ * file chain whose driver has an `event` op (a filter); without one it is
+ * dropped.
+ *
+ * Ownership: node.c allocates `opaque` (instance_size bytes, zeroed) before
+ * open and frees it after close.  A driver's open may set n->size,
+ * n->backing_name (malloc'd, freed by node.c) and n->backing_format.
+ */
+#ifndef BV_BLOCK_DRIVER_H
+#define BV_BLOCK_DRIVER_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bv/block-events.h"
+#include "bv/error.h"
+#include "bv/image.h"
+
+enum bv_driver_kind {
+    BV_DRV_PROTOCOL,     /* talks to the host (file.c) */
+    BV_DRV_FORMAT,       /* interprets an image format over its file child */
+    BV_DRV_FILTER,       /* sits between a format node and its file child */
+};
+
+struct bv_driver {
+    const char *name;
+    enum bv_driver_kind kind;
+    enum bv_format format;           /* FORMAT drivers only */
+    size_t instance_size;            /* bytes of n->opaque, zeroed by node.c */
+
+    /* PROTOCOL: adopt fd (owned from then on, even on failure).
+     * FORMAT: n->file, n->read_only and n->filename are set; parse, set n->size.
+     * FILTER: opened by its own constructor through bv_node_new_filter. */
+    int (*open)(bv_node *n, int fd, bv_error **errp);
+    /* Release instance state.  Called once; must not fail (write-back is done
+     * by the flush node.c issues before close on writable nodes). */
+    void (*close)(bv_node *n);
+
+    int (*pread)(bv_node *n, void *buf, uint64_t len, uint64_t off, bv_error **errp);
+    int (*pwrite)(bv_node *n, const void *buf, uint64_t len, uint64_t off, int flags,
+                  bv_error **errp);
+    int (*write_zeroes)(bv_node *n, uint64_t len, uint64_t off, int flags, bv_error **errp);
+    int (*discard)(bv_node *n, uint64_t len, uint64_t off, bv_error **errp);
+    /* FORMAT: write cached metadata back to the file child (no sync). */
+    int (*flush_to_os)(bv_node *n, bv_error **errp);
+    /* PROTOCOL: make everything written durable. */
+    int (*flush)(bv_node *n, bv_error **errp);
+    /* FORMAT: sets n->size on success.  PROTOCOL: file length. */
+    int (*truncate)(bv_node *n, uint64_t size, bool allow_shrink, bv_error **errp);
+    /* PROTOCOL: current length and allocated bytes of the host file. */
+    int (*get_length)(bv_node *n, uint64_t *len, bv_error **errp);
+    int (*get_allocated)(bv_node *n, uint64_t *bytes, bv_error **errp);
+    int (*block_status)(bv_node *n, uint64_t off, uint64_t len, struct bv_block_status *bs,
+                        bv_error **errp);
+    int (*info)(bv_node *n, struct bv_image_info *info, bv_error **errp);
+    int (*check)(bv_node *n, bool repair, struct bv_check_result *res, bv_error **errp);
+    uint32_t (*cluster_size)(const bv_node *n);
+    /* FILTER: an event signalled by the format node above. */
+    void (*event)(bv_node *n, enum bv_block_event ev);
+    /* FILTER: free instance state (optional; before the file child is closed). */
+};
+
+struct bv_node {
+    const struct bv_driver *drv;
+    void *opaque;                    /* driver instance state, instance_size bytes */
+    bv_node *file;                   /* FORMAT/FILTER: child (owned) */
+    bv_node *backing;                /* FORMAT: backing node (owned, read-only) or NULL */
+    char *filename;                  /* canonical host path of the image file */
+    char *backing_name;              /* FORMAT: as recorded in the image, or NULL */
+    enum bv_format backing_format;   /* FORMAT: recorded backing format, or NONE */
+    uint64_t size;                   /* FORMAT: virtual size; PROTOCOL: length at open */
+    bool read_only;
+    /* Writes since open / at the last flush: a flush with nothing written is a
+     * no-op and signals no event (blkdebug state machines depend on it). */
+    _Atomic uint64_t write_gen;
+    _Atomic uint64_t flushed_gen;
+};
+
+/* ---- for drivers: I/O on a child (no virtual-size checks) ---- */
+int bv_child_pread(bv_node *c, void *buf, uint64_t len, uint64_t off, bv_error **errp);
+int bv_child_pwrite(bv_node *c, const void *buf, uint64_t len, uint64_t off, bv_error **errp);
+int bv_child_write_zeroes(bv_node *c, uint64_t len, uint64_t off, int flags, bv_error **errp);
+int bv_child_discard(bv_node *c, uint64_t len, uint64_t off, bv_error **errp);
+int bv_child_flush(bv_node *c, bv_error **errp);
+int bv_child_truncate(bv_node *c, uint64_t size, bv_error **errp);
+int bv_child_length(bv_node *c, uint64_t *len, bv_error **errp);
+int bv_child_block_status(bv_node *c, uint64_t off, uint64_t len, struct bv_block_status *bs,
+                          bv_error **errp);
+/* Signal ev to the first node down the file chain that listens. */
+void bv_node_event(bv_node *file, enum bv_block_event ev);
+
+/* ---- for filters ---- */
+/* Wrap `file` (ownership passes to the new node, also on failure) in a node
+ * of filter driver drv with zeroed instance state; *out is the filter node. */
+int bv_node_new_filter(const struct bv_driver *drv, bv_node *file, bv_node **out,
+                       bv_error **errp);
+
+/*
+ * The blkdebug hook.  core/block/blkdebug.c (written separately) defines it;
+ * it must wrap `file` with bv_node_new_filter and configure the rules.  The
+ * reference is weak: a program that links nothing from blkdebug.c gets
+ * -ENOTSUP when bv_open_opts.blkdebug is set.
+ */
+int bv_filter_blkdebug_open(bv_node *file, const struct bv_blkdebug_config *cfg, bv_node **out,
+                            bv_error **errp) __attribute__((weak));
+
+/* The built-in drivers. */
+extern const struct bv_driver bv_drv_file;
+extern const struct bv_driver bv_drv_raw;
+extern const struct bv_driver bv_drv_qcow2;
+
+/* Probe the format of an opened protocol node by magic (raw if nothing matches). */
+int bv_probe_format(bv_node *file, enum bv_format *fmt, bv_error **errp);
+
+/* qcow2 helpers behind the image operations (qcow2.c). */
+int bv_qcow2_create(int fd, const struct bv_create_opts *o, uint64_t size, bv_error **errp);
+int bv_qcow2_set_backing(bv_node *n, const char *backing, enum bv_format fmt, bv_error **errp);
+
+#endif

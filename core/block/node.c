@@ -1,0 +1,518 @@
+/*
+ * The node layer: builds node stacks (protocol, optional filter, format,
+ * backing chain), and is the only caller of driver ops.  Every public data
+ * call is checked here (range inside the virtual size, writable node) so the
+ * drivers can trust their arguments.
+ *
+ * Opening a chain: the top image may be probed by magic; a backing image is
+ * opened with the format recorded in its overlay (never probed, so a raw
+ * file cannot pretend to be qcow2), relative to the overlay's directory,
+ * read-only, at most BV_MAX_CHAIN_DEPTH deep, and a file already in the
+ * chain is a loop.  With a root, every file must resolve inside it.
+ */
+#include "block/driver.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <fcntl.h>
+
+#include "bv/path.h"
+#include "util/checked.h"
+
+static const char *const format_names[] = {
+    [BV_FMT_NONE] = NULL,
+    [BV_FMT_RAW] = "raw",
+    [BV_FMT_QCOW2] = "qcow2",
+};
+
+const char *bv_format_name(enum bv_format f)
+{
+    if ((unsigned)f >= sizeof(format_names) / sizeof(format_names[0]))
+        return NULL;
+    return format_names[f];
+}
+
+enum bv_format bv_format_parse(const char *name)
+{
+    for (unsigned i = 1; name && i < sizeof(format_names) / sizeof(format_names[0]); i++)
+        if (strcmp(format_names[i], name) == 0)
+            return (enum bv_format)i;
+    return BV_FMT_NONE;
+}
+
+static const struct bv_driver *format_driver(enum bv_format f)
+{
+    switch (f) {
+    case BV_FMT_RAW: return &bv_drv_raw;
+    case BV_FMT_QCOW2: return &bv_drv_qcow2;
+    default: return NULL;
+    }
+}
+
+/* ---------------- node lifetime ---------------- */
+
+static int node_alloc(const struct bv_driver *drv, bv_node **out, bv_error **errp)
+{
+    bv_node *n = calloc(1, sizeof(*n));
+    if (n && drv->instance_size) {
+        n->opaque = calloc(1, drv->instance_size);
+        if (!n->opaque) {
+            free(n);
+            n = NULL;
+        }
+    }
+    if (!n)
+        return bv_error_setf(errp, ENOMEM, "out of memory");
+    n->drv = drv;
+    *out = n;
+    return 0;
+}
+
+/* Free n and everything below it; no flush. */
+static void node_free(bv_node *n)
+{
+    if (!n)
+        return;
+    if (n->drv->close)
+        n->drv->close(n);
+    node_free(n->file);
+    node_free(n->backing);
+    free(n->opaque);
+    free(n->filename);
+    free(n->backing_name);
+    free(n);
+}
+
+int bv_node_new_filter(const struct bv_driver *drv, bv_node *file, bv_node **out, bv_error **errp)
+{
+    bv_node *n = NULL;
+    int r = node_alloc(drv, &n, errp);
+    if (r < 0) {
+        node_free(file);
+        return r;
+    }
+    n->file = file;
+    n->size = file->size;
+    n->read_only = file->read_only;
+    n->filename = file->filename ? strdup(file->filename) : NULL;
+    *out = n;
+    return 0;
+}
+
+/* ---------------- child I/O: filters pass through what they leave NULL ---------------- */
+
+#define PASS(c, op)                                                        \
+    while ((c) && (c)->drv->kind == BV_DRV_FILTER && !(c)->drv->op)        \
+        (c) = (c)->file;                                                   \
+    if (!(c) || !(c)->drv->op)                                             \
+        return bv_error_setf(errp, ENOTSUP, "operation not supported");
+
+int bv_child_pread(bv_node *c, void *buf, uint64_t len, uint64_t off, bv_error **errp)
+{
+    PASS(c, pread);
+    return len ? c->drv->pread(c, buf, len, off, errp) : 0;
+}
+
+int bv_child_pwrite(bv_node *c, const void *buf, uint64_t len, uint64_t off, bv_error **errp)
+{
+    PASS(c, pwrite);
+    return len ? c->drv->pwrite(c, buf, len, off, 0, errp) : 0;
+}
+
+int bv_child_write_zeroes(bv_node *c, uint64_t len, uint64_t off, int flags, bv_error **errp)
+{
+    PASS(c, write_zeroes);
+    return len ? c->drv->write_zeroes(c, len, off, flags, errp) : 0;
+}
+
+int bv_child_discard(bv_node *c, uint64_t len, uint64_t off, bv_error **errp)
+{
+    PASS(c, discard);
+    return len ? c->drv->discard(c, len, off, errp) : 0;
+}
+
+int bv_child_flush(bv_node *c, bv_error **errp)
+{
+    PASS(c, flush);
+    return c->drv->flush(c, errp);
+}
+
+int bv_child_truncate(bv_node *c, uint64_t size, bv_error **errp)
+{
+    PASS(c, truncate);
+    return c->drv->truncate(c, size, true, errp);
+}
+
+int bv_child_length(bv_node *c, uint64_t *len, bv_error **errp)
+{
+    PASS(c, get_length);
+    return c->drv->get_length(c, len, errp);
+}
+
+int bv_child_block_status(bv_node *c, uint64_t off, uint64_t len, struct bv_block_status *bs,
+                          bv_error **errp)
+{
+    PASS(c, block_status);
+    return c->drv->block_status(c, off, len, bs, errp);
+}
+
+void bv_node_event(bv_node *file, enum bv_block_event ev)
+{
+    while (file && !file->drv->event)
+        file = file->file;
+    if (file)
+        file->drv->event(file, ev);
+}
+
+/* ---------------- open ---------------- */
+
+struct chain_ctx {
+    const char *root;
+    bool no_backing;
+    int depth;
+    const char *names[BV_MAX_CHAIN_DEPTH + 1];   /* canonical paths above this layer */
+};
+
+static int open_protocol(const struct chain_ctx *c, const char *base_dir, const char *path,
+                         unsigned pflags, bool read_only, bv_node **out, bv_error **errp)
+{
+    int fd = -1;
+    char *real = NULL;
+    bv_node *n = NULL;
+    int r = bv_path_open(c->root, base_dir, path, pflags, read_only ? O_RDONLY : O_RDWR, 0,
+                         &fd, &real, errp);
+    if (r < 0)
+        return r;
+    for (int i = 0; i < c->depth; i++) {
+        if (strcmp(c->names[i], real) == 0) {
+            r = bv_error_setf(errp, ELOOP, "Backing file loop: '%s' is already in the chain",
+                              path);
+            goto fail;
+        }
+    }
+    r = node_alloc(&bv_drv_file, &n, errp);
+    if (r < 0)
+        goto fail;
+    n->filename = real;
+    n->read_only = read_only;
+    real = NULL;
+    r = n->drv->open(n, fd, errp);
+    fd = -1;
+    if (r < 0)
+        goto fail;
+    *out = n;
+    return 0;
+fail:
+    if (fd >= 0)
+        close(fd);
+    free(real);
+    node_free(n);
+    return r;
+}
+
+static int open_layer(struct chain_ctx *c, const char *base_dir, const char *path,
+                      unsigned pflags, enum bv_format fmt, bool read_only,
+                      const struct bv_blkdebug_config *blkdebug, bv_node **out, bv_error **errp);
+
+static int open_backing(struct chain_ctx *c, bv_node *n, bv_error **errp)
+{
+    if (!n->backing_name || c->no_backing)
+        return 0;
+    if (c->depth + 1 >= BV_MAX_CHAIN_DEPTH)
+        return bv_error_setf(errp, EINVAL, "backing chain of '%s' is deeper than %d",
+                             n->filename, BV_MAX_CHAIN_DEPTH);
+    if (n->backing_format == BV_FMT_NONE)
+        return bv_error_setf(errp, EINVAL,
+                             "Backing file '%s' of '%s' has no recorded format; set it with "
+                             "rebase -u -F", n->backing_name, n->filename);
+    char *dir = bv_path_dirname(n->filename);
+    if (!dir)
+        return bv_error_setf(errp, ENOMEM, "out of memory");
+    c->names[c->depth++] = n->filename;
+    int r = open_layer(c, dir, n->backing_name, BV_PATH_ALLOW_ABSOLUTE | BV_PATH_ALLOW_DOTDOT,
+                       n->backing_format, true, NULL, &n->backing, errp);
+    c->depth--;
+    free(dir);
+    if (r < 0)
+        bv_error_prepend(errp, "Could not open backing file '%s'", n->backing_name);
+    return r;
+}
+
+static int insert_blkdebug(const struct bv_blkdebug_config *cfg, bv_node **file, bv_error **errp)
+{
+    if (!cfg)
+        return 0;
+    if (!bv_filter_blkdebug_open) {
+        return bv_error_setf(errp, ENOTSUP, "blkdebug is not available in this build");
+    }
+    bv_node *f = *file;
+    *file = NULL;
+    return bv_filter_blkdebug_open(f, cfg, file, errp);
+}
+
+static int open_layer(struct chain_ctx *c, const char *base_dir, const char *path,
+                      unsigned pflags, enum bv_format fmt, bool read_only,
+                      const struct bv_blkdebug_config *blkdebug, bv_node **out, bv_error **errp)
+{
+    bv_node *file = NULL, *n = NULL;
+    int r = open_protocol(c, base_dir, path, pflags, read_only, &file, errp);
+    if (r < 0)
+        goto fail;
+    if (fmt == BV_FMT_NONE) {
+        r = bv_probe_format(file, &fmt, errp);
+        if (r < 0)
+            goto fail;
+    }
+    r = insert_blkdebug(blkdebug, &file, errp);
+    if (r < 0)
+        goto fail;
+    const struct bv_driver *drv = format_driver(fmt);
+    if (!drv) {
+        r = bv_error_setf(errp, EINVAL, "Unknown file format");
+        goto fail;
+    }
+    r = node_alloc(drv, &n, errp);
+    if (r < 0)
+        goto fail;
+    n->file = file;
+    file = NULL;
+    n->read_only = read_only;
+    n->filename = strdup(n->file->filename);
+    if (!n->filename) {
+        r = bv_error_setf(errp, ENOMEM, "out of memory");
+        goto fail;
+    }
+    r = drv->open(n, -1, errp);
+    if (r < 0)
+        goto fail;
+    r = open_backing(c, n, errp);
+    if (r < 0)
+        goto fail;
+    *out = n;
+    return 0;
+fail:
+    node_free(file);
+    node_free(n);
+    return r;
+}
+
+int bv_node_open(const struct bv_open_opts *o, bv_node **out, bv_error **errp)
+{
+    *out = NULL;
+    if (!o || !o->path)
+        return bv_error_setf(errp, EINVAL, "no image path given");
+    struct chain_ctx *c = calloc(1, sizeof(*c));
+    if (!c)
+        return bv_error_setf(errp, ENOMEM, "out of memory");
+    c->root = o->root;
+    c->no_backing = o->no_backing;
+    int r = open_layer(c, NULL, o->path, 0, o->format, o->read_only, o->blkdebug, out, errp);
+    free(c);
+    return r;
+}
+
+int bv_node_close(bv_node *n, bv_error **errp)
+{
+    if (!n)
+        return 0;
+    int r = 0;
+    if (!n->read_only)
+        r = bv_node_flush(n, errp);
+    node_free(n);
+    return r;
+}
+
+/* ---------------- public data path ---------------- */
+
+static int check_req(bv_node *n, uint64_t len, uint64_t off, bool write, bv_error **errp)
+{
+    if (!n || n->drv->kind != BV_DRV_FORMAT)
+        return bv_error_setf(errp, EINVAL, "not an image node");
+    if (write && n->read_only)
+        return bv_error_setf(errp, EROFS, "Block node is read-only");
+    if (!ck_range(off, len, n->size))
+        return bv_error_setf(errp, EINVAL, "request [%llu, +%llu) lies outside the image "
+                             "(size %llu)", (unsigned long long)off, (unsigned long long)len,
+                             (unsigned long long)n->size);
+    return 0;
+}
+
+static void wrote(bv_node *n)
+{
+    atomic_fetch_add(&n->write_gen, 1);
+}
+
+int bv_node_pread(bv_node *n, void *buf, uint64_t len, uint64_t off, bv_error **errp)
+{
+    int r = check_req(n, len, off, false, errp);
+    if (r < 0 || len == 0)
+        return r;
+    return n->drv->pread(n, buf, len, off, errp);
+}
+
+int bv_node_pwrite(bv_node *n, const void *buf, uint64_t len, uint64_t off, int flags,
+                   bv_error **errp)
+{
+    int r = check_req(n, len, off, true, errp);
+    if (r < 0 || len == 0)
+        return r;
+    r = n->drv->pwrite(n, buf, len, off, flags, errp);
+    if (r >= 0)
+        wrote(n);
+    if (r >= 0 && (flags & BV_WRITE_FUA))
+        r = bv_node_flush(n, errp);
+    return r;
+}
+
+int bv_node_write_zeroes(bv_node *n, uint64_t len, uint64_t off, int flags, bv_error **errp)
+{
+    int r = check_req(n, len, off, true, errp);
+    if (r < 0 || len == 0)
+        return r;
+    r = n->drv->write_zeroes(n, len, off, flags, errp);
+    if (r >= 0)
+        wrote(n);
+    return r;
+}
+
+int bv_node_discard(bv_node *n, uint64_t len, uint64_t off, bv_error **errp)
+{
+    int r = check_req(n, len, off, true, errp);
+    if (r < 0 || len == 0)
+        return r;
+    r = n->drv->discard(n, len, off, errp);
+    if (r >= 0)
+        wrote(n);
+    return r;
+}
+
+int bv_node_flush(bv_node *n, bv_error **errp)
+{
+    if (!n || n->read_only)
+        return 0;
+    uint64_t gen = atomic_load(&n->write_gen);
+    if (gen == atomic_load(&n->flushed_gen))
+        return 0;
+    bv_node_event(n->file, BV_EV_FLUSH_TO_OS);
+    int r = n->drv->flush_to_os ? n->drv->flush_to_os(n, errp) : 0;
+    if (r < 0)
+        return r;
+    bv_node_event(n->file, BV_EV_FLUSH_TO_DISK);
+    r = bv_child_flush(n->file, errp);
+    if (r < 0)
+        return r;
+    atomic_store(&n->flushed_gen, gen);
+    return 0;
+}
+
+int bv_node_truncate(bv_node *n, uint64_t size, bool allow_shrink, bv_error **errp)
+{
+    int r = check_req(n, 0, 0, true, errp);
+    if (r < 0)
+        return r;
+    if (size > BV_MAX_IMAGE_SIZE)
+        return bv_error_setf(errp, EINVAL, "size %llu is too large", (unsigned long long)size);
+    if (size < n->size && !allow_shrink)
+        return bv_error_setf(errp, EINVAL, "Use the --shrink option to perform a shrink "
+                             "operation.");
+    if (!n->drv->truncate)
+        return bv_error_setf(errp, ENOTSUP, "Image format driver does not support resize");
+    r = n->drv->truncate(n, size, allow_shrink, errp);
+    if (r >= 0)
+        wrote(n);
+    return r;
+}
+
+uint64_t bv_node_size(const bv_node *n)
+{
+    return n ? n->size : 0;
+}
+
+enum bv_format bv_node_format(const bv_node *n)
+{
+    return n && n->drv->kind == BV_DRV_FORMAT ? n->drv->format : BV_FMT_NONE;
+}
+
+uint32_t bv_node_cluster_size(const bv_node *n)
+{
+    return n && n->drv->cluster_size ? n->drv->cluster_size(n) : 0;
+}
+
+const char *bv_node_filename(const bv_node *n)
+{
+    return n ? n->filename : NULL;
+}
+
+bv_node *bv_node_backing(const bv_node *n)
+{
+    return n ? n->backing : NULL;
+}
+
+int bv_node_block_status(bv_node *n, uint64_t off, uint64_t len, struct bv_block_status *bs,
+                         bv_error **errp)
+{
+    int r = check_req(n, len, off, false, errp);
+    if (r < 0)
+        return r;
+    if (len == 0)
+        return bv_error_setf(errp, EINVAL, "block status of an empty range");
+    memset(bs, 0, sizeof(*bs));
+    r = n->drv->block_status(n, off, len, bs, errp);
+    if (r >= 0 && (bs->pnum == 0 || bs->pnum > len))
+        r = bv_error_setf(errp, EIO, "driver returned a bad block status length");
+    return r;
+}
+
+static int protocol_allocated(bv_node *n, uint64_t *bytes, bv_error **errp)
+{
+    bv_node *p = n->file;
+    while (p && p->file)
+        p = p->file;
+    *bytes = 0;
+    if (!p || !p->drv->get_allocated)
+        return 0;
+    return p->drv->get_allocated(p, bytes, errp);
+}
+
+int bv_node_info(bv_node *n, struct bv_image_info *info, bv_error **errp)
+{
+    int r = check_req(n, 0, 0, false, errp);
+    if (r < 0)
+        return r;
+    memset(info, 0, sizeof(*info));
+    info->format = n->drv->format;
+    info->virtual_size = n->size;
+    if (n->backing_name) {
+        snprintf(info->backing, sizeof(info->backing), "%s", n->backing_name);
+        info->backing_format = n->backing_format;
+    }
+    r = protocol_allocated(n, &info->actual_size, errp);
+    if (r >= 0 && n->drv->info)
+        r = n->drv->info(n, info, errp);
+    return r;
+}
+
+int bv_image_check(bv_node *n, bool repair_leaks, struct bv_check_result *res, bv_error **errp)
+{
+    memset(res, 0, sizeof(*res));
+    int r = check_req(n, 0, 0, repair_leaks, errp);
+    if (r < 0)
+        return r;
+    if (!n->drv->check)
+        return bv_error_setf(errp, ENOTSUP, "This image format does not support checks");
+    return n->drv->check(n, repair_leaks, res, errp);
+}
+
+void bv_check_result_free(struct bv_check_result *res)
+{
+    if (!res)
+        return;
+    for (unsigned i = 0; i < res->nmessages && i < BV_CHECK_MAX_MESSAGES; i++) {
+        free(res->messages[i]);
+        res->messages[i] = NULL;
+    }
+    res->nmessages = 0;
+}
