@@ -1,0 +1,111 @@
+/* Router matching, token check and start-up configuration rules. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+#include "http/auth.h"
+#include "http/router.h"
+
+static void h_a(struct bv_request *q, struct bv_reply *r) { (void)q; (void)r; }
+static void h_b(struct bv_request *q, struct bv_reply *r) { (void)q; (void)r; }
+
+static const struct bv_route table[] = {
+    { "GET", "/api/v1/drives/{id}", h_a, 0 },
+    { "GET", "/api/v1/drives/{id}/bitmaps/{name}", h_b, 0 },
+    { "POST", "/api/v1/drives/{id}/bitmaps/{name}/clear", h_a, 0 },
+    { "GET", "/api/v1/images/{*file}", h_b, 0 },
+};
+
+static void test_router(void **state)
+{
+    (void)state;
+    struct bv_request req;
+    const struct bv_route *rt = NULL;
+    char scratch[256];
+    size_t n = sizeof(table) / sizeof(table[0]);
+    assert_int_equal(bv_route_find(table, n, "GET", "/api/v1/drives/d0/bitmaps/b1", &req, &rt,
+                                   scratch, sizeof(scratch)), BV_ROUTE_FOUND);
+    assert_ptr_equal(rt, &table[1]);
+    assert_int_equal(req.nparams, 2);
+    assert_string_equal(req.params[0], "d0");
+    assert_string_equal(req.params[1], "b1");
+    assert_int_equal(bv_route_find(table, n, "GET", "/api/v1/images/sub/dir/x.qcow2", &req, &rt,
+                                   scratch, sizeof(scratch)), BV_ROUTE_FOUND);
+    assert_string_equal(req.params[0], "sub/dir/x.qcow2");
+    assert_int_equal(bv_route_find(table, n, "DELETE", "/api/v1/drives/d0", &req, &rt,
+                                   scratch, sizeof(scratch)), BV_ROUTE_NO_METHOD);
+    assert_int_equal(bv_route_find(table, n, "GET", "/api/v1/drives/", &req, &rt,
+                                   scratch, sizeof(scratch)), BV_ROUTE_NO_PATH);
+    assert_int_equal(bv_route_find(table, n, "GET", "/api/v1/drives/d0/x", &req, &rt,
+                                   scratch, sizeof(scratch)), BV_ROUTE_NO_PATH);
+    assert_int_equal(bv_route_find(table, n, "GET", "/api/v1/drivesX/d0", &req, &rt,
+                                   scratch, sizeof(scratch)), BV_ROUTE_NO_PATH);
+}
+
+static void test_auth(void **state)
+{
+    (void)state;
+    assert_true(bv_auth_ok(NULL, NULL));
+    assert_false(bv_auth_ok("tok", NULL));
+    assert_false(bv_auth_ok("tok", "Bearer to"));
+    assert_false(bv_auth_ok("tok", "Bearer tokk"));
+    assert_false(bv_auth_ok("tok", "Basic tok"));
+    assert_true(bv_auth_ok("tok", "Bearer tok"));
+    assert_true(bv_auth_ok("tok", "bearer tok"));
+}
+
+static void test_config(void **state)
+{
+    (void)state;
+    assert_true(bv_config_is_loopback("127.0.0.1"));
+    assert_true(bv_config_is_loopback("127.9.8.7"));
+    assert_true(bv_config_is_loopback("::1"));
+    assert_false(bv_config_is_loopback("0.0.0.0"));
+    assert_false(bv_config_is_loopback("10.0.0.1"));
+    assert_false(bv_config_is_loopback("::"));
+
+    unsetenv("BLOCKVAULT_TOKEN");
+    struct bv_config cfg;
+    char err[256];
+    char *a1[] = { "serve", "--listen", "127.0.0.1:0", "--data", "/tmp/x", "--workers", "3", NULL };
+    assert_int_equal(bv_config_parse(7, a1, &cfg, err, sizeof(err)), 0);
+    assert_int_equal(cfg.port, 0);
+    assert_int_equal(cfg.workers, 3);
+    assert_string_equal(cfg.data_dir, "/tmp/x");
+    bv_config_free(&cfg);
+
+    char *a2[] = { "serve", "--listen", "0.0.0.0:8080", NULL };
+    assert_int_equal(bv_config_parse(3, a2, &cfg, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "without a token"));
+    setenv("BLOCKVAULT_TOKEN", "t0k", 1);
+    assert_int_equal(bv_config_parse(3, a2, &cfg, err, sizeof(err)), 0);
+    assert_string_equal(cfg.token, "t0k");
+    bv_config_free(&cfg);
+    unsetenv("BLOCKVAULT_TOKEN");
+
+    char *a3[] = { "serve", "--listen", "127.0.0.1:99999", NULL };
+    assert_int_equal(bv_config_parse(3, a3, &cfg, err, sizeof(err)), -1);
+    char *a4[] = { "serve", "--workers", "0", NULL };
+    assert_int_equal(bv_config_parse(3, a4, &cfg, err, sizeof(err)), -1);
+    char *a5[] = { "serve", "--bogus", NULL };
+    assert_int_equal(bv_config_parse(2, a5, &cfg, err, sizeof(err)), -1);
+    char *a6[] = { "serve", "--listen", "[::1]:0", NULL };
+    assert_int_equal(bv_config_parse(3, a6, &cfg, err, sizeof(err)), 0);
+    assert_string_equal(cfg.listen_addr, "::1");
+    bv_config_free(&cfg);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_router),
+        cmocka_unit_test(test_auth),
+        cmocka_unit_test(test_config),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
