@@ -144,6 +144,8 @@ static void node_child_update(struct hb_node *nd, unsigned i)
 /* Turn NULL / HB_FULL at *slot into a real node with the same content. */
 static int materialize(struct hbitmap *hb, void **slot, unsigned level)
 {
+    if (*slot && *slot != HB_FULL)
+        return 0;
     bool full = *slot == HB_FULL;
     if (level == 0) {
         struct hb_leaf *l = calloc(1, sizeof(*l));
