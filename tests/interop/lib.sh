@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for the bvimg/qemu-img interop tests (sourced, not run).
 # Skips (77) when the oracle is missing; gives each test a private temporary
 # directory removed on exit; counts failures instead of stopping at the first
