@@ -3,7 +3,8 @@
  * The caller (db/ via the service) stores the blob with the bitmap's name,
  * granularity and flags; the disk size comes from the drive.
  *
- * Format: the zlib stream (RFC 1950, what compress2() produces) of the
+ * Format: the zlib stream (RFC 1950, what compress2() produces; level 1,
+ * since bitmaps are mostly zeros and speed matters more) of the
  * LSB-first bitmap of hbitmap.h, ceil(ceil(size/g)/8) bytes.  Both ways
  * stream through 64 KiB buffers: memory is the bitmap itself (sparse), the
  * output blob (capped by the caller) and the zlib state.  Time is
@@ -79,7 +80,7 @@ static int compress_hbitmap(const struct hbitmap *hb, struct outbuf *o)
     uint8_t *chunk = malloc(CHUNK);
     z_stream zs;
     memset(&zs, 0, sizeof(zs));
-    if (!chunk || deflateInit(&zs, Z_DEFAULT_COMPRESSION) != Z_OK) {
+    if (!chunk || deflateInit(&zs, Z_BEST_SPEED) != Z_OK) {
         free(chunk);
         return -ENOMEM;
     }
