@@ -1,0 +1,205 @@
+/*
+ * qcow2 driver internals, shared by qcow2.c (open/create/header),
+ * qcow2-cluster.c (guest-to-host mapping, data path), qcow2-refcount.c
+ * (allocation, frees, check) and qcow2-cache.c (L2/refblock caches).
+ *
+ * On-disk layout facts are in /work/shared/reference/qemu-semantics.md §2.
+ *
+ * Locking: struct qcow2_state.lock (one per node) guards everything in the
+ * state below that can change after open: the L1 table and its dirty span,
+ * the reftable, both caches, the allocation hints (free_hint, free_byte),
+ * the reserve list, the pending-free list, header fields (size, autoclear,
+ * l1/reftable offsets) and `failed`.  Functions named *_locked expect it
+ * held.  Reads of allocated data clusters run after dropping it (the mapping
+ * was taken under it); writes that allocate, update mappings or copy on
+ * write hold it throughout, so two writers never allocate the same guest
+ * cluster twice.  Reads from the backing node take that node's own lock
+ * (never the other way round: lock order is top to bottom of the chain).
+ */
+#ifndef BV_QCOW2_INT_H
+#define BV_QCOW2_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "block/driver.h"
+
+#define QCOW2_MAGIC 0x514649fbu
+
+/* The fixed part of the v3 header (v2 uses the first 72 bytes). */
+struct qcow2_header {
+    uint32_t magic;
+    uint32_t version;
+    uint64_t backing_file_offset;
+    uint32_t backing_file_size;
+    uint32_t cluster_bits;
+    uint64_t size;
+    uint32_t crypt_method;
+    uint32_t l1_size;
+    uint64_t l1_table_offset;
+    uint64_t refcount_table_offset;
+    uint32_t refcount_table_clusters;
+    uint32_t nb_snapshots;
+    uint64_t snapshots_offset;
+    uint64_t incompatible_features;
+    uint64_t compatible_features;
+    uint64_t autoclear_features;
+    uint32_t refcount_order;
+    uint32_t header_length;
+    uint8_t compression_type;
+    uint8_t padding[7];
+} __attribute__((packed));
+_Static_assert(sizeof(struct qcow2_header) == 112, "qcow2 header is 112 bytes");
+
+#define QCOW2_V2_HEADER_LEN   72
+#define QCOW2_V3_HEADER_LEN   112
+
+/* Header field byte offsets used for in-place updates. */
+#define QH_SIZE_OFF           24
+#define QH_L1_SIZE_OFF        36
+#define QH_L1_OFFSET_OFF      40
+#define QH_REFTABLE_OFF       48
+#define QH_INCOMPAT_OFF       72
+#define QH_AUTOCLEAR_OFF      88
+
+#define QCOW2_INCOMPAT_DIRTY      (1ULL << 0)
+#define QCOW2_INCOMPAT_CORRUPT    (1ULL << 1)
+#define QCOW2_INCOMPAT_DATA_FILE  (1ULL << 2)
+#define QCOW2_INCOMPAT_COMPRESS   (1ULL << 3)
+#define QCOW2_INCOMPAT_EXTL2      (1ULL << 4)
+
+#define QCOW2_EXT_END             0x00000000u
+#define QCOW2_EXT_BACKING_FORMAT  0xe2792acau
+#define QCOW2_EXT_FEATURE_TABLE   0x6803f857u
+#define QCOW2_EXT_BITMAPS         0x23852875u
+#define QCOW2_EXT_CRYPTO          0x0537be77u
+#define QCOW2_EXT_DATA_FILE       0x44415441u
+
+#define L1E_OFFSET_MASK   0x00fffffffffffe00ULL
+#define L1E_RESERVED_MASK 0x7f000000000001ffULL
+#define L2E_OFFSET_MASK   0x00fffffffffffe00ULL
+#define REFT_OFFSET_MASK  0xfffffffffffffe00ULL
+#define QCOW_OFLAG_COPIED     (1ULL << 63)
+#define QCOW_OFLAG_COMPRESSED (1ULL << 62)
+#define QCOW_OFLAG_ZERO       (1ULL << 0)
+
+#define QCOW2_MAX_L1_BYTES        (32u << 20)
+#define QCOW2_MAX_REFTABLE_BYTES  (8u << 20)
+#define QCOW2_MAX_OFFSET          (1ULL << 56)
+
+/* One cached metadata table (an L2 table or a refcount block). */
+struct qcow2_cache_entry {
+    uint64_t offset;          /* host offset of the table; 0 = slot empty */
+    uint8_t *data;            /* cluster_size bytes, on-disk (big-endian) format */
+    uint64_t lru;
+    bool dirty;
+    int next;                 /* hash chain, -1 = end */
+};
+
+struct qcow2_cache {
+    bool is_l2;               /* L2 tables must not reach disk before refblocks */
+    unsigned cap;             /* entries, fixed at open */
+    unsigned nbuckets;
+    struct qcow2_cache_entry *e;
+    int *buckets;
+    uint64_t clock;
+};
+
+/* A host byte range whose clusters each lose one reference at the next
+ * metadata flush, after the mappings that dropped them are on disk. */
+struct qcow2_free {
+    uint64_t off, len;
+};
+
+#define QCOW2_MAX_RESERVE 16
+#define QCOW2_MAX_PENDING_FREES 4096
+
+struct qcow2_state {
+    pthread_mutex_t lock;
+    int version;
+    uint32_t cluster_bits, cluster_size;
+    uint32_t l2_bits;                  /* log2(entries per L2 table) */
+    uint32_t refcount_order, rb_bits;  /* rb_bits: log2(entries per refblock) */
+    uint64_t refcount_max;
+    uint64_t incompat, compat, autoclear;
+    uint32_t header_length;
+    uint32_t nb_snapshots;
+    uint64_t snapshots_offset;
+    uint32_t csize_shift;              /* compressed descriptor layout */
+    uint64_t csize_mask, coffset_mask;
+
+    uint64_t *l1;                      /* host order */
+    uint32_t l1_size;
+    uint64_t l1_offset;
+    uint32_t l1_dirty_lo, l1_dirty_hi; /* dirty span [lo, hi) */
+
+    uint64_t *reftable;                /* host order */
+    uint64_t reftable_entries;
+    uint64_t reftable_offset;
+    uint32_t reftable_clusters;
+
+    uint8_t *exts;                     /* extensions kept verbatim on rewrite */
+    uint32_t exts_len;
+
+    struct qcow2_cache l2, rb;
+    uint64_t free_hint;                /* no free cluster below this index */
+    uint64_t free_byte;                /* compressed packing cursor, 0 = none */
+    struct { uint64_t start, end; } reserve[QCOW2_MAX_RESERVE];
+    unsigned nreserve;
+    struct qcow2_free *frees;
+    size_t nfrees;
+    bool header_writable;              /* autoclear cleared on disk */
+    bool failed;                       /* a metadata write failed: refuse until reopen */
+};
+
+static inline struct qcow2_state *q_state(bv_node *n) { return n->opaque; }
+
+/* ---- qcow2-cache.c ---- */
+int qcow2_cache_init(struct qcow2_cache *c, bool is_l2, unsigned cap, bv_error **errp);
+void qcow2_cache_destroy(struct qcow2_cache *c);
+/* Table at host offset off, loaded (or zero-filled if fresh) into the cache.
+ * The pointer stays valid until the next qcow2_cache_get on the same cache. */
+int qcow2_cache_get_locked(bv_node *n, struct qcow2_cache *c, uint64_t off, bool fresh,
+                           struct qcow2_cache_entry **out, bv_error **errp);
+void qcow2_cache_drop_locked(struct qcow2_cache *c, uint64_t off);
+int qcow2_cache_flush_locked(bv_node *n, struct qcow2_cache *c, bool *wrote, bv_error **errp);
+bool qcow2_cache_has_dirty(const struct qcow2_cache *c);
+bool qcow2_cache_contains(const struct qcow2_cache *c, uint64_t off);
+
+/* ---- qcow2-refcount.c ---- */
+int qcow2_rc_get_locked(bv_node *n, uint64_t idx, uint64_t *rc, bv_error **errp);
+int qcow2_rc_update_locked(bv_node *n, uint64_t idx, int64_t delta, bv_error **errp);
+/* Allocate up to `want` contiguous clusters (exactly `want` if exact);
+ * *first is the host offset, *got the number (>= 1). */
+int qcow2_alloc_clusters_locked(bv_node *n, uint64_t want, bool exact, uint64_t *first,
+                                uint64_t *got, bv_error **errp);
+/* Allocate `len` bytes (< cluster size) for compressed data. */
+int qcow2_alloc_bytes_locked(bv_node *n, uint64_t len, uint64_t *off, bv_error **errp);
+int qcow2_queue_free_locked(bv_node *n, uint64_t off, uint64_t len, bv_error **errp);
+/* Write caches and the L1 back in crash-safe order, then apply queued frees. */
+int qcow2_flush_metadata_locked(bv_node *n, bv_error **errp);
+int qcow2_check(bv_node *n, bool repair, struct bv_check_result *res, bv_error **errp);
+
+/* ---- qcow2-cluster.c ---- */
+int qcow2_pread(bv_node *n, void *buf, uint64_t len, uint64_t off, bv_error **errp);
+int qcow2_pwrite(bv_node *n, const void *buf, uint64_t len, uint64_t off, int flags,
+                 bv_error **errp);
+int qcow2_write_zeroes(bv_node *n, uint64_t len, uint64_t off, int flags, bv_error **errp);
+int qcow2_discard(bv_node *n, uint64_t len, uint64_t off, bv_error **errp);
+int qcow2_block_status(bv_node *n, uint64_t off, uint64_t len, struct bv_block_status *bs,
+                       bv_error **errp);
+int qcow2_truncate(bv_node *n, uint64_t size, bool allow_shrink, bv_error **errp);
+/* L2 table for l1 index (allocating one if alloc); *e NULL if unallocated. */
+int qcow2_get_l2_locked(bv_node *n, uint64_t l1i, bool alloc, struct qcow2_cache_entry **e,
+                        bv_error **errp);
+
+/* ---- qcow2.c ---- */
+int qcow2_write_header_fields_locked(bv_node *n, bv_error **errp);
+int qcow2_prepare_write_locked(bv_node *n, bv_error **errp);
+int qcow2_mark_corrupt_locked(bv_node *n, uint64_t off, const char *what, bv_error **errp);
+int qcow2_corrupt(bv_error **errp, uint64_t off, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+uint64_t qcow2_l1_entries_for(uint64_t size, uint32_t cluster_bits);
+
+#endif
