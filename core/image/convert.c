@@ -1,25 +1,32 @@
 /*
  * convert: copy what a chain reads as into one new image (raw or qcow2).
  *
- * Pipeline.  This thread plans and reads; writer threads write.
+ * Pipeline.  This thread plans; worker threads read and write.
  *   plan:  walk the source chain's block status; runs that read as zero
  *          (zero clusters, holes, unallocated everywhere) are skipped, since a
  *          fresh image reads zeros there.  Data runs are widened to the
- *          granule (the target cluster, or 4 KiB for raw) and cut into slots
- *          of at most CONV_CHUNK bytes.
- *   read:  each slot is filled with one bv_node_pread of the source chain.
- *   write: a writer skips granules that turned out to be all zeros and
- *          writes the rest: runs of granules with one pwrite (one writer, so
- *          the target is written in order), or, with compression, one
- *          BV_WRITE_COMPRESSED pwrite per whole cluster from several writers
- *          at once so that deflate runs on every core.
- * Slots cycle between a free list and a ready FIFO, both guarded by
- * conv.lock; the number of slots bounds memory to nslots * CONV_CHUNK.
+ *          granule (the target cluster, or 4 KiB for raw) and cut into
+ *          extents of at most CONV_CHUNK bytes, queued in order.
+ *   work:  a worker takes the next extent, fills its own buffer with one
+ *          bv_node_pread of the source chain, skips granules that turned out
+ *          to be all zeros and writes the rest: runs of granules with one
+ *          pwrite each, or, with compression, one BV_WRITE_COMPRESSED pwrite
+ *          per whole cluster.  Several workers run at once so that reads,
+ *          page-cache copies and deflate use every core; extents are taken in
+ *          order, so the target is written nearly sequentially.
+ * The extent queue (a bounded FIFO) is guarded by conv.lock; memory is
+ * nworkers * CONV_CHUNK.
  *
  * Errors: the first error wins and stops every thread; the target file is
  * left behind (as qemu-img convert does) and the error says where.
  * Durability: with o->flush the target is flushed (metadata, then
- * fdatasync) before returning; bv_node_close flushes in any case.
+ * fdatasync) before returning, and a flusher thread syncs every
+ * CONV_FLUSH_STEP bytes written so that the disk writes back while we copy
+ * (the final sync then has little left to do).  Without it, as qemu-img convert's default
+ * cache mode, cached metadata is written back to the OS but not synced:
+ * bv_node_close would fdatasync, which costs as much as the copy itself, so
+ * close_unsynced() marks the node clean first.  That needs the node layer's
+ * private view (block/driver.h) until image.h offers a no-sync close.
  */
 #include "image/image-int.h"
 
@@ -30,15 +37,17 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "block/driver.h"
 #include "util/checked.h"
 
-#define CONV_CHUNK        (4u << 20)
-#define CONV_MAX_THREADS  16
-#define CONV_MAX_SLOTS    (2 * CONV_MAX_THREADS + 2)
-#define RAW_GRANULE       4096u
+#define CONV_CHUNK          (4u << 20)
+#define CONV_MAX_THREADS    16
+#define CONV_PLAIN_WORKERS  4
+#define CONV_QUEUE          64
+#define RAW_GRANULE         4096u
+#define CONV_FLUSH_STEP     (64ull << 20)
 
-struct slot {
-    uint8_t *buf;
+struct extent {
     uint64_t off, len;
 };
 
@@ -47,19 +56,21 @@ struct conv {
     uint64_t size;
     uint32_t granule;            /* zero-skip and planning unit; the cluster when compressing */
     bool compress;
-    unsigned nwriters, nslots;
-    struct slot slots[CONV_MAX_SLOTS];
+    unsigned nworkers;
 
     pthread_mutex_t lock;        /* guards everything below */
     pthread_cond_t cond;
-    unsigned free_list[CONV_MAX_SLOTS], nfree;
-    unsigned ready[CONV_MAX_SLOTS], ready_head, nready;   /* FIFO ring */
-    bool reading_done;
+    struct extent queue[CONV_QUEUE];   /* FIFO ring */
+    unsigned head, count;
+    bool planning_done;
+    bool flusher, workers_done;  /* flusher: sync while copying (o->flush) */
+    pthread_cond_t flush_cond;   /* wakes the flusher */
+    uint64_t written, flushed;   /* bytes copied; bytes copied at the last sync start */
     int ret;                     /* first error, 0 while none */
     bv_error *err;
 };
 
-/* ---- the slot queue ---- */
+/* ---- the extent queue ---- */
 
 static void conv_fail(struct conv *c, int ret, bv_error **errp)
 {
@@ -71,72 +82,62 @@ static void conv_fail(struct conv *c, int ret, bv_error **errp)
     pthread_mutex_unlock(&c->lock);
 }
 
-/* A free slot index, or -1 once the conversion failed. */
-static int take_free(struct conv *c)
+/* Queue an extent; -ECANCELED once the conversion failed. */
+static int push_extent(struct conv *c, uint64_t off, uint64_t len)
 {
     pthread_mutex_lock(&c->lock);
-    while (c->nfree == 0 && c->ret == 0)
+    while (c->count == CONV_QUEUE && c->ret == 0)
         pthread_cond_wait(&c->cond, &c->lock);
-    int i = c->ret ? -1 : (int)c->free_list[--c->nfree];
-    pthread_mutex_unlock(&c->lock);
-    return i;
-}
-
-static void put_free(struct conv *c, unsigned i)
-{
-    pthread_mutex_lock(&c->lock);
-    c->free_list[c->nfree++] = i;
-    pthread_cond_broadcast(&c->cond);
-    pthread_mutex_unlock(&c->lock);
-}
-
-static void put_ready(struct conv *c, unsigned i)
-{
-    pthread_mutex_lock(&c->lock);
-    c->ready[(c->ready_head + c->nready) % c->nslots] = i;
-    c->nready++;
-    pthread_cond_broadcast(&c->cond);
-    pthread_mutex_unlock(&c->lock);
-}
-
-/* The next filled slot, or -1 when reading is over (or failed) and none is left. */
-static int take_ready(struct conv *c)
-{
-    pthread_mutex_lock(&c->lock);
-    while (c->nready == 0 && !c->reading_done && c->ret == 0)
-        pthread_cond_wait(&c->cond, &c->lock);
-    int i = -1;
-    if (c->nready > 0 && c->ret == 0) {
-        i = (int)c->ready[c->ready_head];
-        c->ready_head = (c->ready_head + 1) % c->nslots;
-        c->nready--;
+    int r = c->ret ? -ECANCELED : 0;
+    if (r == 0) {
+        c->queue[(c->head + c->count) % CONV_QUEUE] = (struct extent){ off, len };
+        c->count++;
+        pthread_cond_broadcast(&c->cond);
     }
     pthread_mutex_unlock(&c->lock);
-    return i;
+    return r;
 }
 
-static void finish_reading(struct conv *c)
+/* The next extent; false when planning is over (or failed) and none is left. */
+static bool pop_extent(struct conv *c, struct extent *e)
 {
     pthread_mutex_lock(&c->lock);
-    c->reading_done = true;
+    while (c->count == 0 && !c->planning_done && c->ret == 0)
+        pthread_cond_wait(&c->cond, &c->lock);
+    bool ok = c->count > 0 && c->ret == 0;
+    if (ok) {
+        *e = c->queue[c->head];
+        c->head = (c->head + 1) % CONV_QUEUE;
+        c->count--;
+        pthread_cond_broadcast(&c->cond);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return ok;
+}
+
+static void finish_planning(struct conv *c)
+{
+    pthread_mutex_lock(&c->lock);
+    c->planning_done = true;
     pthread_cond_broadcast(&c->cond);
     pthread_mutex_unlock(&c->lock);
 }
 
-/* ---- writers ---- */
+/* ---- workers ---- */
 
-/* Length of the granule at off within a slot ending at end. */
+/* Length of the granule at off within an extent ending at end. */
 static uint64_t granule_len(const struct conv *c, uint64_t off, uint64_t end)
 {
     return end - off < c->granule ? end - off : c->granule;
 }
 
-static int write_compressed(struct conv *c, const struct slot *s, bv_error **errp)
+static int write_compressed(struct conv *c, const struct extent *e, const uint8_t *buf,
+                            bv_error **errp)
 {
-    uint64_t end = s->off + s->len;
-    for (uint64_t off = s->off; off < end; off += c->granule) {
+    uint64_t end = e->off + e->len;
+    for (uint64_t off = e->off; off < end; off += c->granule) {
         uint64_t n = granule_len(c, off, end);
-        const uint8_t *p = s->buf + (off - s->off);
+        const uint8_t *p = buf + (off - e->off);
         if (buf_is_zero(p, n))
             continue;
         /* a cluster cut short by the image end is stored plain */
@@ -148,18 +149,19 @@ static int write_compressed(struct conv *c, const struct slot *s, bv_error **err
     return 0;
 }
 
-/* Writes the non-zero granule runs of the slot, each with one pwrite. */
-static int write_plain(struct conv *c, const struct slot *s, bv_error **errp)
+/* Writes the non-zero granule runs of the extent, each with one pwrite. */
+static int write_plain(struct conv *c, const struct extent *e, const uint8_t *buf,
+                       bv_error **errp)
 {
-    uint64_t end = s->off + s->len;
+    uint64_t end = e->off + e->len;
     uint64_t run = UINT64_MAX;           /* start of the current non-zero run */
-    for (uint64_t off = s->off; off <= end; off += c->granule) {
-        bool zero = off == end || buf_is_zero(s->buf + (off - s->off), granule_len(c, off, end));
+    for (uint64_t off = e->off; off <= end; off += c->granule) {
+        bool zero = off == end || buf_is_zero(buf + (off - e->off), granule_len(c, off, end));
         if (!zero && run == UINT64_MAX)
             run = off;
         if (zero && run != UINT64_MAX) {
             uint64_t stop = off < end ? off : end;
-            int r = bv_node_pwrite(c->dst, s->buf + (run - s->off), stop - run, run, 0, errp);
+            int r = bv_node_pwrite(c->dst, buf + (run - e->off), stop - run, run, 0, errp);
             if (r < 0)
                 return r;
             run = UINT64_MAX;
@@ -170,48 +172,86 @@ static int write_plain(struct conv *c, const struct slot *s, bv_error **errp)
     return 0;
 }
 
-static void *writer_main(void *arg)
+static void count_written(struct conv *c, uint64_t len)
+{
+    pthread_mutex_lock(&c->lock);
+    c->written += len;
+    if (c->written - c->flushed >= CONV_FLUSH_STEP)
+        pthread_cond_signal(&c->flush_cond);
+    pthread_mutex_unlock(&c->lock);
+}
+
+static int copy_extent(struct conv *c, const struct extent *e, uint8_t *buf, bv_error **errp)
+{
+    int r = bv_node_pread(c->src, buf, e->len, e->off, errp);
+    if (r < 0)
+        return r;
+    r = c->compress ? write_compressed(c, e, buf, errp) : write_plain(c, e, buf, errp);
+    if (r == 0 && c->flusher)
+        count_written(c, e->len);
+    return r;
+}
+
+/* Syncs the target whenever CONV_FLUSH_STEP more bytes were written. */
+static void *flusher_main(void *arg)
 {
     struct conv *c = arg;
-    int i;
-    while ((i = take_ready(c)) >= 0) {
+    pthread_mutex_lock(&c->lock);
+    while (!c->workers_done && c->ret == 0) {
+        if (c->written - c->flushed < CONV_FLUSH_STEP) {
+            pthread_cond_wait(&c->flush_cond, &c->lock);
+            continue;
+        }
+        c->flushed = c->written;
+        pthread_mutex_unlock(&c->lock);
         bv_error *err = NULL;
-        const struct slot *s = &c->slots[i];
-        int r = c->compress ? write_compressed(c, s, &err) : write_plain(c, s, &err);
-        put_free(c, (unsigned)i);
+        int r = bv_node_flush(c->dst, &err);
+        if (r < 0)
+            conv_fail(c, r, &err);
+        pthread_mutex_lock(&c->lock);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+static void stop_flusher(struct conv *c, pthread_t t)
+{
+    pthread_mutex_lock(&c->lock);
+    c->workers_done = true;
+    pthread_cond_signal(&c->flush_cond);
+    pthread_mutex_unlock(&c->lock);
+    pthread_join(t, NULL);
+}
+
+static void *worker_main(void *arg)
+{
+    struct conv *c = arg;
+    uint8_t *buf = malloc(CONV_CHUNK);
+    bv_error *err = NULL;
+    struct extent e;
+    if (!buf) {
+        conv_fail(c, bv_error_setf(&err, ENOMEM, "out of memory for a convert buffer"), &err);
+        return NULL;
+    }
+    while (pop_extent(c, &e)) {
+        int r = copy_extent(c, &e, buf, &err);
         if (r < 0) {
             conv_fail(c, r, &err);
             break;
         }
     }
+    free(buf);
     return NULL;
 }
 
-/* ---- planner and reader (the calling thread) ---- */
+/* ---- planner (the calling thread) ---- */
 
-static int read_slot(struct conv *c, uint64_t off, uint64_t len, bv_error **errp)
-{
-    int i = take_free(c);
-    if (i < 0)
-        return -ECANCELED;
-    struct slot *s = &c->slots[i];
-    s->off = off;
-    s->len = len;
-    int r = bv_node_pread(c->src, s->buf, len, off, errp);
-    if (r < 0) {
-        put_free(c, (unsigned)i);
-        return r;
-    }
-    put_ready(c, (unsigned)i);
-    return 0;
-}
-
-/* Queue [start, end) in slots of at most CONV_CHUNK. */
-static int read_range(struct conv *c, uint64_t start, uint64_t end, bv_error **errp)
+/* Queue [start, end) in extents of at most CONV_CHUNK. */
+static int queue_range(struct conv *c, uint64_t start, uint64_t end)
 {
     while (start < end) {
         uint64_t n = end - start < CONV_CHUNK ? end - start : CONV_CHUNK;
-        int r = read_slot(c, start, n, errp);
+        int r = push_extent(c, start, n);
         if (r < 0)
             return r;
         start += n;
@@ -219,7 +259,7 @@ static int read_range(struct conv *c, uint64_t start, uint64_t end, bv_error **e
     return 0;
 }
 
-static int plan_and_read(struct conv *c, bv_error **errp)
+static int plan(struct conv *c, bv_error **errp)
 {
     uint64_t cursor = 0;                 /* everything below is queued or skipped */
     for (uint64_t off = 0; off < c->size;) {
@@ -233,7 +273,7 @@ static int plan_and_read(struct conv *c, bv_error **errp)
             uint64_t end;
             if (!ck_align_up(run_end, c->granule, &end) || end > c->size)
                 end = c->size;
-            r = read_range(c, start > cursor ? start : cursor, end, errp);
+            r = queue_range(c, start > cursor ? start : cursor, end);
             if (r < 0)
                 return r;
             cursor = end > cursor ? end : cursor;
@@ -245,35 +285,23 @@ static int plan_and_read(struct conv *c, bv_error **errp)
 
 /* ---- setup ---- */
 
-static unsigned pick_threads(const struct bv_convert_opts *o)
+/* Plain copies are bound by page-cache copies and I/O waits: a few workers
+ * more than cores keep both busy.  Compression is bound by deflate: one per core. */
+static unsigned pick_workers(const struct bv_convert_opts *o)
 {
     long n = o->threads ? (long)o->threads : sysconf(_SC_NPROCESSORS_ONLN);
     if (n < 1)
         n = 1;
+    if (!o->compress && !o->threads)
+        n = n < CONV_PLAIN_WORKERS ? CONV_PLAIN_WORKERS : n;
     return n > CONV_MAX_THREADS ? CONV_MAX_THREADS : (unsigned)n;
-}
-
-static int conv_init(struct conv *c, const struct bv_convert_opts *o, bv_error **errp)
-{
-    c->nwriters = o->compress ? pick_threads(o) : 1;
-    c->nslots = c->nwriters * 2 + 2;
-    pthread_mutex_init(&c->lock, NULL);
-    pthread_cond_init(&c->cond, NULL);
-    for (unsigned i = 0; i < c->nslots; i++) {
-        c->slots[i].buf = malloc(CONV_CHUNK);
-        if (!c->slots[i].buf)
-            return bv_error_setf(errp, ENOMEM, "out of memory for convert buffers");
-        c->free_list[c->nfree++] = i;
-    }
-    return 0;
 }
 
 static void conv_destroy(struct conv *c)
 {
-    for (unsigned i = 0; i < c->nslots; i++)
-        free(c->slots[i].buf);
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->cond);
+    pthread_cond_destroy(&c->flush_cond);
     bv_error_free(c->err);
 }
 
@@ -304,31 +332,45 @@ static int create_target(bv_node *src, const char *path, const struct bv_convert
     return bv_node_open(&oo, out, errp);
 }
 
-/* Start the writers, plan and read here, then join them. */
+/* Start the workers, plan here, then join them. */
 static int run_pipeline(struct conv *c, bv_error **errp)
 {
-    pthread_t threads[CONV_MAX_THREADS];
+    pthread_t threads[CONV_MAX_THREADS], flusher;
     unsigned started = 0;
     int r = 0;
-    for (; started < c->nwriters; started++) {
-        int e = pthread_create(&threads[started], NULL, writer_main, c);
+    if (c->flusher && pthread_create(&flusher, NULL, flusher_main, c) != 0)
+        c->flusher = false;      /* no early syncs: the final one still runs */
+    for (; started < c->nworkers; started++) {
+        int e = pthread_create(&threads[started], NULL, worker_main, c);
         if (e) {
-            r = bv_error_setf(errp, e, "cannot start a writer thread: %s", strerror(e));
+            r = bv_error_setf(errp, e, "cannot start a convert thread: %s", strerror(e));
             break;
         }
     }
     if (r == 0)
-        r = plan_and_read(c, errp);
+        r = plan(c, errp);
     if (r < 0 && r != -ECANCELED)
         conv_fail(c, r, NULL);
-    finish_reading(c);
+    finish_planning(c);
     for (unsigned i = 0; i < started; i++)
         pthread_join(threads[i], NULL);
-    if (c->ret < 0) {            /* a writer's error, or ours */
+    if (c->flusher)
+        stop_flusher(c, flusher);
+    if (c->ret < 0) {            /* a worker's error, or ours */
         bv_error_propagate(errp, &c->err);
         return c->ret;
     }
     return r;
+}
+
+/* Close dst with its metadata written back to the OS but no fdatasync. */
+static int close_unsynced(bv_node *dst, bv_error **errp)
+{
+    int r = dst->drv->flush_to_os ? dst->drv->flush_to_os(dst, errp) : 0;
+    if (r == 0)
+        atomic_store(&dst->flushed_gen, atomic_load(&dst->write_gen));
+    int rc = bv_node_close(dst, r < 0 ? NULL : errp);
+    return r < 0 ? r : rc;
 }
 
 int bv_image_convert(bv_node *src, const char *dst_path, const struct bv_convert_opts *o,
@@ -344,12 +386,16 @@ int bv_image_convert(bv_node *src, const char *dst_path, const struct bv_convert
     uint32_t cs = bv_node_cluster_size(c.dst);
     c.granule = cs ? cs : RAW_GRANULE;
     c.size = bv_node_size(c.dst) < c.size ? bv_node_size(c.dst) : c.size;
-    r = conv_init(&c, o, errp);
-    if (r == 0)
-        r = run_pipeline(&c, errp);
+    c.nworkers = pick_workers(o);
+    c.flusher = o->flush;
+    pthread_mutex_init(&c.lock, NULL);
+    pthread_cond_init(&c.cond, NULL);
+    pthread_cond_init(&c.flush_cond, NULL);
+    r = run_pipeline(&c, errp);
     if (r == 0 && o->flush)
         r = bv_node_flush(c.dst, errp);
-    int rc = bv_node_close(c.dst, r < 0 ? NULL : errp);
+    int rc = o->flush || r < 0 ? bv_node_close(c.dst, r < 0 ? NULL : errp)
+                               : close_unsynced(c.dst, errp);
     conv_destroy(&c);
     return r < 0 ? r : rc;
 }
