@@ -7,6 +7,8 @@
 #include "app.h"
 #include "bvdb/events.h"
 #include "log.h"
+#include "runtime/drives.h"
+#include "runtime/registry.h"
 #include "runtime/workers.h"
 
 static int make_dir(const char *path, char *err, size_t errlen)
@@ -40,6 +42,14 @@ int bv_app_open(struct bv_app *app, char *err, size_t errlen)
         return -1;
     bvdb_set_log(app->db, db_log, NULL);
     app->events_head = bvdb_event_head(app->db);
+    app->registry = bv_registry_new();
+    if (!app->registry) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    bv_drives_restore(app);
+    if (bv_drives_start_saver(app, 60) < 0)
+        log_warn("cannot start the bitmap saver thread; bitmaps are saved at shutdown only");
     app->workers = bv_workers_start(app->cfg.workers);
     if (!app->workers) {
         snprintf(err, errlen, "cannot start %u worker threads", app->cfg.workers);
@@ -52,6 +62,12 @@ void bv_app_close(struct bv_app *app)
 {
     bv_workers_stop(app->workers);
     app->workers = NULL;
+    bv_drives_stop_saver(app);
+    if (app->registry) {
+        bv_drives_save_bitmaps(app, true);
+        bv_registry_free(app->registry);
+        app->registry = NULL;
+    }
     bvdb_close(app->db);
     app->db = NULL;
     pthread_cond_destroy(&app->events_cond);

@@ -22,6 +22,7 @@
 #include "config.h"
 
 struct bv_workers;
+struct bv_registry;
 
 struct bv_app {
     struct bv_config cfg;
@@ -37,6 +38,17 @@ struct bv_app {
     int64_t events_head;           /* last seq appended (guarded by events_lock) */
 
     atomic_uint_fast64_t http_requests;
+    atomic_uint_fast64_t corruption_reports;
+
+    struct bv_registry *registry;  /* open drives (own lock, see runtime/registry.h) */
+
+    /* periodic bitmap saver (runtime/drives.c); saver_lock guards nothing but
+     * the wait on saver_cond */
+    pthread_t saver;
+    bool saver_running;
+    unsigned saver_interval;
+    pthread_mutex_t saver_lock;
+    pthread_cond_t saver_cond;
 };
 
 /* Create <data>, <data>/images, open the catalog, start workers. */

@@ -9,4 +9,34 @@ void api_metrics(struct bv_request *req, struct bv_reply *rep);
 void api_events_list(struct bv_request *req, struct bv_reply *rep);
 void api_static(struct bv_request *req, struct bv_reply *rep);
 
+void api_images_create(struct bv_request *req, struct bv_reply *rep);
+void api_images_list(struct bv_request *req, struct bv_reply *rep);
+void api_images_get(struct bv_request *req, struct bv_reply *rep);
+void api_images_delete(struct bv_request *req, struct bv_reply *rep);
+void api_images_compare(struct bv_request *req, struct bv_reply *rep);
+void api_images_check(struct bv_request *req, struct bv_reply *rep);
+void api_images_rebase(struct bv_request *req, struct bv_reply *rep);
+
+void api_drives_create(struct bv_request *req, struct bv_reply *rep);
+void api_drives_list(struct bv_request *req, struct bv_reply *rep);
+void api_drives_get(struct bv_request *req, struct bv_reply *rep);
+void api_drives_delete(struct bv_request *req, struct bv_reply *rep);
+void api_drives_resize(struct bv_request *req, struct bv_reply *rep);
+void api_drives_data_put(struct bv_request *req, struct bv_reply *rep);
+void api_drives_data_get(struct bv_request *req, struct bv_reply *rep);
+void api_drives_io(struct bv_request *req, struct bv_reply *rep);
+
+void api_bitmaps_list(struct bv_request *req, struct bv_reply *rep);
+void api_bitmaps_create(struct bv_request *req, struct bv_reply *rep);
+void api_bitmaps_get(struct bv_request *req, struct bv_reply *rep);
+void api_bitmaps_delete(struct bv_request *req, struct bv_reply *rep);
+void api_bitmaps_clear(struct bv_request *req, struct bv_reply *rep);
+void api_bitmaps_enable(struct bv_request *req, struct bv_reply *rep);
+void api_bitmaps_disable(struct bv_request *req, struct bv_reply *rep);
+void api_bitmaps_merge(struct bv_request *req, struct bv_reply *rep);
+void api_bitmaps_extents(struct bv_request *req, struct bv_reply *rep);
+
+void api_reports_list(struct bv_request *req, struct bv_reply *rep);
+void api_reports_get(struct bv_request *req, struct bv_reply *rep);
+
 #endif

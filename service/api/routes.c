@@ -1,14 +1,49 @@
 /*
  * The route table.  Order matters only where patterns overlap: literal
- * routes come before the static catch-all at the end.
+ * routes come before captures at the same depth, and the static catch-all
+ * is last.
  */
 #include "api/api.h"
 #include "http/router.h"
+
+#define D "/api/v1/drives/{id}"
+#define B D "/bitmaps/{name}"
 
 const struct bv_route bv_routes[] = {
     { "GET", "/api/v1/health", api_health, 0 },
     { "GET", "/api/v1/events", api_events_list, 0 },
     { "GET", "/metrics", api_metrics, 0 },
+
+    { "POST", "/api/v1/images", api_images_create, 0 },
+    { "GET", "/api/v1/images", api_images_list, 0 },
+    { "POST", "/api/v1/images/compare", api_images_compare, 0 },
+    { "POST", "/api/v1/images/check", api_images_check, 0 },
+    { "POST", "/api/v1/images/rebase", api_images_rebase, 0 },
+    { "GET", "/api/v1/images/{*file}", api_images_get, 0 },
+    { "DELETE", "/api/v1/images/{*file}", api_images_delete, 0 },
+
+    { "POST", "/api/v1/drives", api_drives_create, 0 },
+    { "GET", "/api/v1/drives", api_drives_list, 0 },
+    { "GET", D, api_drives_get, 0 },
+    { "DELETE", D, api_drives_delete, 0 },
+    { "POST", D "/resize", api_drives_resize, 0 },
+    { "PUT", D "/data", api_drives_data_put, BV_ROUTE_BINARY },
+    { "GET", D "/data", api_drives_data_get, 0 },
+    { "POST", D "/io", api_drives_io, 0 },
+
+    { "GET", D "/bitmaps", api_bitmaps_list, 0 },
+    { "POST", D "/bitmaps", api_bitmaps_create, 0 },
+    { "GET", B, api_bitmaps_get, 0 },
+    { "DELETE", B, api_bitmaps_delete, 0 },
+    { "GET", B "/extents", api_bitmaps_extents, 0 },
+    { "POST", B "/clear", api_bitmaps_clear, 0 },
+    { "POST", B "/enable", api_bitmaps_enable, 0 },
+    { "POST", B "/disable", api_bitmaps_disable, 0 },
+    { "POST", B "/merge", api_bitmaps_merge, 0 },
+
+    { "GET", "/api/v1/reports", api_reports_list, 0 },
+    { "GET", "/api/v1/reports/{rid}", api_reports_get, 0 },
+
     /* the web UI: everything else that is not under /api */
     { "GET", "/", api_static, BV_ROUTE_PUBLIC },
     { "GET", "/{*path}", api_static, BV_ROUTE_PUBLIC },

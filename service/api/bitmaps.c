@@ -1,0 +1,330 @@
+/*
+ * /api/v1/drives/{id}/bitmaps: QEMU's block-dirty-bitmap-* verbs.  The
+ * engine enforces the semantics and the error texts; this file maps them to
+ * HTTP (404 unknown drive or bitmap in the URL, 409 name taken or busy or
+ * inconsistent, 400 bad values) and records each change in the catalog
+ * before replying.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "api/common.h"
+#include "app.h"
+#include "bvdb/drives.h"
+#include "runtime/registry.h"
+
+#define MAX_EXTENTS_PER_REPLY 100000
+#define MAX_MERGE_SOURCES     64
+
+struct bv_drive_entry *api_drive_get(struct bv_request *req, struct bv_reply *rep);
+
+cJSON *api_bitmap_json(struct bv_bitmap_set *set, const struct bv_bitmap_info *bi)
+{
+    (void)set;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", bi->name);
+    cJSON_AddNumberToObject(o, "granularity", bi->granularity);
+    cJSON_AddNumberToObject(o, "count", (double)bi->count);
+    cJSON_AddStringToObject(o, "status", bv_bitmap_status_name(bi->status));
+    cJSON_AddBoolToObject(o, "recording", bi->recording);
+    cJSON_AddBoolToObject(o, "busy", bi->busy);
+    cJSON_AddBoolToObject(o, "persistent", bi->persistent);
+    return o;
+}
+
+static void reply_bitmap(struct bv_reply *rep, int status, struct bv_bitmap_set *set,
+                         struct bv_dirty_bitmap *bm)
+{
+    struct bv_bitmap_info bi;
+    bv_bitmap_query(set, bm, &bi);
+    bv_reply_json(rep, status, api_bitmap_json(set, &bi));
+}
+
+/* Status for a bitmap-operation error: busy/inconsistent 409, unknown 404. */
+static int bitmap_status(int r)
+{
+    switch (-r) {
+    case EBUSY: case EEXIST: return 409;
+    case ENOENT: return 404;
+    case ENOMEM: case EIO: return 500;
+    default: return 400;
+    }
+}
+
+/* The bitmap in the URL (params[1]) of the drive e, or NULL after a 404. */
+static struct bv_dirty_bitmap *url_bitmap(struct bv_request *req, struct bv_reply *rep,
+                                          struct bv_drive_entry *e)
+{
+    struct bv_dirty_bitmap *bm = NULL;
+    bv_error *err = NULL;
+    int r = bv_bitmap_lookup(bv_drive_bitmaps(e->drive), req->params[1], &bm, &err);
+    if (r < 0) {
+        bv_reply_error(rep, 404, "DeviceNotFound", "%s", err ? err->msg : "bitmap not found");
+        bv_error_free(err);
+        return NULL;
+    }
+    return bm;
+}
+
+void api_bitmaps_list(struct bv_request *req, struct bv_reply *rep)
+{
+    struct bv_drive_entry *e = api_drive_get(req, rep);
+    if (!e)
+        return;
+    struct bv_bitmap_set *set = bv_drive_bitmaps(e->drive);
+    size_t n = bv_bitmap_list(set, NULL, 0);
+    struct bv_bitmap_info *infos = calloc(n ? n : 1, sizeof(*infos));
+    cJSON *arr = cJSON_CreateArray();
+    if (infos) {
+        n = bv_bitmap_list(set, infos, n);
+        for (size_t i = 0; i < n; i++)
+            cJSON_AddItemToArray(arr, api_bitmap_json(set, &infos[i]));
+    }
+    free(infos);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "bitmaps", arr);
+    bv_reply_json(rep, 200, o);
+    bv_registry_put(req->app, e);
+}
+
+void api_bitmaps_get(struct bv_request *req, struct bv_reply *rep)
+{
+    struct bv_drive_entry *e = api_drive_get(req, rep);
+    if (!e)
+        return;
+    struct bv_dirty_bitmap *bm = url_bitmap(req, rep, e);
+    if (bm)
+        reply_bitmap(rep, 200, bv_drive_bitmaps(e->drive), bm);
+    bv_registry_put(req->app, e);
+}
+
+/* granularity: any JSON integer is read, then checked with QEMU's texts */
+static int check_granularity(struct bv_reply *rep, const cJSON *g, uint32_t *out)
+{
+    double d = g->valuedouble;
+    if (!cJSON_IsNumber(g) || d != (double)(int64_t)d) {
+        bv_reply_error(rep, 400, NULL, "Invalid parameter type for 'granularity', expected: integer");
+        return -1;
+    }
+    if (d < 0 || d > 4294967295.0) {
+        bv_reply_error(rep, 400, NULL, "Parameter 'granularity' expects uint32_t");
+        return -1;
+    }
+    uint64_t v = (uint64_t)d;
+    if (v < 512 || (v & (v - 1)) || v > (1ULL << 31)) {
+        bv_reply_error(rep, 400, NULL, "Granularity must be power of 2 and at least 512");
+        return -1;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* The add itself: shared with transactions through bv_bitmaps_add(). */
+int api_bitmap_add(struct bv_app *app, struct bv_drive_entry *e, const char *name,
+                   uint32_t gran, bool persistent, bool disabled, struct bv_dirty_bitmap **out,
+                   int *status, bv_error **errp)
+{
+    struct bv_bitmap_set *set = bv_drive_bitmaps(e->drive);
+    *status = 400;
+    if (persistent && strcmp(e->format, "qcow2") != 0) {
+        return bv_error_setf(errp, ENOTSUP, "Can't store persistent bitmaps to %s: Operation "
+                             "not supported", e->id);
+    }
+    if (persistent && strlen(name) > BV_BITMAP_NAME_MAX) {
+        return bv_error_setf(errp, EINVAL, "Can't make bitmap '%s' persistent in '%s': Name "
+                             "length exceeds maximum (1023 characters)", name, e->id);
+    }
+    if (!gran)
+        gran = bv_bitmap_default_granularity(bv_node_cluster_size(bv_drive_node(e->drive)));
+    unsigned flags = (persistent ? BV_BITMAP_F_PERSISTENT : 0) | (disabled ? BV_BITMAP_F_DISABLED : 0);
+    int r = bv_bitmap_add(set, name, gran, flags, out, errp);
+    if (r < 0) {
+        *status = bitmap_status(r);
+        return r;
+    }
+    struct bvdb_bitmap rec = {
+        .drive_id = e->id, .name = name, .granularity = gran, .persistent = persistent,
+        .enabled = !disabled, .in_use = persistent, .size = bv_drive_size(e->drive),
+    };
+    r = bvdb_bitmap_insert(app->db, &rec);
+    if (r < 0) {
+        bv_bitmap_remove(set, *out, NULL);
+        *status = 500;
+        return bv_error_setf(errp, EIO, "cannot record bitmap '%s' in the catalog", name);
+    }
+    return 0;
+}
+
+void api_bitmaps_create(struct bv_request *req, struct bv_reply *rep)
+{
+    const char *name = NULL;
+    const cJSON *g = NULL;
+    bool persistent = false, disabled = false;
+    const struct bvj_field f[] = {
+        { "name", BVJ_STRING, true, &name },
+        { "granularity", BVJ_ANY, false, &g },
+        { "persistent", BVJ_BOOL, false, &persistent },
+        { "disabled", BVJ_BOOL, false, &disabled },
+    };
+    cJSON *body = api_read_body(req, rep, f, BVJ_COUNT(f));
+    if (!body)
+        return;
+    uint32_t gran = 0;
+    struct bv_drive_entry *e = NULL;
+    if (g && check_granularity(rep, g, &gran) < 0)
+        goto out;
+    if (!(e = api_drive_get(req, rep)))
+        goto out;
+    struct bv_dirty_bitmap *bm = NULL;
+    bv_error *err = NULL;
+    int status;
+    int r = api_bitmap_add(req->app, e, name, gran, persistent, disabled, &bm, &status, &err);
+    if (r < 0)
+        api_fail(rep, status, r, err);
+    else
+        reply_bitmap(rep, 201, bv_drive_bitmaps(e->drive), bm);
+out:
+    bv_registry_put(req->app, e);
+    cJSON_Delete(body);
+}
+
+void api_bitmaps_delete(struct bv_request *req, struct bv_reply *rep)
+{
+    struct bv_drive_entry *e = api_drive_get(req, rep);
+    if (!e)
+        return;
+    struct bv_dirty_bitmap *bm = url_bitmap(req, rep, e);
+    if (bm) {
+        bv_error *err = NULL;
+        int r = bv_bitmap_remove(bv_drive_bitmaps(e->drive), bm, &err);
+        if (r < 0) {
+            api_fail(rep, bitmap_status(r), r, err);
+        } else {
+            bvdb_bitmap_delete(req->app->db, e->id, req->params[1]);
+            bv_reply_empty(rep, 204);
+        }
+    }
+    bv_registry_put(req->app, e);
+}
+
+enum verb { V_CLEAR, V_ENABLE, V_DISABLE };
+
+static void simple_verb(struct bv_request *req, struct bv_reply *rep, enum verb v)
+{
+    if (req->body_len) {
+        cJSON *body = bv_req_json(req, rep);
+        if (!body)
+            return;
+        bool empty = cJSON_GetArraySize(body) == 0;
+        cJSON_Delete(body);
+        if (!empty) {
+            bv_reply_error(rep, 400, NULL, "this call takes no parameters");
+            return;
+        }
+    }
+    struct bv_drive_entry *e = api_drive_get(req, rep);
+    if (!e)
+        return;
+    struct bv_bitmap_set *set = bv_drive_bitmaps(e->drive);
+    struct bv_dirty_bitmap *bm = url_bitmap(req, rep, e);
+    if (bm) {
+        bv_error *err = NULL;
+        int r = v == V_CLEAR ? bv_bitmap_clear(set, bm, &err)
+              : v == V_ENABLE ? bv_bitmap_enable(set, bm, NULL, &err)
+              : bv_bitmap_disable(set, bm, NULL, &err);
+        if (r == 0 && v != V_CLEAR)
+            bvdb_bitmap_set_enabled(req->app->db, e->id, req->params[1], v == V_ENABLE);
+        if (r < 0)
+            api_fail(rep, bitmap_status(r), r, err);
+        else
+            reply_bitmap(rep, 200, set, bm);
+    }
+    bv_registry_put(req->app, e);
+}
+
+void api_bitmaps_clear(struct bv_request *req, struct bv_reply *rep) { simple_verb(req, rep, V_CLEAR); }
+void api_bitmaps_enable(struct bv_request *req, struct bv_reply *rep) { simple_verb(req, rep, V_ENABLE); }
+void api_bitmaps_disable(struct bv_request *req, struct bv_reply *rep) { simple_verb(req, rep, V_DISABLE); }
+
+void api_bitmaps_merge(struct bv_request *req, struct bv_reply *rep)
+{
+    const cJSON *sources = NULL;
+    const struct bvj_field f[] = {
+        { "sources", BVJ_ARRAY, true, &sources },
+    };
+    cJSON *body = api_read_body(req, rep, f, BVJ_COUNT(f));
+    if (!body)
+        return;
+    struct bv_drive_entry *e = api_drive_get(req, rep);
+    struct bv_dirty_bitmap *srcs[MAX_MERGE_SOURCES];
+    size_t n = 0;
+    if (!e)
+        goto out;
+    struct bv_bitmap_set *set = bv_drive_bitmaps(e->drive);
+    struct bv_dirty_bitmap *bm = url_bitmap(req, rep, e);
+    if (!bm)
+        goto out;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, sources) {
+        if (!cJSON_IsString(it) || n >= MAX_MERGE_SOURCES) {
+            bv_reply_error(rep, 400, NULL, "'sources' must be 1 to %d bitmap names",
+                           MAX_MERGE_SOURCES);
+            goto out;
+        }
+        srcs[n] = bv_bitmap_find(set, it->valuestring);
+        if (!srcs[n]) {
+            bv_reply_error(rep, 400, NULL, "Dirty bitmap '%s' not found", it->valuestring);
+            goto out;
+        }
+        n++;
+    }
+    if (n == 0) {
+        bv_reply_error(rep, 400, NULL, "'sources' must name at least one bitmap");
+        goto out;
+    }
+    bv_error *err = NULL;
+    int r = bv_bitmap_merge(set, bm, set, srcs, n, NULL, &err);
+    if (r < 0)
+        api_fail(rep, bitmap_status(r), r, err);
+    else
+        reply_bitmap(rep, 200, set, bm);
+out:
+    bv_registry_put(req->app, e);
+    cJSON_Delete(body);
+}
+
+void api_bitmaps_extents(struct bv_request *req, struct bv_reply *rep)
+{
+    struct bv_drive_entry *e = api_drive_get(req, rep);
+    if (!e)
+        return;
+    struct bv_bitmap_set *set = bv_drive_bitmaps(e->drive);
+    struct bv_dirty_bitmap *bm = url_bitmap(req, rep, e);
+    if (bm) {
+        cJSON *arr = cJSON_CreateArray();
+        uint64_t cursor = 0, size = bv_drive_size(e->drive);
+        struct bv_extent buf[256];
+        size_t total = 0, got;
+        while (cursor < size && total < MAX_EXTENTS_PER_REPLY) {
+            bv_bitmap_extents(set, bm, &cursor, buf, 256, &got);
+            for (size_t i = 0; i < got; i++) {
+                cJSON *x = cJSON_CreateObject();
+                cJSON_AddNumberToObject(x, "offset", (double)buf[i].offset);
+                cJSON_AddNumberToObject(x, "length", (double)buf[i].length);
+                cJSON_AddItemToArray(arr, x);
+            }
+            total += got;
+            if (got == 0)
+                break;
+        }
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddItemToObject(o, "extents", arr);
+        if (cursor < size && total >= MAX_EXTENTS_PER_REPLY)
+            cJSON_AddBoolToObject(o, "truncated", true);
+        bv_reply_json(rep, 200, o);
+    }
+    bv_registry_put(req->app, e);
+}

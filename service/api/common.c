@@ -1,0 +1,63 @@
+/* Shared handler helpers: see common.h. */
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/common.h"
+#include "app.h"
+#include "bv/path.h"
+#include "log.h"
+
+const char *const api_format_names[] = { "raw", "qcow2", NULL };
+
+void api_fail(struct bv_reply *rep, int status, int r, bv_error *e)
+{
+    if (status <= 0)
+        status = bv_status_for_errno(e ? e->err : r);
+    const char *msg = e ? e->msg : strerror(r < 0 ? -r : r);
+    if (status >= 500)
+        log_error("internal error: %s", msg);
+    bv_reply_error(rep, status, NULL, "%s", msg);
+    bv_error_free(e);
+}
+
+cJSON *api_read_body(struct bv_request *req, struct bv_reply *rep,
+                     const struct bvj_field *fields, size_t n)
+{
+    cJSON *obj = bv_req_json(req, rep);
+    if (!obj)
+        return NULL;
+    char err[512];
+    if (bvj_read(obj, fields, n, err, sizeof(err)) < 0) {
+        bv_reply_error(rep, 400, NULL, "%s", err);
+        cJSON_Delete(obj);
+        return NULL;
+    }
+    return obj;
+}
+
+char *api_resolve(struct bv_request *req, struct bv_reply *rep, const char *path,
+                  bool must_exist)
+{
+    char *out = NULL;
+    bv_error *e = NULL;
+    int r = bv_path_resolve(req->app->images_dir, NULL, path,
+                            must_exist ? 0 : BV_PATH_MAY_NOT_EXIST, &out, &e);
+    if (r < 0) {
+        api_fail(rep, 400, r, e);
+        return NULL;
+    }
+    return out;
+}
+
+const char *api_relpath(struct bv_request *req, const char *abs)
+{
+    char root[PATH_MAX];
+    if (!realpath(req->app->images_dir, root))
+        return abs;
+    size_t n = strlen(root);
+    if (strncmp(abs, root, n) == 0 && abs[n] == '/')
+        return abs + n + 1;
+    return abs;
+}

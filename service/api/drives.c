@@ -1,0 +1,505 @@
+/*
+ * /api/v1/drives: create or open, list, get, delete, resize, the data path
+ * (PUT/GET data, the qemu-io command list).  Writes go through the core
+ * drive, so every write dirties the drive's recording bitmaps.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "api/api.h"
+#include "api/common.h"
+#include "app.h"
+#include "bv/iocmd.h"
+#include "bv/path.h"
+#include "bvdb/drives.h"
+#include "runtime/drives.h"
+#include "runtime/registry.h"
+
+#define MAX_ID_LEN      128
+#define MAX_READ_LENGTH (64u << 20)     /* GET …/data: larger ranges are a 413 */
+#define MAX_IO_COMMANDS 1024
+
+static const char *const drive_format_names[] = { "raw", "qcow2", "blkverify", NULL };
+
+/* QEMU's id rule: a letter first, then letters, digits, '-', '.', '_'. */
+bool api_id_valid(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > MAX_ID_LEN || !((id[0] >= 'a' && id[0] <= 'z') || (id[0] >= 'A' && id[0] <= 'Z')))
+        return false;
+    for (size_t i = 1; i < n; i++) {
+        char c = id[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '.' || c == '_';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+/* The drive in the URL, or NULL after a 404. */
+struct bv_drive_entry *api_drive_get(struct bv_request *req, struct bv_reply *rep)
+{
+    struct bv_drive_entry *e = bv_registry_get(req->app, req->params[0]);
+    if (!e)
+        bv_reply_error(rep, 404, "DeviceNotFound", "Cannot find device='%s' nor node-name='%s'",
+                       req->params[0], req->params[0]);
+    return e;
+}
+
+cJSON *api_bitmap_json(struct bv_bitmap_set *set, const struct bv_bitmap_info *bi);
+
+static cJSON *bitmaps_json(bv_drive *d)
+{
+    struct bv_bitmap_set *set = bv_drive_bitmaps(d);
+    size_t n = bv_bitmap_list(set, NULL, 0);
+    struct bv_bitmap_info *infos = calloc(n ? n : 1, sizeof(*infos));
+    cJSON *arr = cJSON_CreateArray();
+    if (infos) {
+        n = bv_bitmap_list(set, infos, n);
+        for (size_t i = 0; i < n; i++)
+            cJSON_AddItemToArray(arr, api_bitmap_json(set, &infos[i]));
+    }
+    free(infos);
+    return arr;
+}
+
+cJSON *api_drive_json(struct bv_drive_entry *e)
+{
+    bv_node *n = bv_drive_node(e->drive);
+    struct bv_image_info info;
+    memset(&info, 0, sizeof(info));
+    bv_node_info(n, &info, NULL);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", e->id);
+    cJSON_AddStringToObject(o, "format", e->format);
+    cJSON_AddStringToObject(o, "file", e->file);
+    cJSON_AddNumberToObject(o, "size", (double)bv_drive_size(e->drive));
+    cJSON_AddNumberToObject(o, "allocated", (double)info.actual_size);
+    cJSON_AddNumberToObject(o, "cluster_size", bv_node_cluster_size(n));
+    if (info.backing[0])
+        cJSON_AddStringToObject(o, "backing", info.backing);
+    else
+        cJSON_AddNullToObject(o, "backing");
+    cJSON *filters = cJSON_AddArrayToObject(o, "filters");
+    cJSON *fj = cJSON_Parse(e->filters);
+    cJSON *it;
+    cJSON_ArrayForEach(it, fj) {
+        cJSON *f = cJSON_Duplicate(it, true);
+        cJSON_AddStringToObject(f, "driver", it->string);
+        cJSON_AddItemToArray(filters, f);
+    }
+    cJSON_Delete(fj);
+    cJSON_AddBoolToObject(o, "busy", bv_drive_busy(e->drive));
+    cJSON_AddItemToObject(o, "bitmaps", bitmaps_json(e->drive));
+    return o;
+}
+
+struct create_req {
+    const char *id, *file;
+    int format;
+    uint64_t size, cluster;
+    bool have_size, existing;
+    const cJSON *blkdebug, *test, *raw;
+};
+
+static int check_create(struct bv_request *req, struct bv_reply *rep, struct create_req *c,
+                        char *file_buf, size_t file_len)
+{
+    if (!api_id_valid(c->id)) {
+        bv_reply_error(rep, 400, NULL, "Invalid drive id '%s': use a letter, then letters, "
+                       "digits, '-', '.' or '_' (at most %d)", c->id, MAX_ID_LEN);
+        return -1;
+    }
+    bool verify = c->format == 2;
+    if (verify && (!c->test || !c->raw || c->blkdebug || c->file || c->have_size)) {
+        bv_reply_error(rep, 400, NULL, "a blkverify drive takes \"test\" and \"raw\" (and no "
+                       "file, size or blkdebug)");
+        return -1;
+    }
+    if (!verify && (c->test || c->raw)) {
+        bv_reply_error(rep, 400, NULL, "\"test\" and \"raw\" are for \"format\":\"blkverify\"");
+        return -1;
+    }
+    if (!verify && !c->existing && !c->have_size) {
+        bv_reply_error(rep, 400, NULL, "Parameter 'size' is missing (required to create the image; "
+                       "use \"existing\":true to open one)");
+        return -1;
+    }
+    if (!verify && c->existing && c->have_size) {
+        bv_reply_error(rep, 400, NULL, "'size' cannot be given with \"existing\":true");
+        return -1;
+    }
+    if (c->file)
+        snprintf(file_buf, file_len, "%s", c->file);
+    else
+        snprintf(file_buf, file_len, "%s.%s", c->id, drive_format_names[c->format]);
+    (void)req;
+    return 0;
+}
+
+static char *filters_text(const struct create_req *c)
+{
+    cJSON *f = cJSON_CreateObject();
+    if (c->blkdebug)
+        cJSON_AddItemToObject(f, "blkdebug", cJSON_Duplicate(c->blkdebug, true));
+    if (c->test) {
+        cJSON *bv = cJSON_AddObjectToObject(f, "blkverify");
+        cJSON_AddItemToObject(bv, "test", cJSON_Duplicate(c->test, true));
+        cJSON_AddItemToObject(bv, "raw", cJSON_Duplicate(c->raw, true));
+    }
+    char *s = cJSON_PrintUnformatted(f);
+    cJSON_Delete(f);
+    return s;
+}
+
+/* Create the image file for a new drive; returns its canonical path. */
+static char *create_image(struct bv_request *req, struct bv_reply *rep, const struct create_req *c,
+                          const char *file)
+{
+    char *abs = api_resolve(req, rep, file, false);
+    if (!abs)
+        return NULL;
+    if (access(abs, F_OK) == 0) {
+        bv_reply_error(rep, 409, NULL, "Image '%s' already exists; use \"existing\":true to "
+                       "open it", file);
+        free(abs);
+        return NULL;
+    }
+    struct bv_create_opts co = {
+        .path = file, .root = req->app->images_dir, .format = api_format(c->format),
+        .size = c->size, .cluster_size = (uint32_t)c->cluster,
+    };
+    bv_error *e = NULL;
+    int r = bv_image_create(&co, &e);
+    if (r < 0) {
+        api_fail(rep, 400, r, e);
+        free(abs);
+        return NULL;
+    }
+    return abs;
+}
+
+static int record_drive(struct bv_app *app, struct bv_drive_entry *e)
+{
+    char now[32];
+    bvdb_now(now);
+    struct bvdb_drive rec = {
+        .id = e->id, .format = e->format, .file = e->file,
+        .size = bv_drive_size(e->drive), .cluster_size = bv_node_cluster_size(bv_drive_node(e->drive)),
+        .filters = e->filters, .created_at = now,
+    };
+    return bvdb_drive_insert(app->db, &rec);
+}
+
+void api_drives_create(struct bv_request *req, struct bv_reply *rep)
+{
+    struct create_req c = { .format = -1 };
+    const struct bvj_field f[] = {
+        { "id", BVJ_STRING, true, &c.id },
+        { "format", BVJ_ENUM, true, &c.format, .names = drive_format_names },
+        { "file", BVJ_STRING, false, &c.file },
+        { "size", BVJ_SIZE, false, &c.size, &c.have_size, 1, BV_MAX_IMAGE_SIZE },
+        { "cluster_size", BVJ_U64, false, &c.cluster, .max = BV_MAX_CLUSTER_SIZE },
+        { "existing", BVJ_BOOL, false, &c.existing },
+        { "blkdebug", BVJ_OBJECT, false, &c.blkdebug },
+        { "test", BVJ_OBJECT, false, &c.test },
+        { "raw", BVJ_OBJECT, false, &c.raw },
+    };
+    cJSON *body = api_read_body(req, rep, f, BVJ_COUNT(f));
+    if (!body)
+        return;
+    char file[1024], err[512];
+    char *created = NULL, *filters = NULL;
+    struct bv_drive_entry *e = NULL;
+    if (check_create(req, rep, &c, file, sizeof(file)) < 0)
+        goto out;
+    struct bv_drive_entry *taken = bv_registry_get(req->app, c.id);
+    if (taken) {
+        bv_registry_put(req->app, taken);
+        bv_reply_error(rep, 409, NULL, "Drive '%s' already exists", c.id);
+        goto out;
+    }
+    if (c.format != 2 && !c.existing && !(created = create_image(req, rep, &c, file)))
+        goto out;
+    filters = filters_text(&c);
+    int status;
+    if (bv_drives_open(req->app, c.id, drive_format_names[c.format], file, filters, &e,
+                       &status, err, sizeof(err)) < 0) {
+        bv_reply_error(rep, status, NULL, "%s", err);
+        goto fail;
+    }
+    if (bv_registry_insert(req->app, e) < 0) {
+        bv_reply_error(rep, 409, NULL, "Drive '%s' already exists", c.id);
+        bv_drive_entry_free(e);
+        e = NULL;
+        goto fail;
+    }
+    if (record_drive(req->app, e) < 0) {
+        bv_reply_error(rep, 500, NULL, "cannot record drive '%s' in the catalog", c.id);
+        bv_registry_unlink(req->app, e);
+        goto fail;
+    }
+    bv_reply_json(rep, 201, api_drive_json(e));
+    goto out;
+fail:
+    bv_registry_put(req->app, e);
+    e = NULL;
+    if (created)
+        unlink(created);
+out:
+    bv_registry_put(req->app, e);
+    free(created);
+    free(filters);
+    cJSON_Delete(body);
+}
+
+void api_drives_list(struct bv_request *req, struct bv_reply *rep)
+{
+    struct bv_drive_entry **all = NULL;
+    size_t n = bv_registry_all(req->app, &all);
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t i = 0; i < n; i++) {
+        cJSON_AddItemToArray(arr, api_drive_json(all[i]));
+        bv_registry_put(req->app, all[i]);
+    }
+    free(all);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "drives", arr);
+    bv_reply_json(rep, 200, o);
+}
+
+void api_drives_get(struct bv_request *req, struct bv_reply *rep)
+{
+    struct bv_drive_entry *e = api_drive_get(req, rep);
+    if (!e)
+        return;
+    bv_reply_json(rep, 200, api_drive_json(e));
+    bv_registry_put(req->app, e);
+}
+
+void api_drives_delete(struct bv_request *req, struct bv_reply *rep)
+{
+    const char *del = bv_req_query(req, "delete_file");
+    bool delete_file = del && strcmp(del, "true") == 0;
+    if (del && !delete_file && strcmp(del, "false") != 0) {
+        bv_reply_error(rep, 400, NULL, "delete_file must be true or false");
+        return;
+    }
+    struct bv_drive_entry *e = api_drive_get(req, rep);
+    if (!e)
+        return;
+    if (bv_drive_busy(e->drive)) {
+        bv_reply_error(rep, 409, NULL, "Node '%s' is busy: block device is in use by a job", e->id);
+        bv_registry_put(req->app, e);
+        return;
+    }
+    if (bvdb_drive_delete(req->app->db, e->id) < 0) {
+        bv_reply_error(rep, 500, NULL, "cannot remove drive '%s' from the catalog", e->id);
+        bv_registry_put(req->app, e);
+        return;
+    }
+    char *path = NULL;
+    if (delete_file && strcmp(e->format, "blkverify") != 0)
+        bv_path_resolve(req->app->images_dir, NULL, e->file, 0, &path, NULL);
+    bv_registry_unlink(req->app, e);
+    bv_registry_put(req->app, e);     /* closes the drive once no request uses it */
+    if (path)
+        unlink(path);
+    free(path);
+    bv_reply_empty(rep, 204);
+}
+
+void api_drives_resize(struct bv_request *req, struct bv_reply *rep)
+{
+    uint64_t size = 0;
+    bool shrink = false;
+    const struct bvj_field f[] = {
+        { "size", BVJ_SIZE, true, &size, .min = 1, .max = BV_MAX_IMAGE_SIZE },
+        { "shrink", BVJ_BOOL, false, &shrink },
+    };
+    cJSON *body = api_read_body(req, rep, f, BVJ_COUNT(f));
+    if (!body)
+        return;
+    struct bv_drive_entry *e = api_drive_get(req, rep);
+    if (e) {
+        bv_error *err = NULL;
+        int r = bv_drive_resize(e->drive, size, shrink, &err);
+        if (r < 0)
+            api_fail(rep, 0, r, err);
+        else if (bvdb_drive_set_size(req->app->db, e->id, bv_drive_size(e->drive)) < 0)
+            bv_reply_error(rep, 500, NULL, "resized, but the catalog could not record it");
+        else
+            bv_reply_json(rep, 200, api_drive_json(e));
+    }
+    bv_registry_put(req->app, e);
+    cJSON_Delete(body);
+}
+
+/* ---- data path ---- */
+
+static int query_u64(struct bv_request *req, struct bv_reply *rep, const char *key, bool required,
+                     uint64_t *out)
+{
+    const char *s = bv_req_query(req, key);
+    if (!s) {
+        if (required)
+            bv_reply_error(rep, 400, NULL, "query parameter '%s' is missing", key);
+        return required ? -1 : 0;
+    }
+    if (bvj_parse_size(s, out) < 0) {
+        bv_reply_error(rep, 400, NULL, "query parameter '%s' must be a byte count", key);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_range(struct bv_reply *rep, struct bv_drive_entry *e, uint64_t off, uint64_t len)
+{
+    uint64_t size = bv_drive_size(e->drive);
+    if (off > size || len > size - off) {
+        bv_reply_error(rep, 400, NULL, "range [%llu, +%llu) lies past the end of drive '%s' "
+                       "(%llu bytes)", (unsigned long long)off, (unsigned long long)len, e->id,
+                       (unsigned long long)size);
+        return -1;
+    }
+    return 0;
+}
+
+void api_drives_data_put(struct bv_request *req, struct bv_reply *rep)
+{
+    uint64_t off = 0;
+    if (query_u64(req, rep, "offset", true, &off) < 0)
+        return;
+    const char *fl = bv_req_query(req, "flush");
+    struct bv_drive_entry *e = api_drive_get(req, rep);
+    if (!e)
+        return;
+    bv_error *err = NULL;
+    int r = 0;
+    if (check_range(rep, e, off, req->body_len) < 0)
+        goto out;
+    if (req->body_len)
+        r = bv_drive_pwrite(e->drive, req->body, req->body_len, off, 0, &err);
+    if (r == 0 && fl && strcmp(fl, "true") == 0)
+        r = bv_drive_flush(e->drive, &err);
+    if (r < 0)
+        api_fail(rep, 500, r, err);
+    else
+        bv_reply_empty(rep, 204);
+out:
+    bv_registry_put(req->app, e);
+}
+
+void api_drives_data_get(struct bv_request *req, struct bv_reply *rep)
+{
+    uint64_t off = 0, len = 0;
+    if (query_u64(req, rep, "offset", true, &off) < 0 ||
+        query_u64(req, rep, "length", true, &len) < 0)
+        return;
+    if (len > MAX_READ_LENGTH) {
+        bv_reply_error(rep, 413, NULL, "length %llu exceeds the limit of %u bytes per request",
+                       (unsigned long long)len, MAX_READ_LENGTH);
+        return;
+    }
+    struct bv_drive_entry *e = api_drive_get(req, rep);
+    if (!e)
+        return;
+    if (check_range(rep, e, off, len) == 0) {
+        char *buf = malloc(len ? len : 1);
+        bv_error *err = NULL;
+        int r = buf ? bv_drive_pread(e->drive, buf, len, off, &err) : -ENOMEM;
+        if (r < 0) {
+            free(buf);
+            api_fail(rep, 500, r, err);
+        } else {
+            bv_reply_bytes(rep, 200, "application/octet-stream", buf, len);
+        }
+    }
+    bv_registry_put(req->app, e);
+}
+
+/* bv_iocmd_target over a drive */
+static int t_pread(void *o, void *buf, uint64_t len, uint64_t off, bv_error **errp)
+{
+    return bv_drive_pread(o, buf, len, off, errp);
+}
+static int t_pwrite(void *o, const void *buf, uint64_t len, uint64_t off, bv_error **errp)
+{
+    return bv_drive_pwrite(o, buf, len, off, 0, errp);
+}
+static int t_zero(void *o, uint64_t len, uint64_t off, bv_error **errp)
+{
+    return bv_drive_write_zeroes(o, len, off, BV_ZERO_MAY_UNMAP, errp);
+}
+static int t_discard(void *o, uint64_t len, uint64_t off, bv_error **errp)
+{
+    return bv_drive_discard(o, len, off, errp);
+}
+static int t_flush(void *o, bv_error **errp)
+{
+    return bv_drive_flush(o, errp);
+}
+
+static cJSON *run_command(const struct bv_iocmd_target *t, const char *line, bool *ok)
+{
+    cJSON *res = cJSON_CreateObject();
+    cJSON_AddStringToObject(res, "command", line);
+    struct bv_iocmd cmd;
+    bv_error *err = NULL;
+    int64_t n = bv_iocmd_parse(line, &cmd, &err);
+    if (n >= 0)
+        n = bv_iocmd_exec(&cmd, t, &err);
+    *ok = n >= 0;
+    cJSON_AddBoolToObject(res, "ok", *ok);
+    if (*ok)
+        cJSON_AddNumberToObject(res, "bytes", (double)n);
+    else
+        cJSON_AddStringToObject(res, "error", err ? err->msg : strerror((int)-n));
+    bv_error_free(err);
+    return res;
+}
+
+void api_drives_io(struct bv_request *req, struct bv_reply *rep)
+{
+    const cJSON *cmds = NULL;
+    const struct bvj_field f[] = {
+        { "commands", BVJ_ARRAY, true, &cmds },
+    };
+    cJSON *body = api_read_body(req, rep, f, BVJ_COUNT(f));
+    if (!body)
+        return;
+    int n = cJSON_GetArraySize(cmds);
+    const cJSON *it;
+    cJSON_ArrayForEach(it, cmds) {
+        if (!cJSON_IsString(it)) {
+            bv_reply_error(rep, 400, NULL, "'commands' must be an array of strings");
+            goto out;
+        }
+    }
+    if (n > MAX_IO_COMMANDS) {
+        bv_reply_error(rep, 413, NULL, "at most %d commands per request", MAX_IO_COMMANDS);
+        goto out;
+    }
+    struct bv_drive_entry *e = api_drive_get(req, rep);
+    if (!e)
+        goto out;
+    struct bv_iocmd_target t = { e->drive, t_pread, t_pwrite, t_zero, t_discard, t_flush };
+    cJSON *results = cJSON_CreateArray();
+    cJSON_ArrayForEach(it, cmds) {
+        bool ok;
+        cJSON_AddItemToArray(results, run_command(&t, it->valuestring, &ok));
+        if (!ok)
+            break;
+    }
+    bv_registry_put(req->app, e);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "results", results);
+    bv_reply_json(rep, 200, o);
+out:
+    cJSON_Delete(body);
+}

@@ -1,0 +1,97 @@
+/*
+ * Corruption reports from the engine's callbacks: a blkverify mismatch
+ * becomes a catalog report and a CORRUPTION_DETECTED event.  Called
+ * synchronously from the I/O path that found the mismatch, with no engine
+ * lock held (blkverify calls out after comparing).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "app.h"
+#include "bv/blkverify.h"
+#include "bvdb/reports.h"
+#include "log.h"
+#include "runtime/registry.h"
+#include "runtime/reports.h"
+
+void bv_reports_new_id(char out[40])
+{
+    static atomic_uint_fast64_t counter;
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    snprintf(out, 40, "r-%llx%04llx", (unsigned long long)t.tv_sec,
+             (unsigned long long)(atomic_fetch_add(&counter, 1) & 0xffff));
+}
+
+static char *extents_json(const struct bv_blkverify_report *r)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (unsigned i = 0; i < r->nextents; i++) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddNumberToObject(e, "offset", (double)r->extents[i].offset);
+        cJSON_AddNumberToObject(e, "length", (double)r->extents[i].length);
+        cJSON_AddItemToArray(a, e);
+    }
+    char *s = cJSON_PrintUnformatted(a);
+    cJSON_Delete(a);
+    return s;
+}
+
+static char *samples_json(const struct bv_blkverify_report *r)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (unsigned i = 0; i < r->nsamples; i++) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddNumberToObject(e, "offset", (double)r->samples[i].offset);
+        cJSON_AddStringToObject(e, "test_hex", r->samples[i].test_hex);
+        cJSON_AddStringToObject(e, "reference_hex", r->samples[i].raw_hex);
+        cJSON_AddItemToArray(a, e);
+    }
+    char *s = cJSON_PrintUnformatted(a);
+    cJSON_Delete(a);
+    return s;
+}
+
+void bv_reports_blkverify(void *opaque, const struct bv_blkverify_report *r)
+{
+    struct bv_drive_entry *e = opaque;
+    struct bv_app *app = e->app;
+    char id[40], now[32];
+    bv_reports_new_id(id);
+    bvdb_now(now);
+    char *ext = extents_json(r), *smp = samples_json(r);
+    bool contents = r->kind == BV_BLKVERIFY_CONTENTS;
+    struct bvdb_report rec = {
+        .id = id, .drive_id = e->id, .kind = "blkverify", .status = "corrupt",
+        .test = r->test_filename, .reference = r->raw_filename,
+        .has_mismatch = contents,
+        .first_mismatch_sector = r->first_mismatch_sector,
+        .first_mismatch_offset = r->first_mismatch_offset,
+        .mismatched_bytes = r->mismatched_bytes,
+        .extents = ext, .extents_total = r->extents_total, .samples = smp,
+        .created_at = now,
+    };
+    if (bvdb_report_insert(app->db, &rec) < 0) {
+        log_error("drive '%s': cannot record a blkverify report", e->id);
+    } else {
+        atomic_fetch_add(&app->corruption_reports, 1);
+        cJSON *d = cJSON_CreateObject();
+        cJSON_AddStringToObject(d, "report_id", id);
+        cJSON_AddStringToObject(d, "drive", e->id);
+        cJSON_AddNumberToObject(d, "first_mismatch_offset",
+                                contents ? (double)r->first_mismatch_offset : (double)r->offset);
+        char *text = cJSON_PrintUnformatted(d);
+        cJSON_Delete(d);
+        if (text)
+            bv_app_emit(app, "CORRUPTION_DETECTED", text);
+        free(text);
+        log_warn("drive '%s': blkverify mismatch at offset %llu (report %s)", e->id,
+                 (unsigned long long)(contents ? r->first_mismatch_offset : r->offset), id);
+    }
+    free(ext);
+    free(smp);
+}
