@@ -161,9 +161,6 @@ static void print_check_human(const struct bv_check_result *res)
 {
     for (unsigned i = 0; i < res->nmessages; i++)
         fprintf(stderr, "%s\n", res->messages[i]);
-    if (res->leaks_fixed)
-        printf("The following inconsistencies were found and repaired:\n\n"
-               "    %" PRIu64 " leaked clusters\n    0 corruptions\n\n", res->leaks_fixed);
     if (res->corruptions)
         printf("\n%" PRIu64 " errors were found on the image.\nData may be corrupted, or "
                "further writes to the image may corrupt it.\n", res->corruptions);
@@ -190,6 +187,26 @@ static int check_status(const struct bv_check_result *res)
     return res->leaks ? 3 : 0;
 }
 
+/* Check; after a repair that fixed something, check again (as qemu-img does)
+ * so that the result describes the image as it is now. */
+static int check_repair(bv_node *n, bool repair, bool quiet, struct bv_check_result *res,
+                        bv_error **errp)
+{
+    int r = bv_image_check(n, repair, res, errp);
+    if (r < 0 || !repair || !res->leaks_fixed)
+        return r;
+    if (!quiet)
+        printf("The following inconsistencies were found and repaired:\n\n"
+               "    %" PRIu64 " leaked clusters\n    0 corruptions\n\n"
+               "Double checking the fixed image now...\n", res->leaks_fixed);
+    uint64_t fixed = res->leaks_fixed;
+    bv_check_result_free(res);
+    memset(res, 0, sizeof(*res));
+    r = bv_image_check(n, false, res, errp);
+    res->leaks_fixed = fixed;
+    return r;
+}
+
 int bvimg_cmd_check(int argc, char **argv)
 {
     struct view_args a;
@@ -206,7 +223,7 @@ int bvimg_cmd_check(int argc, char **argv)
     struct bv_check_result res;
     memset(&res, 0, sizeof(res));
     bv_error *err = NULL;
-    int r = bv_image_check(n, a.repair != NULL, &res, &err);
+    int r = check_repair(n, a.repair != NULL, a.json, &res, &err);
     int status;
     if (r == -ENOTSUP) {
         bv_error_free(err);

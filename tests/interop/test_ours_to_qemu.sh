@@ -38,9 +38,13 @@ for cs in 512 4k 64k 128k 2M; do
     qcheck "$img"
     qsame "$img" qcow2 "$ref"
     bsame "$img" "$ref"
-    # patterns read back through bvimg io
-    bv io -r -c "read -P 0x41 0 512" -c "read -P 0xdc 33M 60k" "$img" >/dev/null ||
-        fail "read -P on $img"
+    # pattern checks through bvimg io pass or fail exactly as qemu-io's on the reference
+    for rc in "read -P 0x41 1 511" "read -P 0xdc 33M 60k" "read -P 0x7f 63M 1M" "read -P 0 40M 3M"; do
+        qs=0; bs=0
+        qemu-io -r -f raw -c "$rc" "$ref" >/dev/null 2>&1 || qs=$?
+        bv io -r -c "$rc" "$img" >/dev/null || bs=$?
+        [ "$qs" = "$bs" ] || fail "'$rc' on $img: bvimg $bs, qemu-io $qs"
+    done
 
     comp=$T/comp-$cs.qcow2
     if bv convert -c -O qcow2 -o cluster_size=$cs "$img" "$comp"; then
