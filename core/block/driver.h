@@ -118,13 +118,12 @@ int bv_node_new_filter(const struct bv_driver *drv, bv_node *file, bv_node **out
                        bv_error **errp);
 
 /*
- * The blkdebug hook.  core/block/blkdebug.c (written separately) defines it;
- * it must wrap `file` with bv_node_new_filter and configure the rules.  The
- * reference is weak: a program that links nothing from blkdebug.c gets
- * -ENOTSUP when bv_open_opts.blkdebug is set.
+ * The blkdebug hook, defined by core/block/blkdebug.c: wraps `file` (owned
+ * from the call on, also on failure) with bv_node_new_filter and configures
+ * the rules.  node.c inserts it between the top format node and its file.
  */
 int bv_filter_blkdebug_open(bv_node *file, const struct bv_blkdebug_config *cfg, bv_node **out,
-                            bv_error **errp) __attribute__((weak));
+                            bv_error **errp);
 
 /* The built-in drivers. */
 extern const struct bv_driver bv_drv_file;

@@ -245,9 +245,6 @@ static int insert_blkdebug(const struct bv_blkdebug_config *cfg, bv_node **file,
 {
     if (!cfg)
         return 0;
-    if (!bv_filter_blkdebug_open) {
-        return bv_error_setf(errp, ENOTSUP, "blkdebug is not available in this build");
-    }
     bv_node *f = *file;
     *file = NULL;
     return bv_filter_blkdebug_open(f, cfg, file, errp);

@@ -1,0 +1,623 @@
+/*
+ * qcow2 and node layer: round-trips against a shadow buffer at several
+ * cluster sizes, backing chains, malformed headers, check/repair, resize,
+ * refcount widths and reftable growth, blkdebug events.  Where qemu-img is
+ * installed it is the oracle (check clean, compare identical); without it
+ * those assertions are skipped, the rest still runs.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bv/blkdebug.h"
+#include "bv/image.h"
+#include "util/endian.h"
+
+static char dir[128];
+static bool have_qemu;
+
+static const char *tp(const char *name)
+{
+    static char buf[4][256];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(buf[k], sizeof(buf[k]), "%s/%s", dir, name);
+    return buf[k];
+}
+
+static int sh(const char *fmt, ...)
+{
+    char cmd[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    return system(cmd);
+}
+
+static void qemu_check_clean(const char *path)
+{
+    if (have_qemu)
+        assert_int_equal(sh("qemu-img check -q %s", path), 0);
+}
+
+static void create(const char *name, uint64_t size, uint32_t cs, const char *backing)
+{
+    bv_error *err = NULL;
+    struct bv_create_opts o = { .path = tp(name), .format = BV_FMT_QCOW2, .size = size,
+                                .cluster_size = cs, .backing = backing,
+                                .backing_format = backing ? BV_FMT_QCOW2 : BV_FMT_NONE };
+    int r = bv_image_create(&o, &err);
+    if (r)
+        fprintf(stderr, "create: %s\n", err->msg);
+    assert_int_equal(r, 0);
+}
+
+static bv_node *open_img(const char *name, bool ro)
+{
+    bv_node *n = NULL;
+    bv_error *err = NULL;
+    struct bv_open_opts o = { .path = tp(name), .read_only = ro };
+    int r = bv_node_open(&o, &n, &err);
+    if (r)
+        fprintf(stderr, "open: %s\n", err->msg);
+    assert_int_equal(r, 0);
+    return n;
+}
+
+static int open_err(const char *name, bool ro, bv_error **err)
+{
+    bv_node *n = NULL;
+    struct bv_open_opts o = { .path = tp(name), .read_only = ro };
+    int r = bv_node_open(&o, &n, err);
+    bv_node_close(n, NULL);
+    return r;
+}
+
+static void fill(uint8_t *p, size_t len, unsigned seed)
+{
+    for (size_t i = 0; i < len; i++)
+        p[i] = (uint8_t)((i * 131 + seed * 7919) >> 3);
+}
+
+static void assert_reads(bv_node *n, const uint8_t *shadow, uint64_t size)
+{
+    uint8_t *buf = malloc(size);
+    assert_int_equal(bv_node_pread(n, buf, size, 0, NULL), 0);
+    assert_memory_equal(buf, shadow, size);
+    free(buf);
+}
+
+static void check_clean(bv_node *n)
+{
+    struct bv_check_result res;
+    assert_int_equal(bv_image_check(n, false, &res, NULL), 0);
+    for (unsigned i = 0; i < res.nmessages; i++)
+        fprintf(stderr, "check: %s\n", res.messages[i]);
+    assert_int_equal(res.corruptions, 0);
+    assert_int_equal(res.leaks, 0);
+    bv_check_result_free(&res);
+}
+
+/* ---- round-trips ---- */
+
+static void roundtrip(uint32_t cs)
+{
+    const uint64_t size = cs >= (1u << 20) ? 32 << 20 : 8 << 20;
+    const uint64_t coff = cs >= (1u << 20) ? 16 << 20 : 7 << 20;
+    uint8_t *shadow = calloc(1, size), *data = malloc(size);
+    fill(data, size, cs);
+    create("rt.qcow2", size, cs, NULL);
+    bv_node *n = open_img("rt.qcow2", false);
+    assert_int_equal(bv_node_cluster_size(n), cs);
+    struct { uint64_t off, len; } w[] = {
+        { 0, 1 }, { 1000, 300000 }, { 3 << 20, 2 << 20 }, { size - 777, 777 },
+        { 5000, 9 }, { (6 << 20) + 512, cs < 65536 ? cs * 3 + 100 : 100000 },
+    };
+    for (unsigned i = 0; i < sizeof(w) / sizeof(w[0]); i++) {
+        assert_int_equal(bv_node_pwrite(n, data + w[i].off, w[i].len, w[i].off, 0, NULL), 0);
+        memcpy(shadow + w[i].off, data + w[i].off, w[i].len);
+    }
+    assert_int_equal(bv_node_write_zeroes(n, 1 << 20, 3 << 20, 0, NULL), 0);
+    memset(shadow + (3 << 20), 0, 1 << 20);
+    assert_int_equal(bv_node_discard(n, 100000, 200, NULL), 0);
+    memset(shadow + 200, 0, 100000);
+    assert_int_equal(bv_node_write_zeroes(n, cs * 2, (4 << 20), BV_ZERO_MAY_UNMAP, NULL), 0);
+    memset(shadow + (4 << 20), 0, cs * 2);
+    /* compressed: whole unallocated clusters (coff .. coff + 4 clusters) */
+    uint8_t *cbuf = malloc(cs * 4);
+    memset(cbuf, 0xcd, cs * 2);
+    fill(cbuf + cs * 2, cs * 2, 99);
+    assert_int_equal(bv_node_pwrite(n, cbuf, cs * 4, coff, BV_WRITE_COMPRESSED, NULL), 0);
+    memcpy(shadow + coff, cbuf, cs * 4);
+    assert_int_equal(bv_node_pwrite(n, cbuf, cs, coff, BV_WRITE_COMPRESSED, NULL), -EIO);
+    struct bv_block_status bs;
+    assert_int_equal(bv_node_block_status(n, coff, cs, &bs, NULL), 0);
+    assert_true(bs.flags & BV_BS_COMPRESSED);
+    assert_reads(n, shadow, size);
+    check_clean(n);
+    assert_int_equal(bv_node_close(n, NULL), 0);
+    n = open_img("rt.qcow2", true);
+    assert_reads(n, shadow, size);
+    check_clean(n);
+    bv_node_close(n, NULL);
+    qemu_check_clean(tp("rt.qcow2"));
+    if (have_qemu) {
+        int fd = open(tp("rt.raw"), O_CREAT | O_TRUNC | O_WRONLY, 0644);
+        assert_int_equal(write(fd, shadow, size), (ssize_t)size);
+        close(fd);
+        assert_int_equal(sh("qemu-img compare -q -f raw -F qcow2 %s %s", tp("rt.raw"),
+                            tp("rt.qcow2")), 0);
+    }
+    free(cbuf);
+    free(shadow);
+    free(data);
+}
+
+static void test_roundtrip_512(void **st) { roundtrip(512); }
+static void test_roundtrip_4k(void **st) { roundtrip(4096); }
+static void test_roundtrip_64k(void **st) { roundtrip(65536); }
+static void test_roundtrip_2m(void **st) { roundtrip(2 << 20); }
+
+static void test_block_status_sparse(void **st)
+{
+    create("sparse.qcow2", 4ULL << 30, 65536, NULL);
+    bv_node *n = open_img("sparse.qcow2", false);
+    uint8_t buf[65536];
+    memset(buf, 1, sizeof(buf));
+    assert_int_equal(bv_node_pwrite(n, buf, sizeof(buf), 3ULL << 30, 0, NULL), 0);
+    struct bv_block_status bs;
+    assert_int_equal(bv_node_block_status(n, 0, 4ULL << 30, &bs, NULL), 0);
+    assert_int_equal(bs.pnum, 3ULL << 30);           /* one coalesced run */
+    assert_int_equal(bs.flags, BV_BS_ZERO);
+    assert_int_equal(bv_node_block_status(n, 3ULL << 30, 1ULL << 30, &bs, NULL), 0);
+    assert_int_equal(bs.pnum, 65536);
+    assert_int_equal(bs.flags, BV_BS_DATA | BV_BS_ALLOCATED);
+    assert_int_equal(bv_node_block_status(n, 0, 1, &bs, NULL), 0);
+    assert_int_equal(bs.pnum, 1);
+    bv_error *err = NULL;
+    assert_int_equal(bv_node_pread(n, buf, 2, (4ULL << 30) - 1, &err), -EINVAL);
+    bv_error_free(err);
+    bv_node_close(n, NULL);
+}
+
+/* ---- backing chains ---- */
+
+static void test_backing_chain(void **st)
+{
+    const uint64_t size = 4 << 20;
+    uint8_t *shadow = calloc(1, size), *data = malloc(size);
+    create("b0.qcow2", size, 65536, NULL);
+    bv_node *n = open_img("b0.qcow2", false);
+    fill(data, size, 1);
+    assert_int_equal(bv_node_pwrite(n, data, size, 0, 0, NULL), 0);
+    memcpy(shadow, data, size);
+    bv_node_close(n, NULL);
+    create("b1.qcow2", 0, 4096, "b0.qcow2");      /* size taken from the backing file */
+    create("b2.qcow2", 0, 512, "b1.qcow2");
+    n = open_img("b1.qcow2", false);
+    assert_int_equal(bv_node_size(n), size);
+    fill(data, 10000, 2);
+    assert_int_equal(bv_node_pwrite(n, data, 10000, 5000, 0, NULL), 0);  /* partial COW */
+    memcpy(shadow + 5000, data, 10000);
+    assert_int_equal(bv_node_write_zeroes(n, 65536, 1 << 20, 0, NULL), 0);
+    memset(shadow + (1 << 20), 0, 65536);
+    assert_int_equal(bv_node_discard(n, 8192, 2 << 20, NULL), 0);
+    memset(shadow + (2 << 20), 0, 8192);
+    bv_node_close(n, NULL);
+    n = open_img("b2.qcow2", false);
+    assert_non_null(bv_node_backing(n));
+    assert_non_null(bv_node_backing(bv_node_backing(n)));
+    fill(data, 700, 3);
+    assert_int_equal(bv_node_pwrite(n, data, 700, 100, 0, NULL), 0);
+    memcpy(shadow + 100, data, 700);
+    assert_reads(n, shadow, size);
+    struct bv_block_status bs;
+    assert_int_equal(bv_node_block_status(n, 1 << 20, 4096, &bs, NULL), 0);
+    assert_int_equal(bs.flags, 0);                /* decided below this layer */
+    struct bv_image_info info;
+    assert_int_equal(bv_node_info(n, &info, NULL), 0);
+    assert_string_equal(info.backing, "b1.qcow2");
+    assert_int_equal(info.backing_format, BV_FMT_QCOW2);
+    assert_int_equal(info.cluster_size, 512);
+    assert_int_equal(info.qcow2_version, 3);
+    check_clean(n);
+    bv_node_close(n, NULL);
+    qemu_check_clean(tp("b1.qcow2"));
+    qemu_check_clean(tp("b2.qcow2"));
+    if (have_qemu) {
+        int fd = open(tp("b.raw"), O_CREAT | O_TRUNC | O_WRONLY, 0644);
+        assert_int_equal(write(fd, shadow, size), (ssize_t)size);
+        close(fd);
+        assert_int_equal(sh("qemu-img compare -q -f raw -F qcow2 %s %s", tp("b.raw"),
+                            tp("b2.qcow2")), 0);
+    }
+    free(shadow);
+    free(data);
+}
+
+static void test_backing_loop_and_rebase(void **st)
+{
+    bv_error *err = NULL;
+    create("l1.qcow2", 1 << 20, 65536, NULL);
+    create("l2.qcow2", 1 << 20, 65536, "l1.qcow2");
+    assert_int_equal(bv_image_rebase_unsafe(tp("l1.qcow2"), NULL, "l2.qcow2", BV_FMT_QCOW2,
+                                            NULL), 0);
+    assert_int_equal(open_err("l2.qcow2", true, &err), -ELOOP);
+    assert_non_null(strstr(err->msg, "loop"));
+    bv_error_free(err);
+    err = NULL;
+    /* rebase -u back to no backing: opens again */
+    assert_int_equal(bv_image_rebase_unsafe(tp("l1.qcow2"), NULL, NULL, BV_FMT_NONE, NULL), 0);
+    bv_node *n = open_img("l2.qcow2", true);
+    assert_null(bv_node_backing(bv_node_backing(n)));
+    bv_node_close(n, NULL);
+    qemu_check_clean(tp("l1.qcow2"));
+    /* no recorded backing format: refused, not probed */
+    if (have_qemu) {
+        sh("qemu-img rebase -u -b l1.qcow2 -F qcow2 %s", tp("l2.qcow2"));
+        assert_int_equal(bv_image_rebase_unsafe(tp("l2.qcow2"), NULL, "l1.qcow2", BV_FMT_QCOW2,
+                                                NULL), 0);
+        assert_int_equal(sh("qemu-img info %s | grep -q 'backing file format: qcow2'",
+                            tp("l2.qcow2")), 0);
+    }
+}
+
+static void test_root_confinement(void **st)
+{
+    bv_error *err = NULL;
+    char sub[300];
+    snprintf(sub, sizeof(sub), "%s/jail", dir);
+    mkdir(sub, 0755);
+    create("outside.qcow2", 1 << 20, 65536, NULL);
+    create("jail/in.qcow2", 1 << 20, 65536, "../outside.qcow2");
+    bv_node *n = NULL;
+    struct bv_open_opts o = { .path = "in.qcow2", .root = sub, .read_only = true };
+    assert_int_equal(bv_node_open(&o, &n, &err), -EACCES);
+    bv_error_free(err);
+    err = NULL;
+    o.no_backing = true;
+    assert_int_equal(bv_node_open(&o, &n, &err), 0);
+    bv_node_close(n, NULL);
+    o.path = tp("jail/in.qcow2");            /* absolute client path */
+    assert_int_equal(bv_node_open(&o, &n, &err), -EACCES);
+    bv_error_free(err);
+}
+
+/* ---- malformed images ---- */
+
+static void write_file(const char *name, const void *buf, size_t len)
+{
+    int fd = open(tp(name), O_CREAT | O_TRUNC | O_WRONLY, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, buf, len), (ssize_t)len);
+    close(fd);
+}
+
+static void patch(const char *name, uint64_t off, const void *buf, size_t len)
+{
+    int fd = open(tp(name), O_WRONLY);
+    assert_int_equal(pwrite(fd, buf, len, (off_t)off), (ssize_t)len);
+    close(fd);
+}
+
+static void patch64(const char *name, uint64_t off, uint64_t v)
+{
+    uint8_t b[8];
+    st_be64(b, v);
+    patch(name, off, b, 8);
+}
+
+static void patch32(const char *name, uint64_t off, uint32_t v)
+{
+    uint8_t b[4];
+    st_be32(b, v);
+    patch(name, off, b, 4);
+}
+
+static void expect_open_fails(const char *name, int err_no, const char *text)
+{
+    bv_error *err = NULL;
+    assert_int_equal(open_err(name, true, &err), -err_no);
+    assert_non_null(err);
+    if (text && !strstr(err->msg, text))
+        fail_msg("message '%s' lacks '%s'", err->msg, text);
+    bv_error_free(err);
+}
+
+static void test_malformed_headers(void **st)
+{
+    write_file("trunc.qcow2", "QFI\xfb\0\0\0\3", 8);
+    bv_error *err = NULL;
+    bv_node *n = NULL;
+    struct bv_open_opts o = { .path = tp("trunc.qcow2"), .format = BV_FMT_QCOW2,
+                              .read_only = true };
+    assert_int_equal(bv_node_open(&o, &n, &err), -EINVAL);
+    bv_error_free(err);
+    struct { uint64_t off; int width; uint64_t val; int err_no; const char *text; } cases[] = {
+        { 20, 32, 30, EINVAL, "cluster size" },             /* cluster_bits */
+        { 20, 32, 8, EINVAL, "cluster size" },
+        { 36, 32, 0x7fffffff, EFBIG, "L1 table too large" },
+        { 36, 32, 0, EINVAL, "L1 table is too small" },
+        { 40, 64, 0x30001, EINVAL, "L1 table offset" },
+        { 48, 64, 0x10200, EINVAL, "reference count table" },
+        { 48, 64, 1ULL << 50, EINVAL, "reference count table" },
+        { 56, 32, 100000, EINVAL, "Reference count table too large" },
+        { 72, 64, 1ULL << 5, ENOTSUP, "Unknown incompatible feature: 20" },
+        { 72, 64, 1ULL << 2, ENOTSUP, "external data" },
+        { 96, 32, 7, EINVAL, "refcount width" },
+        { 100, 32, 100, EINVAL, "header length" },
+        { 16, 32, 5000, EINVAL, "backing file name" },       /* backing size */
+        { 4, 32, 4, ENOTSUP, "version" },
+        { 32, 32, 1, ENOTSUP, "encrypted" },
+    };
+    for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        create("bad.qcow2", 64 << 20, 65536, NULL);
+        if (cases[i].off == 16)
+            patch64("bad.qcow2", 8, 0x200);
+        if (cases[i].width == 32)
+            patch32("bad.qcow2", cases[i].off, (uint32_t)cases[i].val);
+        else
+            patch64("bad.qcow2", cases[i].off, cases[i].val);
+        expect_open_fails("bad.qcow2", cases[i].err_no, cases[i].text);
+    }
+    /* absurd virtual size */
+    create("bad.qcow2", 64 << 20, 65536, NULL);
+    patch64("bad.qcow2", 24, 1ULL << 62);
+    expect_open_fails("bad.qcow2", EINVAL, "too large");
+    /* corrupt bit: read-only fine, read-write refused */
+    create("bad.qcow2", 1 << 20, 65536, NULL);
+    patch64("bad.qcow2", 72, 2);
+    assert_int_equal(open_err("bad.qcow2", true, NULL), 0);
+    err = NULL;
+    assert_int_equal(open_err("bad.qcow2", false, &err), -EACCES);
+    assert_non_null(strstr(err->msg, "Image is corrupt; cannot be opened read/write"));
+    bv_error_free(err);
+    /* header extension length running off the cluster */
+    create("bad.qcow2", 1 << 20, 65536, NULL);
+    patch32("bad.qcow2", 112, 0x12345678);
+    patch32("bad.qcow2", 116, 0x100000);
+    expect_open_fails("bad.qcow2", EINVAL, "extension");
+}
+
+static void test_corrupt_tables(void **st)
+{
+    uint8_t buf[4096];
+    bv_error *err = NULL;
+    memset(buf, 7, sizeof(buf));
+    create("ct.qcow2", 1 << 20, 65536, NULL);
+    bv_node *n = open_img("ct.qcow2", false);
+    assert_int_equal(bv_node_pwrite(n, buf, sizeof(buf), 0, 0, NULL), 0);
+    bv_node_close(n, NULL);
+    /* layout: header 0, reftable 0x10000, refblock 0x20000, L1 0x30000, L2 0x40000 */
+    patch64("ct.qcow2", 0x30000, 0x8000000000040200ULL);        /* unaligned L2 */
+    n = open_img("ct.qcow2", true);
+    assert_int_equal(bv_node_pread(n, buf, 512, 0, &err), -EIO);
+    assert_int_equal(err->kind, BV_ERR_CORRUPT);
+    bv_error_free(err);
+    err = NULL;
+    bv_node_close(n, NULL);
+    patch64("ct.qcow2", 0x30000, 0x8000000100000000ULL);        /* L2 past EOF */
+    n = open_img("ct.qcow2", true);
+    assert_int_equal(bv_node_pread(n, buf, 512, 0, &err), -EIO);
+    assert_int_equal(err->kind, BV_ERR_CORRUPT);
+    bv_error_free(err);
+    err = NULL;
+    bv_node_close(n, NULL);
+    patch64("ct.qcow2", 0x30000, 0x8000000000040000ULL);
+    patch64("ct.qcow2", 0x40000, (1ULL << 62) | 0x7000000ULL);  /* compressed past EOF */
+    n = open_img("ct.qcow2", true);
+    assert_int_equal(bv_node_pread(n, buf, 512, 0, &err), -EIO);
+    assert_int_equal(err->kind, BV_ERR_CORRUPT);
+    bv_error_free(err);
+    bv_node_close(n, NULL);
+}
+
+/* ---- check and repair ---- */
+
+static void test_check_leak_and_corruption(void **st)
+{
+    uint8_t buf[65536];
+    memset(buf, 9, sizeof(buf));
+    create("ck.qcow2", 1 << 20, 65536, NULL);
+    bv_node *n = open_img("ck.qcow2", false);
+    assert_int_equal(bv_node_pwrite(n, buf, sizeof(buf), 0, 0, NULL), 0);
+    bv_node_close(n, NULL);
+    /* refblock at 0x20000, u16 entries: cluster 6 gets refcount 1 (a leak) */
+    uint8_t one[2] = { 0, 1 };
+    patch("ck.qcow2", 0x20000 + 2 * 6, one, 2);
+    n = open_img("ck.qcow2", true);
+    struct bv_check_result res;
+    assert_int_equal(bv_image_check(n, false, &res, NULL), 0);
+    assert_int_equal(res.leaks, 1);
+    assert_int_equal(res.corruptions, 0);
+    assert_int_equal(res.nmessages, 1);
+    assert_string_equal(res.messages[0], "Leaked cluster 6 refcount=1 reference=0");
+    assert_int_equal(res.allocated_clusters, 1);
+    assert_int_equal(res.total_clusters, 16);
+    assert_int_equal(res.image_end_offset, 0x60000);
+    bv_check_result_free(&res);
+    bv_node_close(n, NULL);
+    n = open_img("ck.qcow2", false);
+    assert_int_equal(bv_image_check(n, true, &res, NULL), 0);
+    assert_int_equal(res.leaks_fixed, 1);
+    bv_check_result_free(&res);
+    check_clean(n);
+    bv_node_close(n, NULL);
+    qemu_check_clean(tp("ck.qcow2"));
+    /* data cluster 5 with refcount 0: two corruptions, qemu-img's words */
+    uint8_t zero[2] = { 0, 0 };
+    patch("ck.qcow2", 0x20000 + 2 * 5, zero, 2);
+    n = open_img("ck.qcow2", true);
+    assert_int_equal(bv_image_check(n, false, &res, NULL), 0);
+    assert_int_equal(res.corruptions, 2);
+    bool a = false, b = false;
+    for (unsigned i = 0; i < res.nmessages; i++) {
+        a |= strcmp(res.messages[i], "ERROR cluster 5 refcount=0 reference=1") == 0;
+        b |= strcmp(res.messages[i], "ERROR OFLAG_COPIED data cluster: "
+                    "l2_entry=8000000000050000 refcount=0") == 0;
+    }
+    assert_true(a && b);
+    bv_check_result_free(&res);
+    bv_node_close(n, NULL);
+}
+
+/* ---- resize, refcount widths, reftable growth ---- */
+
+static void test_truncate(void **st)
+{
+    bv_error *err = NULL;
+    uint8_t buf[4096];
+    memset(buf, 0x5a, sizeof(buf));
+    create("tr.qcow2", 1 << 20, 512, NULL);                     /* L1: 32 entries */
+    bv_node *n = open_img("tr.qcow2", false);
+    assert_int_equal(bv_node_pwrite(n, buf, sizeof(buf), 0, 0, NULL), 0);
+    assert_int_equal(bv_node_truncate(n, 1000, true, &err), -EINVAL);
+    assert_non_null(strstr(err->msg, "multiple of 512"));
+    bv_error_free(err);
+    assert_int_equal(bv_node_truncate(n, 64 << 20, false, NULL), 0);
+    assert_int_equal(bv_node_size(n), 64 << 20);
+    assert_int_equal(bv_node_pwrite(n, buf, sizeof(buf), (64 << 20) - 4096, 0, NULL), 0);
+    check_clean(n);
+    bv_node_close(n, NULL);
+    qemu_check_clean(tp("tr.qcow2"));
+    n = open_img("tr.qcow2", false);
+    uint8_t rb[4096];
+    assert_int_equal(bv_node_pread(n, rb, 4096, (64 << 20) - 4096, NULL), 0);
+    assert_memory_equal(rb, buf, 4096);
+    assert_int_equal(bv_node_truncate(n, 512 << 10, true, NULL), 0);
+    assert_int_equal(bv_node_pread(n, rb, 4096, 0, NULL), 0);
+    assert_memory_equal(rb, buf, 4096);
+    check_clean(n);
+    bv_node_close(n, NULL);
+    qemu_check_clean(tp("tr.qcow2"));
+}
+
+static void test_refcount_widths_and_growth(void **st)
+{
+    if (!have_qemu)
+        skip();
+    static const int widths[] = { 1, 2, 8, 32, 64 };
+    uint8_t *buf = malloc(4 << 20);
+    fill(buf, 4 << 20, 5);
+    for (unsigned i = 0; i < 5; i++) {
+        sh("qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=%d %s 8M",
+           widths[i], tp("rw.qcow2"));
+        bv_node *n = open_img("rw.qcow2", false);
+        /* 4 MiB at 512 B clusters: new refblocks and a grown reftable */
+        assert_int_equal(bv_node_pwrite(n, buf, 4 << 20, 1 << 20, 0, NULL), 0);
+        assert_int_equal(bv_node_discard(n, 1 << 20, 2 << 20, NULL), 0);
+        assert_int_equal(bv_node_pwrite(n, buf, 1 << 20, 6 << 20, 0, NULL), 0);
+        check_clean(n);
+        bv_node_close(n, NULL);
+        qemu_check_clean(tp("rw.qcow2"));
+        assert_int_equal(sh("qemu-io -c 'read -P 0 2M 1M' %s >/dev/null", tp("rw.qcow2")), 0);
+    }
+    free(buf);
+}
+
+static void test_qemu_v2_and_compressed_images(void **st)
+{
+    if (!have_qemu)
+        skip();
+    sh("qemu-img create -q -f qcow2 -o compat=0.10 %s 4M", tp("v2.qcow2"));
+    sh("qemu-io -c 'write -P 0x11 0 1M' %s >/dev/null", tp("v2.qcow2"));
+    sh("qemu-img create -q -f raw %s 4M && qemu-io -f raw -c 'write -P 0x55 1M 2M' %s >/dev/null",
+       tp("c.raw"), tp("c.raw"));
+    sh("qemu-img convert -c -O qcow2 %s %s", tp("c.raw"), tp("c.qcow2"));
+    bv_node *n = open_img("c.qcow2", true);
+    uint8_t *b = malloc(4 << 20);
+    assert_int_equal(bv_node_pread(n, b, 4 << 20, 0, NULL), 0);
+    for (size_t i = 0; i < (4u << 20); i++)
+        if (b[i] != ((i >= (1u << 20) && i < (3u << 20)) ? 0x55 : 0))
+            fail_msg("byte %zu is %02x", i, b[i]);
+    bv_node_close(n, NULL);
+    n = open_img("v2.qcow2", false);
+    struct bv_image_info info;
+    assert_int_equal(bv_node_info(n, &info, NULL), 0);
+    assert_int_equal(info.qcow2_version, 2);
+    memset(b, 0x77, 100000);
+    assert_int_equal(bv_node_pwrite(n, b, 100000, 500000, 0, NULL), 0);
+    assert_int_equal(bv_node_discard(n, 65536, 0, NULL), 0);
+    bv_node_close(n, NULL);
+    qemu_check_clean(tp("v2.qcow2"));
+    assert_int_equal(sh("qemu-io -c 'read -P 0 0 64k' -c 'read -P 0x11 64k 400000' "
+                        "-c 'read -P 0x77 500000 100000' %s | grep -q fail", tp("v2.qcow2")),
+                     256);
+    free(b);
+}
+
+/* ---- blkdebug events: flush fires only after writes (qemu-semantics §7.4) ---- */
+
+static void test_blkdebug_events(void **st)
+{
+    uint8_t buf[65536];
+    memset(buf, 3, sizeof(buf));
+    create("ev.qcow2", 1 << 20, 65536, NULL);
+    struct bv_blkdebug_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.n_set_state = 1;
+    cfg.set_state[0] = (struct bv_blkdebug_set_state){ BV_EV_FLUSH_TO_DISK, 1, 2 };
+    cfg.n_inject_error = 1;
+    cfg.inject_error[0] = (struct bv_blkdebug_inject_error){
+        .event = BV_EV_READ_AIO, .error = EIO, .state = 2,
+        .offset = BV_BLKDEBUG_ANY_OFFSET, .once = true };
+    bv_node *n = NULL;
+    struct bv_open_opts o = { .path = tp("ev.qcow2"), .blkdebug = &cfg };
+    assert_int_equal(bv_node_open(&o, &n, NULL), 0);
+    assert_int_equal(bv_node_flush(n, NULL), 0);             /* nothing written: no event */
+    assert_int_equal(bv_node_pwrite(n, buf, sizeof(buf), 0, 0, NULL), 0);
+    assert_int_equal(bv_node_pread(n, buf, 512, 0, NULL), 0);
+    assert_int_equal(bv_node_pread(n, buf, 512, 65536, NULL), 0);   /* unallocated: no I/O */
+    assert_int_equal(bv_node_flush(n, NULL), 0);             /* state 1 -> 2 */
+    assert_int_equal(bv_node_pread(n, buf, 512, 65536, NULL), 0);   /* still no read_aio */
+    assert_int_equal(bv_node_pread(n, buf, 512, 0, NULL), -EIO);
+    assert_int_equal(bv_node_pread(n, buf, 512, 0, NULL), 0);       /* once */
+    assert_int_equal(bv_node_close(n, NULL), 0);
+}
+
+static int setup(void **st)
+{
+    snprintf(dir, sizeof(dir), "/tmp/bvq2XXXXXX");
+    if (!mkdtemp(dir))
+        return -1;
+    have_qemu = system("qemu-img --version >/dev/null 2>&1") == 0;
+    return 0;
+}
+
+static int teardown(void **st)
+{
+    return sh("rm -rf %s", dir) == 0 ? 0 : -1;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_roundtrip_512),
+        cmocka_unit_test(test_roundtrip_4k),
+        cmocka_unit_test(test_roundtrip_64k),
+        cmocka_unit_test(test_roundtrip_2m),
+        cmocka_unit_test(test_block_status_sparse),
+        cmocka_unit_test(test_backing_chain),
+        cmocka_unit_test(test_backing_loop_and_rebase),
+        cmocka_unit_test(test_root_confinement),
+        cmocka_unit_test(test_malformed_headers),
+        cmocka_unit_test(test_corrupt_tables),
+        cmocka_unit_test(test_check_leak_and_corruption),
+        cmocka_unit_test(test_truncate),
+        cmocka_unit_test(test_refcount_widths_and_growth),
+        cmocka_unit_test(test_qemu_v2_and_compressed_images),
+        cmocka_unit_test(test_blkdebug_events),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
