@@ -310,6 +310,11 @@ static void test_bitmap_errors(void **state)
     b = bvh_json(&H, "POST", 200, "/api/v1/drives/be/bitmaps/bitmap0/merge", "{\"sources\":[\"b2\"]}");
     assert_int_equal(bvh_num(b, "count"), 131072);
     cJSON_Delete(b);
+    struct bvh_resp m;
+    assert_int_equal(bvh_request(&H, "GET", "/metrics", NULL, 0, NULL, NULL, &m), 0);
+    assert_int_equal(m.status, 200);
+    assert_non_null(strstr(m.body, "blockvault_bitmap_dirty_bytes{drive=\"be\",bitmap=\"bitmap0\"} 131072\n"));
+    bvh_resp_free(&m);
     b = bvh_json(&H, "GET", 200, "/api/v1/drives/be/bitmaps", NULL);
     assert_string_equal(bvh_str(cJSON_GetArrayItem(cJSON_GetObjectItem(b, "bitmaps"), 0), "name"), "b2");
     cJSON_Delete(b);
