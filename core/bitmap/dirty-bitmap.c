@@ -740,7 +740,7 @@ int bv_bitmap_create_copy_bitmap(struct bv_bitmap_set *set,
                                  uint32_t job_cluster,
                                  struct bv_dirty_bitmap **out, bv_error **errp)
 {
-    struct bv_dirty_bitmap *copy;
+    struct bv_dirty_bitmap *copy = NULL;
     int r = bv_bitmap_create_anon(set, job_cluster, &copy, errp);
     if (r < 0)
         return r;

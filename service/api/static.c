@@ -85,8 +85,8 @@ void api_static(struct bv_request *req, struct bv_reply *rep)
     }
     char path[8400];
     snprintf(path, sizeof(path), "%s/%s", req->app->cfg.web_dir, rel);
-    char *buf;
-    size_t len;
+    char *buf = NULL;
+    size_t len = 0;
     int r = read_file(path, &buf, &len);
     if (r < 0) {
         bv_reply_error(rep, 404, "NotFound", "no such resource: %s", req->path);
