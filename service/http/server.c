@@ -56,6 +56,24 @@ static int body_append(struct conn *c, const char *data, size_t n)
     return 0;
 }
 
+/* Size the body buffer from Content-Length once, so that large uploads are
+ * not copied by repeated growth.  A wrong or missing length only costs
+ * reallocations; over the limit the body is discarded as it arrives. */
+static void presize(struct conn *c, struct MHD_Connection *mc)
+{
+    const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (!cl)
+        return;
+    char *end;
+    unsigned long long n = strtoull(cl, &end, 10);
+    if (*end || n == 0 || n > c->limit)
+        return;
+    c->body = malloc((size_t)n + 1);
+    if (c->body)
+        c->cap = (size_t)n + 1;
+}
+
 static enum MHD_Result send_reply(struct MHD_Connection *mc, struct bv_reply *rep)
 {
     struct MHD_Response *r;
@@ -123,6 +141,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
                                  c->scratch, sizeof(c->scratch));
         c->limit = (c->route && (c->route->flags & BV_ROUTE_BINARY)) ? BV_MAX_BINARY_BODY
                                                                      : BV_MAX_JSON_BODY;
+        presize(c, mc);
         *con_cls = c;
         return MHD_YES;
     }
