@@ -476,6 +476,42 @@ static void test_in_use_image_not_deleted(void **state)
                  "GenericError", "already exists");
 }
 
+/* Backing names recorded as absolute paths are followed only inside the storage dir. */
+static void test_absolute_backing_paths(void **state)
+{
+    (void)state;
+    if (!bvh_have("qemu-img"))
+        skip();
+    char outside[] = "/tmp/bv-outside-XXXXXX";
+    assert_non_null(mkdtemp(outside));
+    assert_int_equal(bvh_sh("qemu-img create -q -f qcow2 %s/base.qcow2 1M", outside), 0);
+    assert_int_equal(bvh_sh("qemu-img create -q -f qcow2 -b %s/base.qcow2 -F qcow2 %s/absout.qcow2",
+                            outside, H.images), 0);
+    char body[256];
+    snprintf(body, sizeof(body), "{\"id\":\"ao\",\"format\":\"qcow2\",\"file\":\"absout.qcow2\","
+             "\"existing\":true}");
+    char want[128];
+    snprintf(want, sizeof(want), "%s/base.qcow2", outside);
+    expect_error("POST", "/api/v1/drives", body, 400, "GenericError", want);
+    bvh_sh("rm -rf %s", outside);
+
+    assert_int_equal(bvh_sh("qemu-img create -q -f qcow2 %s/inbase.qcow2 1M && "
+                            "qemu-io -f qcow2 -c 'write -P 0x3c 0 4k' %s/inbase.qcow2 >/dev/null && "
+                            "qemu-img create -q -f qcow2 -b %s/inbase.qcow2 -F qcow2 %s/absin.qcow2",
+                            H.images, H.images, H.images, H.images), 0);
+    cJSON *d = bvh_json(&H, "POST", 201, "/api/v1/drives", "{\"id\":\"ai\",\"format\":\"qcow2\","
+                        "\"file\":\"absin.qcow2\",\"existing\":true}");
+    assert_non_null(strstr(bvh_str(d, "backing"), "/inbase.qcow2"));
+    cJSON_Delete(d);
+    io_ok("ai", "[\"read -P 0x3c 0 4k\",\"write -P 0x4d 8k 4k\",\"flush\"]");
+    /* the backing file is in use by the drive */
+    expect_error("DELETE", "/api/v1/images/inbase.qcow2", NULL, 409, "GenericError", "'ai'");
+    cJSON_Delete(bvh_json(&H, "DELETE", 204, "/api/v1/drives/ai", NULL));
+    assert_int_equal(bvh_sh("qemu-img check -q %s/absin.qcow2", H.images), 0);
+    assert_int_equal(bvh_sh("qemu-io -f qcow2 -c 'read -P 0x4d 8k 4k' -c 'read -P 0x3c 0 4k' "
+                            "%s/absin.qcow2 >/dev/null", H.images), 0);
+}
+
 /* --- restarts --- */
 
 static void test_restart_keeps_drives_and_persistent_bitmaps(void **state)
@@ -537,6 +573,7 @@ int main(void)
         cmocka_unit_test(test_blkdebug_idle_flush),
         cmocka_unit_test(test_blkverify_mismatch_report),
         cmocka_unit_test(test_in_use_image_not_deleted),
+        cmocka_unit_test(test_absolute_backing_paths),
         cmocka_unit_test(test_restart_keeps_drives_and_persistent_bitmaps),
     };
     return cmocka_run_group_tests_name("drives", tests, setup, teardown);
