@@ -19,8 +19,6 @@
 #define MAX_EXTENTS_PER_REPLY 100000
 #define MAX_MERGE_SOURCES     64
 
-struct bv_drive_entry *api_drive_get(struct bv_request *req, struct bv_reply *rep);
-
 cJSON *api_bitmap_json(struct bv_bitmap_set *set, const struct bv_bitmap_info *bi)
 {
     (void)set;
@@ -69,12 +67,9 @@ static struct bv_dirty_bitmap *url_bitmap(struct bv_request *req, struct bv_repl
     return bm;
 }
 
-void api_bitmaps_list(struct bv_request *req, struct bv_reply *rep)
+cJSON *api_bitmaps_array(bv_drive *d)
 {
-    struct bv_drive_entry *e = api_drive_get(req, rep);
-    if (!e)
-        return;
-    struct bv_bitmap_set *set = bv_drive_bitmaps(e->drive);
+    struct bv_bitmap_set *set = bv_drive_bitmaps(d);
     size_t n = bv_bitmap_list(set, NULL, 0);
     struct bv_bitmap_info *infos = calloc(n ? n : 1, sizeof(*infos));
     cJSON *arr = cJSON_CreateArray();
@@ -84,8 +79,16 @@ void api_bitmaps_list(struct bv_request *req, struct bv_reply *rep)
             cJSON_AddItemToArray(arr, api_bitmap_json(set, &infos[i]));
     }
     free(infos);
+    return arr;
+}
+
+void api_bitmaps_list(struct bv_request *req, struct bv_reply *rep)
+{
+    struct bv_drive_entry *e = api_drive_get(req, rep);
+    if (!e)
+        return;
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddItemToObject(o, "bitmaps", arr);
+    cJSON_AddItemToObject(o, "bitmaps", api_bitmaps_array(e->drive));
     bv_reply_json(rep, 200, o);
     bv_registry_put(req->app, e);
 }
@@ -122,7 +125,6 @@ static int check_granularity(struct bv_reply *rep, const cJSON *g, uint32_t *out
     return 0;
 }
 
-/* The add itself: shared with transactions through bv_bitmaps_add(). */
 int api_bitmap_add(struct bv_app *app, struct bv_drive_entry *e, const char *name,
                    uint32_t gran, bool persistent, bool disabled, struct bv_dirty_bitmap **out,
                    int *status, bv_error **errp)

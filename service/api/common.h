@@ -25,6 +25,26 @@ char *api_resolve(struct bv_request *req, struct bv_reply *rep, const char *path
  * (pointer into abs), or abs itself when it lies elsewhere. */
 const char *api_relpath(struct bv_request *req, const char *abs);
 
+/* ---- drives and bitmaps (api/drives.c, api/bitmaps.c) ---- */
+struct bv_drive_entry;
+struct bv_app;
+struct bv_dirty_bitmap;
+typedef struct bv_drive bv_drive;
+
+/* The drive named in the URL (params[0]) with a reference, or NULL after
+ * a 404.  Drop it with bv_registry_put. */
+struct bv_drive_entry *api_drive_get(struct bv_request *req, struct bv_reply *rep);
+cJSON *api_drive_json(struct bv_drive_entry *e);
+/* Every named bitmap of a drive, newest first. */
+cJSON *api_bitmaps_array(bv_drive *d);
+/* Add a bitmap and record it in the catalog; *status is the HTTP status
+ * for a failure. */
+int api_bitmap_add(struct bv_app *app, struct bv_drive_entry *e, const char *name,
+                   uint32_t gran, bool persistent, bool disabled, struct bv_dirty_bitmap **out,
+                   int *status, bv_error **errp);
+/* QEMU's id rule: a letter, then letters, digits, '-', '.', '_'. */
+bool api_id_valid(const char *id);
+
 /* "qcow2" / "raw" table for BVJ_ENUM fields, indexed by enum bv_format - 1. */
 extern const char *const api_format_names[];
 static inline enum bv_format api_format(int idx) { return (enum bv_format)(idx + 1); }

@@ -25,7 +25,6 @@
 
 static const char *const drive_format_names[] = { "raw", "qcow2", "blkverify", NULL };
 
-/* QEMU's id rule: a letter first, then letters, digits, '-', '.', '_'. */
 bool api_id_valid(const char *id)
 {
     size_t n = strlen(id);
@@ -41,7 +40,6 @@ bool api_id_valid(const char *id)
     return true;
 }
 
-/* The drive in the URL, or NULL after a 404. */
 struct bv_drive_entry *api_drive_get(struct bv_request *req, struct bv_reply *rep)
 {
     struct bv_drive_entry *e = bv_registry_get(req->app, req->params[0]);
@@ -49,23 +47,6 @@ struct bv_drive_entry *api_drive_get(struct bv_request *req, struct bv_reply *re
         bv_reply_error(rep, 404, "DeviceNotFound", "Cannot find device='%s' nor node-name='%s'",
                        req->params[0], req->params[0]);
     return e;
-}
-
-cJSON *api_bitmap_json(struct bv_bitmap_set *set, const struct bv_bitmap_info *bi);
-
-static cJSON *bitmaps_json(bv_drive *d)
-{
-    struct bv_bitmap_set *set = bv_drive_bitmaps(d);
-    size_t n = bv_bitmap_list(set, NULL, 0);
-    struct bv_bitmap_info *infos = calloc(n ? n : 1, sizeof(*infos));
-    cJSON *arr = cJSON_CreateArray();
-    if (infos) {
-        n = bv_bitmap_list(set, infos, n);
-        for (size_t i = 0; i < n; i++)
-            cJSON_AddItemToArray(arr, api_bitmap_json(set, &infos[i]));
-    }
-    free(infos);
-    return arr;
 }
 
 cJSON *api_drive_json(struct bv_drive_entry *e)
@@ -95,7 +76,7 @@ cJSON *api_drive_json(struct bv_drive_entry *e)
     }
     cJSON_Delete(fj);
     cJSON_AddBoolToObject(o, "busy", bv_drive_busy(e->drive));
-    cJSON_AddItemToObject(o, "bitmaps", bitmaps_json(e->drive));
+    cJSON_AddItemToObject(o, "bitmaps", api_bitmaps_array(e->drive));
     return o;
 }
 
