@@ -59,7 +59,8 @@ struct conv {
     unsigned nworkers;
 
     pthread_mutex_t lock;        /* guards everything below */
-    pthread_cond_t cond;
+    pthread_cond_t not_empty;    /* workers wait here for an extent */
+    pthread_cond_t not_full;     /* the planner waits here for room */
     struct extent queue[CONV_QUEUE];   /* FIFO ring */
     unsigned head, count;
     bool planning_done;
@@ -78,7 +79,8 @@ static void conv_fail(struct conv *c, int ret, bv_error **errp)
     if (c->ret == 0)
         c->ret = ret;
     bv_error_propagate(&c->err, errp);
-    pthread_cond_broadcast(&c->cond);
+    pthread_cond_broadcast(&c->not_empty);
+    pthread_cond_broadcast(&c->not_full);
     pthread_mutex_unlock(&c->lock);
 }
 
@@ -87,12 +89,12 @@ static int push_extent(struct conv *c, uint64_t off, uint64_t len)
 {
     pthread_mutex_lock(&c->lock);
     while (c->count == CONV_QUEUE && c->ret == 0)
-        pthread_cond_wait(&c->cond, &c->lock);
+        pthread_cond_wait(&c->not_full, &c->lock);
     int r = c->ret ? -ECANCELED : 0;
     if (r == 0) {
         c->queue[(c->head + c->count) % CONV_QUEUE] = (struct extent){ off, len };
         c->count++;
-        pthread_cond_broadcast(&c->cond);
+        pthread_cond_signal(&c->not_empty);
     }
     pthread_mutex_unlock(&c->lock);
     return r;
@@ -103,13 +105,13 @@ static bool pop_extent(struct conv *c, struct extent *e)
 {
     pthread_mutex_lock(&c->lock);
     while (c->count == 0 && !c->planning_done && c->ret == 0)
-        pthread_cond_wait(&c->cond, &c->lock);
+        pthread_cond_wait(&c->not_empty, &c->lock);
     bool ok = c->count > 0 && c->ret == 0;
     if (ok) {
         *e = c->queue[c->head];
         c->head = (c->head + 1) % CONV_QUEUE;
         c->count--;
-        pthread_cond_broadcast(&c->cond);
+        pthread_cond_signal(&c->not_full);
     }
     pthread_mutex_unlock(&c->lock);
     return ok;
@@ -119,7 +121,7 @@ static void finish_planning(struct conv *c)
 {
     pthread_mutex_lock(&c->lock);
     c->planning_done = true;
-    pthread_cond_broadcast(&c->cond);
+    pthread_cond_broadcast(&c->not_empty);
     pthread_mutex_unlock(&c->lock);
 }
 
@@ -300,7 +302,8 @@ static unsigned pick_workers(const struct bv_convert_opts *o)
 static void conv_destroy(struct conv *c)
 {
     pthread_mutex_destroy(&c->lock);
-    pthread_cond_destroy(&c->cond);
+    pthread_cond_destroy(&c->not_empty);
+    pthread_cond_destroy(&c->not_full);
     pthread_cond_destroy(&c->flush_cond);
     bv_error_free(c->err);
 }
@@ -389,7 +392,8 @@ int bv_image_convert(bv_node *src, const char *dst_path, const struct bv_convert
     c.nworkers = pick_workers(o);
     c.flusher = o->flush;
     pthread_mutex_init(&c.lock, NULL);
-    pthread_cond_init(&c.cond, NULL);
+    pthread_cond_init(&c.not_empty, NULL);
+    pthread_cond_init(&c.not_full, NULL);
     pthread_cond_init(&c.flush_cond, NULL);
     r = run_pipeline(&c, errp);
     if (r == 0 && o->flush)

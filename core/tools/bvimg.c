@@ -115,12 +115,24 @@ bad:
     return false;
 }
 
+/* key is one of the comma-separated names in allowed */
+static bool key_allowed(const char *allowed, const char *key)
+{
+    size_t n = strlen(key);
+    for (const char *p = allowed; n && (p = strstr(p, key)); p += n)
+        if ((p == allowed || p[-1] == ',') && (p[n] == ',' || p[n] == '\0'))
+            return true;
+    return false;
+}
+
 bool bvimg_parse_o(char *str, const char *allowed, struct bvimg_opts *o)
 {
     char *save = NULL;
     for (char *kv = strtok_r(str, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
         char *eq = strchr(kv, '=');
-        if (!eq || eq == kv || !strstr(allowed, (*eq = '\0', kv))) {
+        if (eq)
+            *eq = '\0';
+        if (!eq || !key_allowed(allowed, kv)) {
             bvimg_errorf("Invalid option '%s' (accepted: %s)", kv, allowed);
             return false;
         }
