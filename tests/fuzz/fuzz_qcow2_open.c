@@ -1,18 +1,20 @@
 /*
  * fuzz_qcow2_open: libFuzzer target for the image open and read paths.
  *
- * Each input is written to a memfd and opened through /proc/self/fd/N as a
- * qcow2 image (read-only, no backing chain: a fuzzed backing name must not
+ * Each input is written to one temporary file (created once per process; a
+ * memfd cannot be used because images are opened with O_NOFOLLOW, which
+ * refuses /proc/self/fd links) and opened as a qcow2 image (read-only, no backing chain: a fuzzed backing name must not
  * make us open arbitrary files).  If the open succeeds we read a few spread
  * ranges, walk block status, and take info, exercising the metadata parsers
  * (header, extensions, L1/L2, refcounts, compressed descriptors).  Any error
  * return is fine; a crash, sanitizer report or hang is a bug.
  */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "bv/image.h"
@@ -45,24 +47,43 @@ static void exercise(bv_node *n)
         bv_check_result_free(&res);
 }
 
+/* The scratch file's path, created on first use; NULL if that failed. */
+static const char *scratch_path(void)
+{
+    static char path[64];
+    if (!path[0]) {
+        snprintf(path, sizeof(path), "%s", "/tmp/fuzz-qcow2.XXXXXX");
+        int fd = mkstemp(path);
+        if (fd < 0)
+            return NULL;
+        close(fd);
+    }
+    return path;
+}
+
+static bool write_input(const char *path, const uint8_t *data, size_t size)
+{
+    int fd = open(path, O_WRONLY | O_TRUNC);
+    if (fd < 0)
+        return false;
+    bool ok = write(fd, data, size) == (ssize_t)size;
+    close(fd);
+    return ok;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    int fd = memfd_create("fuzz-qcow2", 0);
-    if (fd < 0)
+    const char *path = scratch_path();
+    if (!path || !write_input(path, data, size))
         return 0;
-    if (write(fd, data, size) == (ssize_t)size) {
-        char path[64];
-        snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-        struct bv_open_opts o = {
-            .path = path, .format = BV_FMT_QCOW2, .read_only = true, .no_backing = true,
-        };
-        bv_node *n = NULL;
-        bv_error *err = NULL;
-        if (bv_node_open(&o, &n, &err) == 0)
-            exercise(n);
-        bv_error_free(err);
-        bv_node_close(n, NULL);
-    }
-    close(fd);
+    struct bv_open_opts o = {
+        .path = path, .format = BV_FMT_QCOW2, .read_only = true, .no_backing = true,
+    };
+    bv_node *n = NULL;
+    bv_error *err = NULL;
+    if (bv_node_open(&o, &n, &err) == 0)
+        exercise(n);
+    bv_error_free(err);
+    bv_node_close(n, NULL);
     return 0;
 }
