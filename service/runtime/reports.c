@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include <cjson/cJSON.h>
@@ -20,11 +21,15 @@
 
 void bv_reports_new_id(char out[40])
 {
-    static atomic_uint_fast64_t counter;
-    struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
-    snprintf(out, 40, "r-%llx%04llx", (unsigned long long)t.tv_sec,
-             (unsigned long long)(atomic_fetch_add(&counter, 1) & 0xffff));
+    /* 64 random bits: unique across restarts without asking the catalog */
+    uint64_t v = 0;
+    if (getrandom(&v, sizeof(v), 0) != (ssize_t)sizeof(v)) {
+        static atomic_uint_fast64_t counter;
+        struct timespec t;
+        clock_gettime(CLOCK_REALTIME, &t);
+        v = ((uint64_t)t.tv_sec << 20) ^ (uint64_t)t.tv_nsec ^ atomic_fetch_add(&counter, 1);
+    }
+    snprintf(out, 40, "r-%016llx", (unsigned long long)v);
 }
 
 static char *extents_json(const struct bv_blkverify_report *r)
