@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -21,6 +22,9 @@
 struct bv_http {
     struct bv_app *app;
     struct MHD_Daemon *mhd;
+    /* bytes of request bodies buffered across all connections (atomic): a
+     * ceiling so that many large uploads at once cannot exhaust memory */
+    atomic_size_t buffered;
 };
 
 struct conn {
@@ -30,25 +34,53 @@ struct conn {
     char *body;
     size_t len, cap;
     bool too_large;
+    bool over_budget;              /* the server-wide body budget was exhausted */
+    struct bv_http *http;
     struct bv_request req;
     char scratch[4096];
 };
 
+/* Reserve grow bytes of the server-wide budget for c's buffer. */
+static bool reserve(struct conn *c, size_t grow)
+{
+    size_t cur = atomic_fetch_add(&c->http->buffered, grow);
+    if (cur + grow > BV_MAX_BUFFERED_BODIES) {
+        atomic_fetch_sub(&c->http->buffered, grow);
+        c->over_budget = true;
+        return false;
+    }
+    return true;
+}
+
+static int grow_body(struct conn *c, size_t need)
+{
+    size_t cap = c->cap ? c->cap : 4096;
+    while (cap < need)
+        cap *= 2;
+    if (cap > c->limit + 1)
+        cap = c->limit + 1;
+    if (!reserve(c, cap - c->cap))
+        return 0;
+    char *b = realloc(c->body, cap);
+    if (!b) {
+        atomic_fetch_sub(&c->http->buffered, cap - c->cap);
+        return -ENOMEM;
+    }
+    c->body = b;
+    c->cap = cap;
+    return 0;
+}
+
 static int body_append(struct conn *c, const char *data, size_t n)
 {
-    if (c->too_large || c->len + n > c->limit) {
-        c->too_large = true;
+    if (c->too_large || c->over_budget || c->len + n > c->limit) {
+        c->too_large = !c->over_budget;
         return 0;
     }
     if (c->len + n + 1 > c->cap) {
-        size_t cap = c->cap ? c->cap : 4096;
-        while (cap < c->len + n + 1)
-            cap *= 2;
-        char *b = realloc(c->body, cap);
-        if (!b)
-            return -ENOMEM;
-        c->body = b;
-        c->cap = cap;
+        int r = grow_body(c, c->len + n + 1);
+        if (r < 0 || c->over_budget)
+            return r;
     }
     memcpy(c->body + c->len, data, n);
     c->len += n;
@@ -67,11 +99,13 @@ static void presize(struct conn *c, struct MHD_Connection *mc)
         return;
     char *end;
     unsigned long long n = strtoull(cl, &end, 10);
-    if (*end || n == 0 || n > c->limit)
+    if (*end || n == 0 || n > c->limit || !reserve(c, (size_t)n + 1))
         return;
     c->body = malloc((size_t)n + 1);
     if (c->body)
         c->cap = (size_t)n + 1;
+    else
+        atomic_fetch_sub(&c->http->buffered, (size_t)n + 1);
 }
 
 static enum MHD_Result send_reply(struct MHD_Connection *mc, struct bv_reply *rep)
@@ -99,6 +133,10 @@ static enum MHD_Result send_reply(struct MHD_Connection *mc, struct bv_reply *re
 static void dispatch(struct bv_http *h, struct conn *c, struct bv_reply *rep)
 {
     struct bv_request *req = &c->req;
+    if (c->over_budget) {
+        bv_reply_error(rep, 503, NULL, "too many large uploads in progress; retry shortly");
+        return;
+    }
     if (c->too_large) {
         bv_reply_error(rep, 413, NULL, "request body exceeds the limit of %zu bytes", c->limit);
         return;
@@ -133,6 +171,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         c = calloc(1, sizeof(*c));
         if (!c)
             return MHD_NO;
+        c->http = h;
         c->req.app = h->app;
         c->req.conn = mc;
         c->req.method = method;
@@ -164,6 +203,7 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
     (void)cls; (void)mc; (void)toe;
     struct conn *c = *con_cls;
     if (c) {
+        atomic_fetch_sub(&c->http->buffered, c->cap);
         free(c->body);
         free(c);
     }

@@ -6,6 +6,8 @@
  *
  * Body limits: JSON bodies 1 MiB; binary bodies (PUT …/data) 64 MiB.
  * Larger bodies get 413 and are discarded as they arrive (never buffered).
+ * All connections together buffer at most BV_MAX_BUFFERED_BODIES; an
+ * upload that would pass it gets 503 (retry later) instead of memory.
  */
 #ifndef BV_HTTP_SERVER_H
 #define BV_HTTP_SERVER_H
@@ -18,6 +20,8 @@ struct bv_http;
 #define BV_MAX_JSON_BODY   (1u << 20)
 #define BV_MAX_BINARY_BODY (64u << 20)
 #define BV_MAX_CONNECTIONS 256
+/* All connections' buffered bodies together; past it new uploads get 503. */
+#define BV_MAX_BUFFERED_BODIES (512u << 20)
 
 /* Bind and start serving.  *port_out gets the bound port (useful with 0). */
 struct bv_http *bv_http_start(struct bv_app *app, uint16_t *port_out, char *err, size_t errlen);
