@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -235,6 +236,128 @@ static int read_run(bv_node *n, const struct q_run *run, uint8_t *buf, uint64_t 
     return -EINVAL;
 }
 
+/* ---------------- concurrency: in-flight allocations, unlocked I/O ---------------- */
+
+/* Whether an in-flight allocation covers guest cluster ci; else trims *cnt
+ * so that [ci, ci + *cnt) stops before the next in-flight range. */
+static bool inflight_blocks(const struct qcow2_state *s, uint64_t ci, uint64_t *cnt)
+{
+    for (const struct qcow2_inflight *p = s->inflight; p; p = p->next) {
+        if (p->start <= ci && ci < p->end)
+            return true;
+        if (p->start > ci && p->start - ci < *cnt)
+            *cnt = p->start - ci;
+    }
+    return false;
+}
+
+static bool inflight_overlaps(const struct qcow2_state *s, uint64_t ci, uint64_t cnt)
+{
+    for (const struct qcow2_inflight *p = s->inflight; p; p = p->next)
+        if (p->start < ci + cnt && ci < p->end)
+            return true;
+    return false;
+}
+
+/* Waits until cluster ci is not being allocated and no drain is pending,
+ * then trims *cnt as inflight_blocks does.  May drop the lock while waiting,
+ * so the caller looks at the mapping only afterwards. */
+static void wait_clear_locked(struct qcow2_state *s, uint64_t ci, uint64_t *cnt)
+{
+    uint64_t want = *cnt;
+    for (;;) {
+        *cnt = want;
+        if (!s->drainers && !inflight_blocks(s, ci, cnt))
+            return;
+        pthread_cond_wait(&s->cond, &s->lock);
+    }
+}
+
+static void inflight_add_locked(struct qcow2_state *s, struct qcow2_inflight *rec,
+                                uint64_t start, uint64_t end)
+{
+    rec->start = start;
+    rec->end = end;
+    rec->next = s->inflight;
+    s->inflight = rec;
+}
+
+static void inflight_remove_locked(struct qcow2_state *s, struct qcow2_inflight *rec)
+{
+    struct qcow2_inflight **pp = &s->inflight;
+    while (*pp && *pp != rec)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = rec->next;
+    pthread_cond_broadcast(&s->cond);
+}
+
+/* Unlocked I/O on clusters that an overwrite or discard could free is
+ * counted (io_unlocked++ once no drain is pending, in the same lock hold as
+ * the mapping), so that applying frees, the only way such a cluster gets
+ * reused, waits for it. */
+static void io_end_locked(struct qcow2_state *s)
+{
+    if (--s->io_unlocked == 0 && s->drainers)
+        pthread_cond_broadcast(&s->cond);
+}
+
+void qcow2_drain_io_locked(bv_node *n)
+{
+    struct qcow2_state *s = q_state(n);
+    s->drainers++;
+    while (s->io_unlocked)
+        pthread_cond_wait(&s->cond, &s->lock);
+    if (--s->drainers == 0)
+        pthread_cond_broadcast(&s->cond);
+}
+
+/* ---------------- overlap guard ---------------- */
+
+static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+    return blen && a < b + blen && b < a + alen;
+}
+
+/* Which live metadata [off, off+len) would overwrite, or NULL (QEMU's names). */
+static const char *metadata_overlap(const struct qcow2_state *s, uint64_t off, uint64_t len)
+{
+    uint64_t cs = s->cluster_size;
+    if (overlaps(off, len, 0, cs))
+        return "qcow2_header";
+    if (overlaps(off, len, s->l1_offset, (uint64_t)s->l1_size * 8))
+        return "active L1 table";
+    if (overlaps(off, len, s->reftable_offset, (uint64_t)s->reftable_clusters * cs))
+        return "refcount table";
+    for (uint32_t i = 0; i < s->l1_size; i++)
+        if ((s->l1[i] & L1E_OFFSET_MASK) && overlaps(off, len, s->l1[i] & L1E_OFFSET_MASK, cs))
+            return "active L2 table";
+    for (uint64_t i = 0; i < s->reftable_entries; i++)
+        if (s->reftable[i] && overlaps(off, len, s->reftable[i] & REFT_OFFSET_MASK, cs))
+            return "refcount block";
+    return NULL;
+}
+
+/* A data write to [off, off+len) that would land on metadata fails the node
+ * and sets the corrupt bit (qemu-semantics §2.2). */
+static int overlap_guard_locked(bv_node *n, uint64_t off, uint64_t len, bv_error **errp)
+{
+    const char *what = metadata_overlap(q_state(n), off, len);
+    if (!what)
+        return 0;
+    char msg[128];
+    snprintf(msg, sizeof(msg), "Preventing invalid write on metadata (overlaps with %s)", what);
+    return qcow2_mark_corrupt_locked(n, off, msg, errp);
+}
+
+/* ---------------- reads ---------------- */
+
+/* Whether reading this run touches host clusters an overwrite could free. */
+static bool run_reads_host(const struct q_run *run)
+{
+    return run->type == Q_NORMAL || run->type == Q_COMPRESSED;
+}
+
 int qcow2_pread(bv_node *n, void *buf, uint64_t len, uint64_t off, bv_error **errp)
 {
     struct qcow2_state *s = q_state(n);
@@ -243,16 +366,29 @@ int qcow2_pread(bv_node *n, void *buf, uint64_t len, uint64_t off, bv_error **er
     while (len && r == 0) {
         struct q_run run;
         pthread_mutex_lock(&s->lock);
+        while (s->drainers)
+            pthread_cond_wait(&s->cond, &s->lock);
         r = map_run_locked(n, off, len, &run, errp);
+        bool counted = r == 0 && run_reads_host(&run);
+        if (counted)
+            s->io_unlocked++;
         pthread_mutex_unlock(&s->lock);
-        if (r == 0)
-            r = read_run(n, &run, p, off, errp);
+        if (r < 0)
+            break;
+        r = read_run(n, &run, p, off, errp);
+        if (counted) {
+            pthread_mutex_lock(&s->lock);
+            io_end_locked(s);
+            pthread_mutex_unlock(&s->lock);
+        }
         p += run.len;
         off += run.len;
         len -= run.len;
     }
     return r;
 }
+
+/* ---------------- writes ---------------- */
 
 /* What guest cluster gci (mapped by old entry) reads as now, into out. */
 static int read_old_cluster(bv_node *n, uint64_t old, uint64_t gci, uint8_t *out,
@@ -305,77 +441,154 @@ static int write_partial(bv_node *n, uint64_t old, uint64_t gci, uint64_t host,
     return r;
 }
 
-/* Write [off, off+bytes) into `got` fresh clusters at host (locked). */
-static int write_fresh(bv_node *n, struct qcow2_cache_entry *e, uint64_t l2i, uint64_t host,
-                       uint64_t got, const uint8_t *buf, uint64_t off, uint64_t bytes,
+/*
+ * One step of a write: a run of clusters inside one L2 table that are either
+ * all owned (COPIED, contiguous on the host: written in place) or all to be
+ * replaced by `k` freshly allocated contiguous clusters.  Planned and
+ * finished under the lock; the data moves without it.
+ */
+struct wstep {
+    uint64_t ci, l1i, l2i;       /* first guest cluster; its L1/L2 indices */
+    uint64_t k;                  /* clusters in the step */
+    uint64_t bytes;              /* guest bytes the step writes */
+    uint64_t host;               /* host offset of cluster ci (owned or new) */
+    bool owned;
+    uint64_t old_head, old_tail; /* fresh: old entries of the first/last cluster (COW) */
+    struct qcow2_inflight rec;   /* fresh: the in-flight range, linked while unlocked */
+};
+
+/* Leading clusters of e from l2i (at most want) that share e0's ownership
+ * and, when owned, continue its host run. */
+static uint64_t same_kind_run(const struct qcow2_state *s, const struct qcow2_cache_entry *e,
+                              uint64_t l2i, uint64_t want, bool owned)
+{
+    uint64_t e0 = l2_get(e, l2i), k = 1;
+    for (; k < want; k++) {
+        uint64_t ek = l2_get(e, l2i + k);
+        bool ok = entry_type(s, ek) == Q_NORMAL && (ek & QCOW_OFLAG_COPIED);
+        if (ok != owned ||
+            (owned && (ek & L2E_OFFSET_MASK) != (e0 & L2E_OFFSET_MASK) + k * s->cluster_size))
+            break;
+    }
+    return k;
+}
+
+/* Fresh step: allocate st->k clusters and note the COW sources. */
+static int plan_fresh_locked(bv_node *n, struct wstep *st, uint64_t off, uint64_t len,
+                             bv_error **errp)
+{
+    struct qcow2_state *s = q_state(n);
+    uint64_t cs = s->cluster_size, head = off & (cs - 1), first, got;
+    struct qcow2_cache_entry *e;
+    int r = qcow2_alloc_clusters_locked(n, st->k, false, &first, &got, errp);
+    if (r == 0)
+        r = qcow2_get_l2_locked(n, st->l1i, false, &e, errp);   /* alloc may evict it */
+    if (r < 0)
+        return r;
+    st->k = got;
+    st->host = first;
+    st->bytes = got * cs - head < len ? got * cs - head : len;
+    st->old_head = l2_get(e, st->l2i);
+    st->old_tail = l2_get(e, st->l2i + ((head + st->bytes - 1) >> s->cluster_bits));
+    r = overlap_guard_locked(n, first, got * cs, errp);
+    if (r == 0)
+        inflight_add_locked(s, &st->rec, st->ci, st->ci + got);
+    return r;
+}
+
+/* Plan the step that starts at off: on success the caller owns either an
+ * unlocked-I/O count (owned) or an in-flight range (fresh). */
+static int plan_step_locked(bv_node *n, struct wstep *st, uint64_t off, uint64_t len,
+                            bv_error **errp)
+{
+    struct qcow2_state *s = q_state(n);
+    uint64_t cs = s->cluster_size, per = 1ULL << s->l2_bits, head = off & (cs - 1);
+    struct qcow2_cache_entry *e;
+    st->ci = off >> s->cluster_bits;
+    st->l1i = st->ci >> s->l2_bits;
+    st->l2i = st->ci & (per - 1);
+    uint64_t want = ((off + len - 1) >> s->cluster_bits) - st->ci + 1;
+    if (want > per - st->l2i)
+        want = per - st->l2i;
+    wait_clear_locked(s, st->ci, &want);
+    int r = qcow2_prepare_write_locked(n, errp);
+    if (r == 0)
+        r = qcow2_get_l2_locked(n, st->l1i, true, &e, errp);
+    if (r < 0)
+        return r;
+    uint64_t e0 = l2_get(e, st->l2i);
+    if ((r = check_data_entry(s, e0, errp)) < 0)
+        return r;
+    st->owned = entry_type(s, e0) == Q_NORMAL && (e0 & QCOW_OFLAG_COPIED);
+    st->k = same_kind_run(s, e, st->l2i, want, st->owned);
+    if (!st->owned)
+        return plan_fresh_locked(n, st, off, len, errp);
+    st->host = e0 & L2E_OFFSET_MASK;
+    st->bytes = st->k * cs - head < len ? st->k * cs - head : len;
+    r = overlap_guard_locked(n, st->host + head, st->bytes, errp);
+    if (r == 0)
+        s->io_unlocked++;            /* no drain pending: wait_clear_locked saw none */
+    return r;
+}
+
+/* Fresh step's data (unlocked): COW head/tail partial clusters, one pwrite
+ * for the whole clusters between. */
+static int write_fresh(bv_node *n, const struct wstep *st, const uint8_t *buf, uint64_t off,
                        bv_error **errp)
 {
     struct qcow2_state *s = q_state(n);
-    uint64_t cs = s->cluster_size, head = off & (cs - 1), gci = off >> s->cluster_bits;
+    uint64_t cs = s->cluster_size, head = off & (cs - 1), bytes = st->bytes;
     uint64_t done = 0, ci = 0;
     int r = 0;
     bv_node_event(n->file, BV_EV_WRITE_AIO);
     if (head || bytes < cs) {
         uint64_t cnt = cs - head < bytes ? cs - head : bytes;
-        r = write_partial(n, l2_get(e, l2i), gci, host, buf, head, cnt, errp);
+        r = write_partial(n, st->old_head, st->ci, st->host, buf, head, cnt, errp);
         done = cnt;
         ci = 1;
     }
     uint64_t full = (bytes - done) / cs * cs;
     if (r == 0 && full)
-        r = bv_child_pwrite(n->file, buf + done, full, host + ci * cs, errp);
+        r = bv_child_pwrite(n->file, buf + done, full, st->host + ci * cs, errp);
     done += full;
     ci += full / cs;
     if (r == 0 && done < bytes)
-        r = write_partial(n, l2_get(e, l2i + ci), gci + ci, host + ci * cs, buf + done, 0,
+        r = write_partial(n, st->old_tail, st->ci + ci, st->host + ci * cs, buf + done, 0,
                           bytes - done, errp);
     return r;
 }
 
-static int write_step_locked(bv_node *n, const uint8_t *buf, uint64_t off, uint64_t len,
-                             uint64_t *done, bv_error **errp)
+static int write_step_data(bv_node *n, const struct wstep *st, const uint8_t *buf,
+                           uint64_t off, bv_error **errp)
 {
     struct qcow2_state *s = q_state(n);
-    uint64_t cs = s->cluster_size, per = 1ULL << s->l2_bits, ci = off >> s->cluster_bits;
-    uint64_t l1i = ci >> s->l2_bits, l2i = ci & (per - 1), first, got, k = 1;
+    if (!st->owned)
+        return write_fresh(n, st, buf, off, errp);
+    bv_node_event(n->file, BV_EV_WRITE_AIO);
+    return bv_child_pwrite(n->file, buf, st->bytes, st->host + (off & (s->cluster_size - 1)),
+                           errp);
+}
+
+/* Fresh step, data written (r == 0): map the new clusters and queue frees
+ * for what they replace.  Data failed: give the new clusters back. */
+static int map_fresh_locked(bv_node *n, struct wstep *st, int r, bv_error **errp)
+{
+    struct qcow2_state *s = q_state(n);
     struct qcow2_cache_entry *e;
-    int r = qcow2_get_l2_locked(n, l1i, true, &e, errp);
-    if (r < 0)
-        return r;
-    uint64_t want = ((off + len - 1) >> s->cluster_bits) - ci + 1;
-    if (want > per - l2i)
-        want = per - l2i;
-    uint64_t e0 = l2_get(e, l2i);
-    bool owned = entry_type(s, e0) == Q_NORMAL && (e0 & QCOW_OFLAG_COPIED);
-    if ((r = check_data_entry(s, e0, errp)) < 0)
-        return r;
-    while (k < want) {
-        uint64_t ek = l2_get(e, l2i + k);
-        bool ok = entry_type(s, ek) == Q_NORMAL && (ek & QCOW_OFLAG_COPIED);
-        if (ok != owned || (owned && (ek & L2E_OFFSET_MASK) != (e0 & L2E_OFFSET_MASK) + k * cs))
-            break;
-        k++;
-    }
-    uint64_t head = off & (cs - 1);
-    if (owned) {
-        *done = k * cs - head < len ? k * cs - head : len;
-        bv_node_event(n->file, BV_EV_WRITE_AIO);
-        return bv_child_pwrite(n->file, buf, *done, (e0 & L2E_OFFSET_MASK) + head, errp);
-    }
-    r = qcow2_alloc_clusters_locked(n, k, false, &first, &got, errp);
+    uint64_t mapped = 0, cs = s->cluster_size;
     if (r == 0)
-        r = qcow2_get_l2_locked(n, l1i, false, &e, errp);
-    if (r < 0)
-        return r;
-    *done = got * cs - head < len ? got * cs - head : len;
-    r = write_fresh(n, e, l2i, first, got, buf, off, *done, errp);
-    if (r == 0)
-        r = qcow2_get_l2_locked(n, l1i, false, &e, errp);
-    bv_node_event(n->file, BV_EV_L2_UPDATE);
-    for (uint64_t i = 0; i < got && r == 0; i++) {
-        r = free_old_entry(n, l2_get(e, l2i + i), errp);
-        l2_set(e, l2i + i, (first + i * cs) | QCOW_OFLAG_COPIED);
+        r = qcow2_get_l2_locked(n, st->l1i, false, &e, errp);
+    if (r == 0) {
+        bv_node_event(n->file, BV_EV_L2_UPDATE);
+        for (; mapped < st->k; mapped++) {
+            int fr = free_old_entry(n, l2_get(e, st->l2i + mapped), r ? NULL : errp);
+            r = r ? r : fr;
+            l2_set(e, st->l2i + mapped, (st->host + mapped * cs) | QCOW_OFLAG_COPIED);
+        }
     }
+    if (mapped < st->k)
+        qcow2_queue_free_locked(n, st->host + mapped * cs, (st->k - mapped) * cs, NULL);
+    inflight_remove_locked(s, &st->rec);
     return r;
 }
 
@@ -387,16 +600,31 @@ static int end_write_locked(bv_node *n, bv_error **errp)
     return 0;
 }
 
-static int write_locked(bv_node *n, const uint8_t *p, uint64_t len, uint64_t off,
-                        bv_error **errp)
+/* Write [off, off+len) (called without the lock). */
+static int write_range(bv_node *n, const uint8_t *p, uint64_t len, uint64_t off,
+                       bv_error **errp)
 {
+    struct qcow2_state *s = q_state(n);
     int r = 0;
     while (len && r == 0) {
-        uint64_t done = 0;
-        r = write_step_locked(n, p, off, len, &done, errp);
-        p += done;
-        off += done;
-        len -= done;
+        struct wstep st;
+        pthread_mutex_lock(&s->lock);
+        r = plan_step_locked(n, &st, off, len, errp);
+        pthread_mutex_unlock(&s->lock);
+        if (r < 0)
+            break;
+        r = write_step_data(n, &st, p, off, errp);
+        pthread_mutex_lock(&s->lock);
+        if (st.owned)
+            io_end_locked(s);
+        else
+            r = map_fresh_locked(n, &st, r, errp);
+        if (r == 0)
+            r = end_write_locked(n, errp);
+        pthread_mutex_unlock(&s->lock);
+        p += st.bytes;
+        off += st.bytes;
+        len -= st.bytes;
     }
     return r;
 }
@@ -407,17 +635,9 @@ static int write_compressed(bv_node *n, const uint8_t *buf, uint64_t len, uint64
 int qcow2_pwrite(bv_node *n, const void *buf, uint64_t len, uint64_t off, int flags,
                  bv_error **errp)
 {
-    struct qcow2_state *s = q_state(n);
     if (flags & BV_WRITE_COMPRESSED)
         return write_compressed(n, buf, len, off, errp);
-    pthread_mutex_lock(&s->lock);
-    int r = qcow2_prepare_write_locked(n, errp);
-    if (r == 0)
-        r = write_locked(n, buf, len, off, errp);
-    if (r == 0)
-        r = end_write_locked(n, errp);
-    pthread_mutex_unlock(&s->lock);
-    return r;
+    return write_range(n, buf, len, off, errp);
 }
 
 /* ---------------- compressed writes ---------------- */
@@ -439,34 +659,62 @@ static uint64_t deflate_cluster(const uint8_t *in, uint64_t len, uint8_t *out, u
     return got;
 }
 
-static int put_compressed_locked(bv_node *n, const uint8_t *cdata, uint64_t clen, uint64_t off,
-                                 bv_error **errp)
+/* Reserve clen compressed bytes for guest cluster ci, which must be
+ * unallocated; on success *hoff is theirs and rec is in flight. */
+static int alloc_compressed_locked(bv_node *n, uint64_t ci, uint64_t clen, uint64_t *hoff,
+                                   struct qcow2_inflight *rec, bv_error **errp)
+{
+    struct qcow2_state *s = q_state(n);
+    struct qcow2_cache_entry *e;
+    uint64_t one = 1;
+    while (inflight_blocks(s, ci, &one))
+        pthread_cond_wait(&s->cond, &s->lock);
+    int r = qcow2_prepare_write_locked(n, errp);
+    if (r == 0)
+        r = qcow2_get_l2_locked(n, ci >> s->l2_bits, true, &e, errp);
+    if (r < 0)
+        return r;
+    if (l2_get(e, ci & ((1ULL << s->l2_bits) - 1)) & ~QCOW_OFLAG_ZERO)
+        return bv_error_setf(errp, EIO, "compressed write to an allocated cluster (guest "
+                             "offset %" PRIu64 ")", ci << s->cluster_bits);
+    r = qcow2_alloc_bytes_locked(n, clen, hoff, errp);
+    if (r == 0)
+        inflight_add_locked(s, rec, ci, ci + 1);
+    return r;
+}
+
+/* Store one deflated cluster: allocate and map under the lock, write without. */
+static int put_compressed(bv_node *n, const uint8_t *cdata, uint64_t clen, uint64_t off,
+                          bv_error **errp)
 {
     struct qcow2_state *s = q_state(n);
     uint64_t ci = off >> s->cluster_bits, hoff;
+    struct qcow2_inflight rec;
     struct qcow2_cache_entry *e;
-    int r = qcow2_get_l2_locked(n, ci >> s->l2_bits, true, &e, errp);
+    pthread_mutex_lock(&s->lock);
+    int r = alloc_compressed_locked(n, ci, clen, &hoff, &rec, errp);
+    pthread_mutex_unlock(&s->lock);
     if (r < 0)
         return r;
-    uint64_t l2i = ci & ((1ULL << s->l2_bits) - 1), old = l2_get(e, l2i);
-    if (old & ~QCOW_OFLAG_ZERO)
-        return bv_error_setf(errp, EIO, "compressed write to an allocated cluster (guest "
-                             "offset %" PRIu64 ")", off);
-    r = qcow2_alloc_bytes_locked(n, clen, &hoff, errp);
-    if (r == 0) {
-        bv_node_event(n->file, BV_EV_WRITE_COMPRESSED);
-        r = bv_child_pwrite(n->file, cdata, clen, hoff, errp);
-    }
+    bv_node_event(n->file, BV_EV_WRITE_COMPRESSED);
+    r = bv_child_pwrite(n->file, cdata, clen, hoff, errp);
+    pthread_mutex_lock(&s->lock);
     if (r == 0)
         r = qcow2_get_l2_locked(n, ci >> s->l2_bits, false, &e, errp);
-    if (r < 0)
-        return r;
-    uint64_t nsec = ((hoff + clen - 1) >> 9) - (hoff >> 9);
-    bv_node_event(n->file, BV_EV_L2_UPDATE_COMPRESSED);
-    l2_set(e, l2i, QCOW_OFLAG_COMPRESSED | (nsec << s->csize_shift) | hoff);
-    return 0;
+    if (r == 0) {
+        uint64_t nsec = ((hoff + clen - 1) >> 9) - (hoff >> 9);
+        bv_node_event(n->file, BV_EV_L2_UPDATE_COMPRESSED);
+        l2_set(e, ci & ((1ULL << s->l2_bits) - 1),
+               QCOW_OFLAG_COMPRESSED | (nsec << s->csize_shift) | hoff);
+    } else {
+        qcow2_queue_free_locked(n, hoff, clen, NULL);
+    }
+    inflight_remove_locked(s, &rec);
+    pthread_mutex_unlock(&s->lock);
+    return r;
 }
 
+/* Deflate runs without the lock, so several writers compress in parallel. */
 static int write_compressed(bv_node *n, const uint8_t *buf, uint64_t len, uint64_t off,
                             bv_error **errp)
 {
@@ -476,20 +724,16 @@ static int write_compressed(bv_node *n, const uint8_t *buf, uint64_t len, uint64
         return bv_error_setf(errp, EINVAL, "compressed writes must cover whole clusters");
     uint8_t *in = malloc(cs), *out = malloc(cs);
     int r = in && out ? 0 : bv_error_setf(errp, ENOMEM, "out of memory");
-    pthread_mutex_lock(&s->lock);
-    if (r == 0)
-        r = qcow2_prepare_write_locked(n, errp);
     for (uint64_t done = 0; done < len && r == 0; done += cs) {
         uint64_t chunk = len - done < cs ? len - done : cs;
         memcpy(in, buf + done, chunk);
         memset(in + chunk, 0, cs - chunk);
         uint64_t clen = deflate_cluster(in, cs, out, cs - 1);
         if (clen)
-            r = put_compressed_locked(n, out, clen, off + done, errp);
+            r = put_compressed(n, out, clen, off + done, errp);
         else
-            r = write_locked(n, buf + done, chunk, off + done, errp);
+            r = write_range(n, buf + done, chunk, off + done, errp);
     }
-    pthread_mutex_unlock(&s->lock);
     free(in);
     free(out);
     return r;
@@ -497,7 +741,8 @@ static int write_compressed(bv_node *n, const uint8_t *buf, uint64_t len, uint64
 
 /* ---------------- zeroing and discard ---------------- */
 
-static int write_zero_bytes_locked(bv_node *n, uint64_t len, uint64_t off, bv_error **errp)
+/* Partial clusters are zeroed by writing zeros (called without the lock). */
+static int write_zero_bytes(bv_node *n, uint64_t len, uint64_t off, bv_error **errp)
 {
     struct qcow2_state *s = q_state(n);
     uint64_t chunk = s->cluster_size < (1u << 20) ? (1u << 20) : s->cluster_size;
@@ -505,7 +750,7 @@ static int write_zero_bytes_locked(bv_node *n, uint64_t len, uint64_t off, bv_er
     int r = z ? 0 : bv_error_setf(errp, ENOMEM, "out of memory");
     while (len && r == 0) {
         uint64_t c = len < chunk ? len : chunk;
-        r = write_locked(n, z, c, off, errp);
+        r = write_range(n, z, c, off, errp);
         off += c;
         len -= c;
     }
@@ -537,6 +782,8 @@ static int zero_table_locked(bv_node *n, uint64_t ci, uint64_t cnt, bool unmap, 
     uint64_t l1i = ci >> s->l2_bits, l2i = ci & ((1ULL << s->l2_bits) - 1);
     struct qcow2_cache_entry *e;
     bool backing = n->backing != NULL;
+    while (inflight_overlaps(s, ci, cnt))     /* let allocations there finish first */
+        pthread_cond_wait(&s->cond, &s->lock);
     if (!backing && !(s->l1[l1i] & L1E_OFFSET_MASK))
         return 0;                          /* reads as zeros already */
     int r = qcow2_get_l2_locked(n, l1i, true, &e, errp);
@@ -555,32 +802,24 @@ static int zero_table_locked(bv_node *n, uint64_t ci, uint64_t cnt, bool unmap, 
     return r;
 }
 
-static int zero_locked(bv_node *n, uint64_t len, uint64_t off, bool unmap, bool discard,
-                       bv_error **errp)
+/* Whole clusters [a, b) (byte offsets, cluster aligned), one table at a time. */
+static int zero_clusters(bv_node *n, uint64_t a, uint64_t b, bool unmap, bool discard,
+                         bv_error **errp)
 {
     struct qcow2_state *s = q_state(n);
-    uint64_t cs = s->cluster_size, per = 1ULL << s->l2_bits;
-    uint64_t end = off + len;
-    uint64_t a = (off + cs - 1) & ~(cs - 1);              /* first whole cluster */
-    uint64_t b = end == n->size ? ((end + cs - 1) & ~(cs - 1)) : (end & ~(cs - 1));
-    int r = 0;
-    if (s->version < 3 && n->backing)
-        return write_zero_bytes_locked(n, len, off, errp);
-    if (a >= b)
-        return write_zero_bytes_locked(n, len, off, errp);
-    if (off < a)
-        r = write_zero_bytes_locked(n, a - off, off, errp);
-    for (uint64_t ci = a >> s->cluster_bits; r == 0 && ci < (b >> s->cluster_bits);) {
+    uint64_t per = 1ULL << s->l2_bits, last = b >> s->cluster_bits;
+    pthread_mutex_lock(&s->lock);
+    int r = qcow2_prepare_write_locked(n, errp);
+    for (uint64_t ci = a >> s->cluster_bits; r == 0 && ci < last;) {
         uint64_t cnt = per - (ci & (per - 1));
-        if (cnt > (b >> s->cluster_bits) - ci)
-            cnt = (b >> s->cluster_bits) - ci;
+        if (cnt > last - ci)
+            cnt = last - ci;
         r = zero_table_locked(n, ci, cnt, unmap || s->version < 3, discard, errp);
         ci += cnt;
     }
-    if (r == 0 && b < end)
-        r = write_zero_bytes_locked(n, end - b, b, errp);
     if (r == 0)
         r = end_write_locked(n, errp);
+    pthread_mutex_unlock(&s->lock);
     return r;
 }
 
@@ -588,11 +827,16 @@ static int zero_entry(bv_node *n, uint64_t len, uint64_t off, bool unmap, bool d
                       bv_error **errp)
 {
     struct qcow2_state *s = q_state(n);
-    pthread_mutex_lock(&s->lock);
-    int r = qcow2_prepare_write_locked(n, errp);
+    uint64_t cs = s->cluster_size, end = off + len;
+    uint64_t a = (off + cs - 1) & ~(cs - 1);              /* first whole cluster */
+    uint64_t b = end == n->size ? ((end + cs - 1) & ~(cs - 1)) : (end & ~(cs - 1));
+    if ((s->version < 3 && n->backing) || a >= b)
+        return write_zero_bytes(n, len, off, errp);
+    int r = off < a ? write_zero_bytes(n, a - off, off, errp) : 0;
     if (r == 0)
-        r = zero_locked(n, len, off, unmap, discard, errp);
-    pthread_mutex_unlock(&s->lock);
+        r = zero_clusters(n, a, b, unmap, discard, errp);
+    if (r == 0 && b < end)
+        r = write_zero_bytes(n, end - b, b, errp);
     return r;
 }
 

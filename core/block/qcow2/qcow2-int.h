@@ -5,16 +5,46 @@
  *
  * On-disk layout facts are in /work/shared/reference/qemu-semantics.md §2.
  *
- * Locking: struct qcow2_state.lock (one per node) guards everything in the
+ * Locking.  struct qcow2_state.lock (one per node) guards everything in the
  * state below that can change after open: the L1 table and its dirty span,
  * the reftable, both caches, the allocation hints (free_hint, free_byte),
  * the reserve list, the pending-free list, header fields (size, autoclear,
- * l1/reftable offsets) and `failed`.  Functions named *_locked expect it
- * held.  Reads of allocated data clusters run after dropping it (the mapping
- * was taken under it); writes that allocate, update mappings or copy on
- * write hold it throughout, so two writers never allocate the same guest
- * cluster twice.  Reads from the backing node take that node's own lock
- * (never the other way round: lock order is top to bottom of the chain).
+ * l1/reftable offsets), `failed`, and the concurrency state (inflight,
+ * io_unlocked, drainers; `cond` is waited on with it).  Functions named
+ * *_locked expect it held.  Cache entry pointers are valid only while it is
+ * held without a break: whoever drops it looks tables up again.
+ *
+ * What runs without the lock (qcow2-cluster.c):
+ *   - reads of data and compressed clusters, after mapping them under it;
+ *   - writes to clusters we own (L2 entry COPIED, refcount 1), in place;
+ *   - writes to freshly allocated clusters, including the COW read of the
+ *     old content (backing, zero, compressed) for partial head/tail clusters;
+ *   - deflate, and the write of the compressed bytes.
+ * Allocation (refcounts raised in the cache) happens under the lock before
+ * the unlocked data write, and the L2 entries are set under it again after,
+ * so a mapping never points at unwritten data (the crash-safe order in
+ * qcow2-refcount.c is unchanged: an interrupted step leaks at worst).
+ *
+ * Two guards make the unlocked parts safe:
+ *   1. In-flight allocations.  A writer that allocates links a struct
+ *      qcow2_inflight (guest cluster range, on its stack) into `inflight`
+ *      for as long as it works unlocked.  Any writer, compressed writer,
+ *      zero or discard touching one of those clusters waits on `cond` until
+ *      the range is gone (a writer whose range merely runs into one stops
+ *      its step short of it), so one guest cluster is never allocated twice
+ *      and its old host space cannot be freed under a COW read.  A reader of
+ *      such a cluster still sees the old mapping, hence the old data (backing
+ *      or zeros), until the new data is written and mapped.
+ *   2. Unlocked I/O count.  Reads and in-place writes that touch host
+ *      clusters an overwrite or discard elsewhere could free are counted in
+ *      `io_unlocked`.  Applying queued frees (the only way a cluster can be
+ *      reused) first drains that count (qcow2_drain_io_locked); while a drain
+ *      waits (`drainers` > 0) no new counted I/O starts, so it cannot starve.
+ * Waiting on `cond` drops the lock: only wait_clear/zero/drain points do it,
+ * always before a mapping is looked at, never with a cache pointer held.
+ *
+ * Lock order: a node's lock, then its backing node's (reads from the backing
+ * during COW run unlocked anyway); never the other way round.
  */
 #ifndef BV_QCOW2_INT_H
 #define BV_QCOW2_INT_H
@@ -112,11 +142,22 @@ struct qcow2_free {
     uint64_t off, len;
 };
 
+/* A guest cluster range [start, end) being allocated by a writer working
+ * unlocked; lives on the writer's stack while linked in qcow2_state.inflight. */
+struct qcow2_inflight {
+    uint64_t start, end;
+    struct qcow2_inflight *next;
+};
+
 #define QCOW2_MAX_RESERVE 16
 #define QCOW2_MAX_PENDING_FREES 4096
 
 struct qcow2_state {
     pthread_mutex_t lock;
+    pthread_cond_t cond;               /* an in-flight range ended, or a drain changed */
+    struct qcow2_inflight *inflight;   /* allocations whose data is being written */
+    unsigned io_unlocked;              /* counted reads/in-place writes running unlocked */
+    unsigned drainers;                 /* threads waiting for io_unlocked == 0 */
     int version;
     uint32_t cluster_bits, cluster_size;
     uint32_t l2_bits;                  /* log2(entries per L2 table) */
@@ -190,6 +231,8 @@ int qcow2_discard(bv_node *n, uint64_t len, uint64_t off, bv_error **errp);
 int qcow2_block_status(bv_node *n, uint64_t off, uint64_t len, struct bv_block_status *bs,
                        bv_error **errp);
 int qcow2_truncate(bv_node *n, uint64_t size, bool allow_shrink, bv_error **errp);
+/* Wait (dropping the lock meanwhile) until no counted unlocked I/O runs. */
+void qcow2_drain_io_locked(bv_node *n);
 /* L2 table for l1 index (allocating one if alloc); *e NULL if unallocated. */
 int qcow2_get_l2_locked(bv_node *n, uint64_t l1i, bool alloc, struct qcow2_cache_entry **e,
                         bv_error **errp);

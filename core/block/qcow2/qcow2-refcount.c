@@ -15,7 +15,8 @@
  *   3. L2 tables are written before the L1 entries that point to them.
  *   4. Frees are queued, not applied: a cluster's refcount is lowered only
  *      after the L2/L1 writes that dropped its last reference are on disk
- *      (and synced).  Until then it cannot be reused.
+ *      (and synced), and after unlocked reads/writes still using it have
+ *      drained (qcow2-int.h).  Until then it cannot be reused.
  *   5. Growing the reftable: the new table is written and synced before the
  *      header points to it; the old table's clusters are freed later (4).
  * A crash at any point leaves refcounts >= references: at worst leaks,
@@ -375,6 +376,8 @@ int qcow2_flush_metadata_locked(bv_node *n, bv_error **errp)
     bool wrote = false;
     if (s->failed)
         return bv_error_setf(errp, EIO, "qcow2: image failed earlier; reopen it");
+    if (s->nfrees)     /* nobody may be reading or writing a cluster about to be freed */
+        qcow2_drain_io_locked(n);
     int r = qcow2_cache_flush_locked(n, &s->rb, &wrote, errp);
     bool more = qcow2_cache_has_dirty(&s->l2) || s->l1_dirty_hi > s->l1_dirty_lo;
     if (r == 0 && wrote && more)

@@ -390,6 +390,7 @@ static int qcow2_open(bv_node *n, int fd, bv_error **errp)
     uint8_t *c0 = NULL;
     uint64_t flen;
     pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
     int r = bv_child_length(n->file, &flen, errp);
     if (r == 0)
         r = bv_child_pread(n->file, &h, sizeof(h), 0, errp);
@@ -426,6 +427,7 @@ static void qcow2_close(bv_node *n)
     free(s->reftable);
     free(s->exts);
     free(s->frees);
+    pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->lock);
 }
 
