@@ -322,6 +322,24 @@ int bv_node_close(bv_node *n, bv_error **errp)
     return r;
 }
 
+/* Metadata to the OS (so the file is a complete image), no fdatasync. */
+static int flush_to_os(bv_node *n, bv_error **errp)
+{
+    if (n->read_only || atomic_load(&n->write_gen) == atomic_load(&n->flushed_gen))
+        return 0;
+    bv_node_event(n->file, BV_EV_FLUSH_TO_OS);
+    return n->drv->flush_to_os ? n->drv->flush_to_os(n, errp) : 0;
+}
+
+int bv_node_close_nosync(bv_node *n, bv_error **errp)
+{
+    if (!n)
+        return 0;
+    int r = flush_to_os(n, errp);
+    node_free(n);
+    return r;
+}
+
 /* ---------------- public data path ---------------- */
 
 static int check_req(bv_node *n, uint64_t len, uint64_t off, bool write, bv_error **errp)

@@ -23,10 +23,8 @@
  * fdatasync) before returning, and a flusher thread syncs every
  * CONV_FLUSH_STEP bytes written so that the disk writes back while we copy
  * (the final sync then has little left to do).  Without it, as qemu-img convert's default
- * cache mode, cached metadata is written back to the OS but not synced:
- * bv_node_close would fdatasync, which costs as much as the copy itself, so
- * close_unsynced() marks the node clean first.  That needs the node layer's
- * private view (block/driver.h) until image.h offers a no-sync close.
+ * cache mode, cached metadata is written back to the OS but not synced
+ * (bv_node_close_nosync): an fdatasync would cost as much as the copy itself.
  */
 #include "image/image-int.h"
 
@@ -37,7 +35,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "block/driver.h"
 #include "util/checked.h"
 
 #define CONV_CHUNK          (4u << 20)
@@ -366,16 +363,6 @@ static int run_pipeline(struct conv *c, bv_error **errp)
     return r;
 }
 
-/* Close dst with its metadata written back to the OS but no fdatasync. */
-static int close_unsynced(bv_node *dst, bv_error **errp)
-{
-    int r = dst->drv->flush_to_os ? dst->drv->flush_to_os(dst, errp) : 0;
-    if (r == 0)
-        atomic_store(&dst->flushed_gen, atomic_load(&dst->write_gen));
-    int rc = bv_node_close(dst, r < 0 ? NULL : errp);
-    return r < 0 ? r : rc;
-}
-
 int bv_image_convert(bv_node *src, const char *dst_path, const struct bv_convert_opts *o,
                      bv_error **errp)
 {
@@ -399,7 +386,7 @@ int bv_image_convert(bv_node *src, const char *dst_path, const struct bv_convert
     if (r == 0 && o->flush)
         r = bv_node_flush(c.dst, errp);
     int rc = o->flush || r < 0 ? bv_node_close(c.dst, r < 0 ? NULL : errp)
-                               : close_unsynced(c.dst, errp);
+                               : bv_node_close_nosync(c.dst, errp);
     conv_destroy(&c);
     return r < 0 ? r : rc;
 }

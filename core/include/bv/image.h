@@ -64,6 +64,11 @@ int bv_node_open(const struct bv_open_opts *o, bv_node **out, bv_error **errp);
 /* Flushes (if writable) and frees; the backing chain is closed too.  NULL is fine.
  * Returns the flush result (the node is freed either way). */
 int bv_node_close(bv_node *n, bv_error **errp);
+/* As bv_node_close, but cached metadata is only written back to the OS, not
+ * synced (qemu-img's default cache mode): the file is complete for any
+ * reader, durable only once the kernel writes it back.  For copies that
+ * can be redone after a crash (convert without -t none). */
+int bv_node_close_nosync(bv_node *n, bv_error **errp);
 
 /* Data path.  Ranges must lie inside the virtual size (-EINVAL otherwise).
  * Reads of unallocated parts fall through to the backing chain, then zeros. */
