@@ -1,7 +1,8 @@
 /*
  * qcow2 and node layer: round-trips against a shadow buffer at several
  * cluster sizes, backing chains, malformed headers, check/repair, resize,
- * refcount widths and reftable growth, blkdebug events.  Where qemu-img is
+ * refcount widths and reftable growth, blkdebug events, concurrent writers
+ * and readers, the metadata overlap guard.  Where qemu-img is
  * installed it is the oracle (check clean, compare identical); without it
  * those assertions are skipped, the rest still runs.
  */
@@ -13,6 +14,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -586,6 +589,181 @@ static void test_blkdebug_events(void **st)
     assert_int_equal(bv_node_close(n, NULL), 0);
 }
 
+/* ---- concurrency: writers on shared and adjacent clusters, readers alongside ---- */
+
+#define CC_THREADS   4
+#define CC_CS        4096u
+#define CC_SIZE      (2u << 20)
+#define CC_SLICED    128u            /* clusters [0, 128): each writer owns a slice of each */
+#define CC_RUNS_END  384u            /* clusters [128, 384): interleaved unaligned runs */
+#define CC_CHUNK     (3 * CC_CS + 1500)
+
+struct cc_phase {
+    bv_node *n;
+    const uint8_t *before, *after;   /* what the image reads as before / after the phase */
+    bool compress;                   /* also write clusters [CC_RUNS_END, end) compressed */
+    atomic_bool writers_done;
+    atomic_int failures;
+};
+
+struct cc_thread {
+    struct cc_phase *ph;
+    unsigned id;
+};
+
+static void cc_fail(struct cc_phase *ph, const char *what, uint64_t off)
+{
+    if (atomic_fetch_add(&ph->failures, 1) == 0)
+        fprintf(stderr, "concurrency: %s at %llu\n", what, (unsigned long long)off);
+}
+
+static void cc_write(struct cc_phase *ph, uint64_t off, uint64_t len, int flags)
+{
+    if (bv_node_pwrite(ph->n, ph->after + off, len, off, flags, NULL) != 0)
+        cc_fail(ph, "write failed", off);
+}
+
+/* Writer t: its slice of every sliced cluster (odd writers walk backwards),
+ * every CC_THREADS-th unaligned run, every CC_THREADS-th compressed cluster. */
+static void *cc_writer(void *arg)
+{
+    struct cc_thread *t = arg;
+    struct cc_phase *ph = t->ph;
+    const uint64_t slice = CC_CS / CC_THREADS;
+    for (unsigned i = 0; i < CC_SLICED; i++) {
+        unsigned c = t->id & 1 ? CC_SLICED - 1 - i : i;
+        cc_write(ph, (uint64_t)c * CC_CS + t->id * slice, slice, 0);
+    }
+    const uint64_t start = (uint64_t)CC_SLICED * CC_CS, end = (uint64_t)CC_RUNS_END * CC_CS;
+    for (uint64_t off = start + t->id * CC_CHUNK; off < end; off += CC_THREADS * CC_CHUNK)
+        cc_write(ph, off, end - off < CC_CHUNK ? end - off : CC_CHUNK, 0);
+    for (uint64_t c = CC_RUNS_END + t->id; ph->compress && c < CC_SIZE / CC_CS; c += CC_THREADS)
+        cc_write(ph, c * CC_CS, CC_CS, BV_WRITE_COMPRESSED);
+    return NULL;
+}
+
+/* Readers: every byte must read as its old or its new value, never anything else. */
+static void *cc_reader(void *arg)
+{
+    struct cc_thread *t = arg;
+    struct cc_phase *ph = t->ph;
+    uint8_t *buf = malloc(5 * CC_CS);
+    unsigned seed = t->id;
+    while (buf && !atomic_load(&ph->writers_done)) {
+        uint64_t len = 1 + rand_r(&seed) % (5 * CC_CS);
+        uint64_t off = rand_r(&seed) % (CC_SIZE - len);
+        if (bv_node_pread(ph->n, buf, len, off, NULL) != 0) {
+            cc_fail(ph, "read failed", off);
+            break;
+        }
+        for (uint64_t i = 0; i < len; i++) {
+            if (buf[i] != ph->before[off + i] && buf[i] != ph->after[off + i]) {
+                cc_fail(ph, "read neither old nor new data", off + i);
+                break;
+            }
+        }
+    }
+    free(buf);
+    return NULL;
+}
+
+static void cc_run_phase(struct cc_phase *ph)
+{
+    pthread_t w[CC_THREADS], rd[2];
+    struct cc_thread wt[CC_THREADS], rt[2];
+    atomic_store(&ph->writers_done, false);
+    atomic_store(&ph->failures, 0);
+    for (unsigned i = 0; i < 2; i++) {
+        rt[i] = (struct cc_thread){ ph, i + 100 };
+        assert_int_equal(pthread_create(&rd[i], NULL, cc_reader, &rt[i]), 0);
+    }
+    for (unsigned i = 0; i < CC_THREADS; i++) {
+        wt[i] = (struct cc_thread){ ph, i };
+        assert_int_equal(pthread_create(&w[i], NULL, cc_writer, &wt[i]), 0);
+    }
+    for (unsigned i = 0; i < CC_THREADS; i++)
+        pthread_join(w[i], NULL);
+    atomic_store(&ph->writers_done, true);
+    for (unsigned i = 0; i < 2; i++)
+        pthread_join(rd[i], NULL);
+    assert_int_equal(atomic_load(&ph->failures), 0);
+    assert_reads(ph->n, ph->after, CC_SIZE);
+}
+
+/* The image's content after a phase: model with the written parts replaced. */
+static void cc_model(uint8_t *model, unsigned seed, bool compress)
+{
+    uint8_t *data = malloc(CC_SIZE);
+    fill(data, CC_SIZE, seed);
+    for (uint64_t c = CC_RUNS_END; c < CC_SIZE / CC_CS; c += 4)    /* incompressible */
+        for (uint64_t i = 0; i < CC_CS; i++)
+            data[c * CC_CS + i] = (uint8_t)((c * 2654435761u + i * 40503u) >> 7 ^ i);
+    uint64_t written = compress ? CC_SIZE : (uint64_t)CC_RUNS_END * CC_CS;
+    memcpy(model, data, written);
+    free(data);
+}
+
+static void test_concurrent_writes(void **st)
+{
+    uint8_t *before = calloc(1, CC_SIZE), *after = calloc(1, CC_SIZE);
+    create("ccb.qcow2", CC_SIZE, 65536, NULL);
+    bv_node *n = open_img("ccb.qcow2", false);
+    fill(before, CC_SIZE * 3 / 4, 40);                    /* the last quarter stays zeros */
+    assert_int_equal(bv_node_pwrite(n, before, CC_SIZE * 3 / 4, 0, 0, NULL), 0);
+    assert_int_equal(bv_node_close(n, NULL), 0);
+    create("cct.qcow2", 0, CC_CS, "ccb.qcow2");
+    n = open_img("cct.qcow2", false);
+    /* phase 1: allocating writes (COW over the backing file) and compressed writes */
+    memcpy(after, before, CC_SIZE);
+    cc_model(after, 41, true);
+    struct cc_phase ph = { .n = n, .before = before, .after = after, .compress = true };
+    cc_run_phase(&ph);
+    /* phase 2: the same clusters again, now owned: in place */
+    memcpy(before, after, CC_SIZE);
+    cc_model(after, 42, false);
+    ph.compress = false;
+    cc_run_phase(&ph);
+    check_clean(n);
+    assert_int_equal(bv_node_close(n, NULL), 0);
+    qemu_check_clean(tp("cct.qcow2"));
+    n = open_img("cct.qcow2", true);
+    assert_reads(n, after, CC_SIZE);
+    bv_node_close(n, NULL);
+    free(before);
+    free(after);
+}
+
+/* A data write that would land on metadata fails and marks the image corrupt. */
+static void test_overlap_guard(void **st)
+{
+    uint8_t buf[4096], b8[8];
+    memset(buf, 0x5a, sizeof(buf));
+    create("ov.qcow2", 1 << 20, 65536, NULL);
+    bv_node *n = open_img("ov.qcow2", false);
+    assert_int_equal(bv_node_pwrite(n, buf, sizeof(buf), 0, 0, NULL), 0);
+    assert_int_equal(bv_node_close(n, NULL), 0);
+    /* point guest cluster 0 (COPIED) at the L1 table's cluster */
+    int fd = open(tp("ov.qcow2"), O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, b8, 8, 40), 8);
+    uint64_t l1 = ld_be64(b8);
+    assert_int_equal(pread(fd, b8, 8, (off_t)l1), 8);
+    uint64_t l2 = ld_be64(b8) & 0x00fffffffffffe00ULL;
+    st_be64(b8, l1 | (1ULL << 63));
+    assert_int_equal(pwrite(fd, b8, 8, (off_t)l2), 8);
+    close(fd);
+    n = open_img("ov.qcow2", false);
+    bv_error *err = NULL;
+    assert_int_equal(bv_node_pwrite(n, buf, 512, 0, 0, &err), -EIO);
+    assert_non_null(strstr(err->msg, "overlaps with active L1 table"));
+    bv_error_free(err);
+    assert_int_equal(bv_node_pwrite(n, buf, 512, 65536, 0, NULL), -EIO);   /* failed node */
+    bv_node_close(n, NULL);
+    err = NULL;
+    assert_int_equal(open_err("ov.qcow2", false, &err), -EACCES);         /* corrupt bit */
+    bv_error_free(err);
+}
+
 static int setup(void **st)
 {
     snprintf(dir, sizeof(dir), "/tmp/bvq2XXXXXX");
@@ -618,6 +796,8 @@ int main(void)
         cmocka_unit_test(test_refcount_widths_and_growth),
         cmocka_unit_test(test_qemu_v2_and_compressed_images),
         cmocka_unit_test(test_blkdebug_events),
+        cmocka_unit_test(test_concurrent_writes),
+        cmocka_unit_test(test_overlap_guard),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
