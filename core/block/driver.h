@@ -92,6 +92,7 @@ struct bv_node {
     enum bv_format backing_format;   /* FORMAT: recorded backing format, or NONE */
     uint64_t size;                   /* FORMAT: virtual size; PROTOCOL: length at open */
     bool read_only;
+    bool no_sync;                    /* PROTOCOL: flush is a no-op (bv_open_opts.no_sync) */
     /* Writes since open / at the last flush: a flush with nothing written is a
      * no-op and signals no event (blkdebug state machines depend on it). */
     _Atomic uint64_t write_gen;

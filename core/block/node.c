@@ -137,7 +137,7 @@ int bv_child_discard(bv_node *c, uint64_t len, uint64_t off, bv_error **errp)
 int bv_child_flush(bv_node *c, bv_error **errp)
 {
     PASS(c, flush);
-    return c->drv->flush(c, errp);
+    return c->no_sync ? 0 : c->drv->flush(c, errp);
 }
 
 int bv_child_truncate(bv_node *c, uint64_t size, bv_error **errp)
@@ -172,6 +172,7 @@ void bv_node_event(bv_node *file, enum bv_block_event ev)
 struct chain_ctx {
     const char *root;
     bool no_backing;
+    bool no_sync;
     int depth;
     const char *names[BV_MAX_CHAIN_DEPTH + 1];   /* canonical paths above this layer */
 };
@@ -198,6 +199,7 @@ static int open_protocol(const struct chain_ctx *c, const char *base_dir, const 
         goto fail;
     n->filename = real;
     n->read_only = read_only;
+    n->no_sync = c->no_sync;
     real = NULL;
     r = n->drv->open(n, fd, errp);
     fd = -1;
@@ -306,6 +308,7 @@ int bv_node_open(const struct bv_open_opts *o, bv_node **out, bv_error **errp)
         return bv_error_setf(errp, ENOMEM, "out of memory");
     c->root = o->root;
     c->no_backing = o->no_backing;
+    c->no_sync = o->no_sync;
     int r = open_layer(c, NULL, o->path, 0, o->format, o->read_only, o->blkdebug, out, errp);
     free(c);
     return r;
@@ -318,24 +321,6 @@ int bv_node_close(bv_node *n, bv_error **errp)
     int r = 0;
     if (!n->read_only)
         r = bv_node_flush(n, errp);
-    node_free(n);
-    return r;
-}
-
-/* Metadata to the OS (so the file is a complete image), no fdatasync. */
-static int flush_to_os(bv_node *n, bv_error **errp)
-{
-    if (n->read_only || atomic_load(&n->write_gen) == atomic_load(&n->flushed_gen))
-        return 0;
-    bv_node_event(n->file, BV_EV_FLUSH_TO_OS);
-    return n->drv->flush_to_os ? n->drv->flush_to_os(n, errp) : 0;
-}
-
-int bv_node_close_nosync(bv_node *n, bv_error **errp)
-{
-    if (!n)
-        return 0;
-    int r = flush_to_os(n, errp);
     node_free(n);
     return r;
 }

@@ -23,8 +23,10 @@
  * fdatasync) before returning, and a flusher thread syncs every
  * CONV_FLUSH_STEP bytes written so that the disk writes back while we copy
  * (the final sync then has little left to do).  Without it, as qemu-img convert's default
- * cache mode, cached metadata is written back to the OS but not synced
- * (bv_node_close_nosync): an fdatasync would cost as much as the copy itself.
+ * cache mode (unsafe), the target is opened with no_sync: cached metadata is
+ * written back to the OS at close, but nothing is synced, not even the
+ * syncs qcow2 orders its metadata with (an interrupted convert is redone,
+ * not repaired), since an fdatasync costs as much as the copy itself.
  */
 #include "image/image-int.h"
 
@@ -328,7 +330,8 @@ static int create_target(bv_node *src, const char *path, const struct bv_convert
     int r = bv_image_create(&co, errp);
     if (r < 0)
         return r;
-    struct bv_open_opts oo = { .path = path, .format = o->out_format, .no_backing = true };
+    struct bv_open_opts oo = { .path = path, .format = o->out_format, .no_backing = true,
+                               .no_sync = !o->flush };
     return bv_node_open(&oo, out, errp);
 }
 
@@ -385,8 +388,7 @@ int bv_image_convert(bv_node *src, const char *dst_path, const struct bv_convert
     r = run_pipeline(&c, errp);
     if (r == 0 && o->flush)
         r = bv_node_flush(c.dst, errp);
-    int rc = o->flush || r < 0 ? bv_node_close(c.dst, r < 0 ? NULL : errp)
-                               : bv_node_close_nosync(c.dst, errp);
+    int rc = bv_node_close(c.dst, r < 0 ? NULL : errp);
     conv_destroy(&c);
     return r < 0 ? r : rc;
 }

@@ -57,18 +57,19 @@ struct bv_open_opts {
     bool read_only;
     bool no_backing;             /* do not open the backing chain (rebase -u, info of one layer) */
     const struct bv_blkdebug_config *blkdebug; /* if set: a blkdebug filter between format and file */
+    bool no_sync;                /* cache=unsafe: never fdatasync this image, not even for the
+                                    qcow2 metadata ordering; flush and close only write cached
+                                    metadata back to the OS.  A crash may leave the file
+                                    inconsistent: only for outputs redone after a crash
+                                    (qemu-img convert's default) */
 };
 
 /* Open an image.  On success *out owns the node (close with bv_node_close). */
 int bv_node_open(const struct bv_open_opts *o, bv_node **out, bv_error **errp);
-/* Flushes (if writable) and frees; the backing chain is closed too.  NULL is fine.
+/* Flushes (if writable; no fdatasync with no_sync) and frees; the backing chain is
+ * closed too.  NULL is fine.
  * Returns the flush result (the node is freed either way). */
 int bv_node_close(bv_node *n, bv_error **errp);
-/* As bv_node_close, but cached metadata is only written back to the OS, not
- * synced (qemu-img's default cache mode): the file is complete for any
- * reader, durable only once the kernel writes it back.  For copies that
- * can be redone after a crash (convert without -t none). */
-int bv_node_close_nosync(bv_node *n, bv_error **errp);
 
 /* Data path.  Ranges must lie inside the virtual size (-EINVAL otherwise).
  * Reads of unallocated parts fall through to the backing chain, then zeros. */
