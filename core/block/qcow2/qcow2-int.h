@@ -42,6 +42,8 @@
  *      waits (`drainers` > 0) no new counted I/O starts, so it cannot starve.
  * Waiting on `cond` drops the lock: only wait_clear/zero/drain points do it,
  * always before a mapping is looked at, never with a cache pointer held.
+ * qcow2_flush_metadata_locked also drops it around its refblock sync, so
+ * writers are not stalled for the length of an fdatasync.
  *
  * Lock order: a node's lock, then its backing node's (reads from the backing
  * during COW run unlocked anyway); never the other way round.
@@ -218,7 +220,8 @@ int qcow2_alloc_clusters_locked(bv_node *n, uint64_t want, bool exact, uint64_t 
 /* Allocate `len` bytes (< cluster size) for compressed data. */
 int qcow2_alloc_bytes_locked(bv_node *n, uint64_t len, uint64_t *off, bv_error **errp);
 int qcow2_queue_free_locked(bv_node *n, uint64_t off, uint64_t len, bv_error **errp);
-/* Write caches and the L1 back in crash-safe order, then apply queued frees. */
+/* Write caches and the L1 back in crash-safe order, then apply queued frees.
+ * May drop the lock for a while (syncs, drains): callers hold no cache pointer. */
 int qcow2_flush_metadata_locked(bv_node *n, bv_error **errp);
 int qcow2_check(bv_node *n, bool repair, struct bv_check_result *res, bv_error **errp);
 

@@ -370,18 +370,42 @@ static int write_l1_dirty(bv_node *n, bv_error **errp)
     return r;
 }
 
+/*
+ * Get to where dirty L2 tables and the L1 may be written: refblocks on disk
+ * and synced (order 2) and, if frees are due, no unlocked I/O on clusters
+ * (order 4).  The sync runs with the lock dropped so that writers go on
+ * meanwhile; whatever they dirtied is caught by the next round, and a
+ * round that drops nothing ends with everything settled under one hold.
+ * After two rounds the sync is done locked so that busy writers cannot
+ * keep us going.
+ */
+static int settle_locked(bv_node *n, bv_error **errp)
+{
+    struct qcow2_state *s = q_state(n);
+    for (int round = 0;; round++) {
+        bool wrote = false;
+        if (s->nfrees)     /* nobody may be reading or writing a cluster about to be freed */
+            qcow2_drain_io_locked(n);
+        int r = qcow2_cache_flush_locked(n, &s->rb, &wrote, errp);
+        bool more = qcow2_cache_has_dirty(&s->l2) || s->l1_dirty_hi > s->l1_dirty_lo;
+        if (r < 0 || !wrote || !more)
+            return r;
+        if (round >= 2)
+            return bv_child_flush(n->file, errp);
+        pthread_mutex_unlock(&s->lock);
+        r = bv_child_flush(n->file, errp);
+        pthread_mutex_lock(&s->lock);
+        if (r < 0)
+            return r;
+    }
+}
+
 int qcow2_flush_metadata_locked(bv_node *n, bv_error **errp)
 {
     struct qcow2_state *s = q_state(n);
-    bool wrote = false;
     if (s->failed)
         return bv_error_setf(errp, EIO, "qcow2: image failed earlier; reopen it");
-    if (s->nfrees)     /* nobody may be reading or writing a cluster about to be freed */
-        qcow2_drain_io_locked(n);
-    int r = qcow2_cache_flush_locked(n, &s->rb, &wrote, errp);
-    bool more = qcow2_cache_has_dirty(&s->l2) || s->l1_dirty_hi > s->l1_dirty_lo;
-    if (r == 0 && wrote && more)
-        r = bv_child_flush(n->file, errp);
+    int r = settle_locked(n, errp);
     if (r == 0)
         r = qcow2_cache_flush_locked(n, &s->l2, NULL, errp);
     if (r == 0)
