@@ -153,26 +153,31 @@ static int file_truncate(bv_node *n, uint64_t size, bool allow_shrink, bv_error 
     return 0;
 }
 
-static int file_get_length(bv_node *n, uint64_t *len, bv_error **errp)
+static int file_stat(bv_node *n, struct stat *st, bv_error **errp)
 {
     struct file_state *s = n->opaque;
-    struct stat st;
-    if (fstat(s->fd, &st) < 0)
+    if (fstat(s->fd, st) < 0)
         return bv_error_setf(errp, errno, "stat of '%s' failed: %s", n->filename,
                              strerror(errno));
-    *len = (uint64_t)st.st_size;
     return 0;
+}
+
+static int file_get_length(bv_node *n, uint64_t *len, bv_error **errp)
+{
+    struct stat st;
+    int r = file_stat(n, &st, errp);
+    if (r == 0)
+        *len = (uint64_t)st.st_size;
+    return r;
 }
 
 static int file_get_allocated(bv_node *n, uint64_t *bytes, bv_error **errp)
 {
-    struct file_state *s = n->opaque;
     struct stat st;
-    if (fstat(s->fd, &st) < 0)
-        return bv_error_setf(errp, errno, "stat of '%s' failed: %s", n->filename,
-                             strerror(errno));
-    *bytes = (uint64_t)st.st_blocks * 512;
-    return 0;
+    int r = file_stat(n, &st, errp);
+    if (r == 0)
+        *bytes = (uint64_t)st.st_blocks * 512;
+    return r;
 }
 
 /* Data or hole run at off (bounded by len); past EOF is a hole. */
