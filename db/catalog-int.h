@@ -3,6 +3,7 @@
 #define BVDB_CATALOG_INT_H
 
 #include <pthread.h>
+#include <stdint.h>
 #include <sqlite3.h>
 
 #include "bvdb/catalog.h"
@@ -20,6 +21,31 @@ int db_rc(bvdb *db, int rc, const char *what);
 
 /* Prepare sql on db's connection; returns NULL (and logs) on failure. */
 sqlite3_stmt *db_prepare(bvdb *db, const char *sql);
+
+/*
+ * The one statement loop every query goes through: take db->lock, prepare
+ * sql, let bind() bind its parameters from arg (bind may be NULL), step to
+ * the end, finalize, release the lock.  what names the statement in logged
+ * failures.
+ *
+ * db_exec: for statements that return no rows.  Returns the number of rows
+ * changed (>= 0) or -errno; *rowid_out (may be NULL) gets the last inserted
+ * rowid, read under the same lock.
+ *
+ * db_query: row(st, opaque) sees each result row while the statement is
+ * live (column texts die with the step) and returns non-zero to stop.
+ * Returns the number of rows visited or -errno.
+ */
+typedef void db_bind_fn(sqlite3_stmt *st, const void *arg);
+typedef int db_row_fn(sqlite3_stmt *st, void *opaque);
+
+int db_exec(bvdb *db, const char *sql, db_bind_fn *bind, const void *arg, const char *what,
+            int64_t *rowid_out);
+int db_query(bvdb *db, const char *sql, db_bind_fn *bind, const void *arg, db_row_fn *row,
+             void *opaque, const char *what);
+
+/* Bind s, or NULL when s is NULL. */
+void db_bind_opt_text(sqlite3_stmt *st, int i, const char *s);
 
 int db_migrate(bvdb *db, char *err, size_t errlen);
 

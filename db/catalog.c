@@ -44,6 +44,58 @@ sqlite3_stmt *db_prepare(bvdb *db, const char *sql)
     return st;
 }
 
+int db_exec(bvdb *db, const char *sql, db_bind_fn *bind, const void *arg, const char *what,
+            int64_t *rowid_out)
+{
+    pthread_mutex_lock(&db->lock);
+    int r = -EIO;
+    sqlite3_stmt *st = db_prepare(db, sql);
+    if (!st)
+        goto out;
+    if (bind)
+        bind(st, arg);
+    r = db_rc(db, sqlite3_step(st), what);
+    if (r == 0) {
+        r = sqlite3_changes(db->conn);
+        if (rowid_out)
+            *rowid_out = sqlite3_last_insert_rowid(db->conn);
+    }
+out:
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    return r;
+}
+
+int db_query(bvdb *db, const char *sql, db_bind_fn *bind, const void *arg, db_row_fn *row,
+             void *opaque, const char *what)
+{
+    pthread_mutex_lock(&db->lock);
+    int r = -EIO, n = 0, rc = SQLITE_ERROR;
+    sqlite3_stmt *st = db_prepare(db, sql);
+    if (!st)
+        goto out;
+    if (bind)
+        bind(st, arg);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        n++;
+        if (row(st, opaque))
+            break;
+    }
+    r = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? n : db_rc(db, rc, what);
+out:
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    return r;
+}
+
+void db_bind_opt_text(sqlite3_stmt *st, int i, const char *s)
+{
+    if (s)
+        sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
 static int exec_pragmas(bvdb *db, char *err, size_t errlen)
 {
     static const char *const pragmas =
@@ -140,16 +192,17 @@ int bvdb_rollback(bvdb *db)
     return r;
 }
 
+static int read_int(sqlite3_stmt *st, void *opaque)
+{
+    *(int *)opaque = sqlite3_column_int(st, 0);
+    return 1;
+}
+
 int bvdb_schema_version(bvdb *db)
 {
     int v = -1;
-    pthread_mutex_lock(&db->lock);
-    sqlite3_stmt *st = db_prepare(db, "PRAGMA user_version");
-    if (st && sqlite3_step(st) == SQLITE_ROW)
-        v = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    pthread_mutex_unlock(&db->lock);
-    return v;
+    return db_query(db, "PRAGMA user_version", NULL, NULL, read_int, &v, "user_version") == 1
+           ? v : -1;
 }
 
 void bvdb_now(char out[32])

@@ -1,4 +1,5 @@
-/* Catalog: migrations on empty and migrated databases, WAL, event log. */
+/* Catalog: migrations on empty and migrated databases, WAL, event log, drive, bitmap and
+ * report rows through the one statement helper (errno mapping, early stop). */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,7 +13,9 @@
 #include <sqlite3.h>
 
 #include "bvdb/catalog.h"
+#include "bvdb/drives.h"
 #include "bvdb/events.h"
+#include "bvdb/reports.h"
 
 static char path[64];
 
@@ -152,6 +155,72 @@ static void test_event_log(void **state)
     bvdb_close(db);
 }
 
+static int drive_ids(const struct bvdb_drive *d, void *opaque)
+{
+    struct seen *s = opaque;
+    snprintf(s->names[s->n], sizeof(s->names[0]), "%s:%llu:%s", d->id,
+             (unsigned long long)d->size, d->filters);
+    s->n++;
+    return s->n == 2;       /* stop after two */
+}
+
+static void test_drive_rows(void **state)
+{
+    (void)state;
+    char err[256];
+    bvdb *db;
+    assert_int_equal(bvdb_open(path, &db, err, sizeof(err)), 0);
+    struct bvdb_drive d = { .id = "d0", .format = "raw", .file = "a", .size = 512,
+                            .created_at = "t" };
+    assert_int_equal(bvdb_drive_insert(db, &d), 0);
+    assert_int_equal(bvdb_drive_insert(db, &d), -EEXIST);
+    d.id = "d1"; d.filters = "{\"x\":1}";
+    assert_int_equal(bvdb_drive_insert(db, &d), 0);
+    d.id = "d2";
+    assert_int_equal(bvdb_drive_insert(db, &d), 0);
+    assert_int_equal(bvdb_drive_set_size(db, "d0", 4096), 0);
+    assert_int_equal(bvdb_drive_set_size(db, "nope", 4096), -ENOENT);
+    assert_int_equal(bvdb_drive_delete(db, "nope"), -ENOENT);
+    struct seen s = { 0 };
+    assert_int_equal(bvdb_drive_list(db, drive_ids, &s), 2);
+    assert_string_equal(s.names[0], "d0:4096:{}");
+    assert_string_equal(s.names[1], "d1:512:{\"x\":1}");
+    struct bvdb_bitmap b = { .drive_id = "d1", .name = "b", .granularity = 65536 };
+    assert_int_equal(bvdb_bitmap_insert(db, &b), 0);
+    assert_int_equal(bvdb_bitmap_insert(db, &b), -EEXIST);
+    assert_int_equal(bvdb_bitmap_set_enabled(db, "d1", "zz", true), -ENOENT);
+    assert_int_equal(bvdb_bitmap_delete(db, "d1", "b"), 0);
+    assert_int_equal(bvdb_bitmap_delete(db, "d1", "b"), -ENOENT);
+    assert_int_equal(bvdb_drive_delete(db, "d2"), 0);
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(bvdb_drive_list(db, drive_ids, &s), 2);
+    assert_string_equal(s.names[1], "d1:512:{\"x\":1}");
+    bvdb_close(db);
+}
+
+static void copy_report(const struct bvdb_report *r, void *opaque)
+{
+    snprintf(opaque, 64, "%s/%s/%llu/%d", r->id, r->status,
+             (unsigned long long)r->mismatched_bytes, r->has_mismatch);
+}
+
+static void test_report_rows(void **state)
+{
+    (void)state;
+    char err[256], got[64] = "";
+    bvdb *db;
+    assert_int_equal(bvdb_open(path, &db, err, sizeof(err)), 0);
+    assert_int_equal(bvdb_report_get(db, "r1", copy_report, got), -ENOENT);
+    assert_string_equal(got, "");
+    struct bvdb_report r = { .id = "r1", .kind = "compare", .status = "corrupt",
+                             .has_mismatch = true, .mismatched_bytes = 7, .created_at = "t" };
+    assert_int_equal(bvdb_report_insert(db, &r), 0);
+    assert_int_equal(bvdb_report_insert(db, &r), -EEXIST);
+    assert_int_equal(bvdb_report_get(db, "r1", copy_report, got), 0);
+    assert_string_equal(got, "r1/corrupt/7/1");
+    bvdb_close(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -159,6 +228,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_wal_and_foreign_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_log, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_drive_rows, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_report_rows, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
