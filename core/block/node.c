@@ -22,24 +22,22 @@
 #include "bv/path.h"
 #include "util/checked.h"
 
-static const char *const format_names[] = {
-    [BV_FMT_NONE] = NULL,
-    [BV_FMT_RAW] = "raw",
-    [BV_FMT_QCOW2] = "qcow2",
-};
+const char *const bv_format_names[] = { BV_FORMAT_NAMES, NULL };
+#define N_FORMATS (sizeof(bv_format_names) / sizeof(bv_format_names[0]) - 1)
+_Static_assert(N_FORMATS == BV_FMT_QCOW2, "one name per enum bv_format after BV_FMT_NONE");
 
 const char *bv_format_name(enum bv_format f)
 {
-    if ((unsigned)f >= sizeof(format_names) / sizeof(format_names[0]))
+    if (f == BV_FMT_NONE || (unsigned)f > N_FORMATS)
         return NULL;
-    return format_names[f];
+    return bv_format_names[f - 1];
 }
 
 enum bv_format bv_format_parse(const char *name)
 {
-    for (unsigned i = 1; name && i < sizeof(format_names) / sizeof(format_names[0]); i++)
-        if (strcmp(format_names[i], name) == 0)
-            return (enum bv_format)i;
+    for (unsigned i = 0; name && i < N_FORMATS; i++)
+        if (strcmp(bv_format_names[i], name) == 0)
+            return bv_format_from_index((int)i);
     return BV_FMT_NONE;
 }
 

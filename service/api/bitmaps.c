@@ -1,9 +1,9 @@
 /*
- * /api/v1/drives/{id}/bitmaps: QEMU's block-dirty-bitmap-* verbs.  The
- * engine enforces the semantics and the error texts; this file maps them to
- * HTTP (404 unknown drive or bitmap in the URL, 409 name taken or busy or
- * inconsistent, 400 bad values) and records each change in the catalog
- * before replying.
+ * /api/v1/drives/{id}/bitmaps: QEMU's block-dirty-bitmap-* verbs.  This file
+ * only parses requests and formats replies: the operations (and their
+ * catalog rows) are runtime/bitmaps.c's, the engine enforces the semantics
+ * and the texts, and api_fail maps the errno (404 unknown drive or bitmap,
+ * 409 name taken or busy or inconsistent, 400 bad values).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -13,11 +13,11 @@
 #include "api/api.h"
 #include "api/common.h"
 #include "app.h"
-#include "bvdb/drives.h"
+#include "runtime/drives.h"
 #include "runtime/registry.h"
 
 #define MAX_EXTENTS_PER_REPLY 100000
-#define MAX_MERGE_SOURCES     64
+#define MAX_MERGE_SOURCES     BV_BITMAP_MAX_MERGE_SOURCES
 
 cJSON *api_bitmap_json(struct bv_bitmap_set *set, const struct bv_bitmap_info *bi)
 {
@@ -41,29 +41,15 @@ static void reply_bitmap(struct bv_reply *rep, int status, struct bv_bitmap_set 
     bv_reply_json(rep, status, api_bitmap_json(set, &bi));
 }
 
-/* Status for a bitmap-operation error: busy/inconsistent 409, unknown 404. */
-static int bitmap_status(int r)
-{
-    switch (-r) {
-    case EBUSY: case EEXIST: return 409;
-    case ENOENT: return 404;
-    case ENOMEM: case EIO: return 500;
-    default: return 400;
-    }
-}
-
 /* The bitmap in the URL (params[1]) of the drive e, or NULL after a 404. */
 static struct bv_dirty_bitmap *url_bitmap(struct bv_request *req, struct bv_reply *rep,
                                           struct bv_drive_entry *e)
 {
     struct bv_dirty_bitmap *bm = NULL;
     bv_error *err = NULL;
-    int r = bv_bitmap_lookup(bv_drive_bitmaps(e->drive), req->params[1], &bm, &err);
-    if (r < 0) {
-        bv_reply_error(rep, 404, "DeviceNotFound", "%s", err ? err->msg : "bitmap not found");
-        bv_error_free(err);
-        return NULL;
-    }
+    int r = bv_bitmaps_lookup(e, req->params[1], &bm, &err);
+    if (r < 0)
+        api_fail(rep, 0, r, err);
     return bm;
 }
 
@@ -125,41 +111,6 @@ static int check_granularity(struct bv_reply *rep, const cJSON *g, uint32_t *out
     return 0;
 }
 
-int api_bitmap_add(struct bv_app *app, struct bv_drive_entry *e, const char *name,
-                   uint32_t gran, bool persistent, bool disabled, struct bv_dirty_bitmap **out,
-                   int *status, bv_error **errp)
-{
-    struct bv_bitmap_set *set = bv_drive_bitmaps(e->drive);
-    *status = 400;
-    if (persistent && strcmp(e->format, "qcow2") != 0) {
-        return bv_error_setf(errp, ENOTSUP, "Can't store persistent bitmaps to %s: Operation "
-                             "not supported", e->id);
-    }
-    if (persistent && strlen(name) > BV_BITMAP_NAME_MAX) {
-        return bv_error_setf(errp, EINVAL, "Can't make bitmap '%s' persistent in '%s': Name "
-                             "length exceeds maximum (1023 characters)", name, e->id);
-    }
-    if (!gran)
-        gran = bv_bitmap_default_granularity(bv_node_cluster_size(bv_drive_node(e->drive)));
-    unsigned flags = (persistent ? BV_BITMAP_F_PERSISTENT : 0) | (disabled ? BV_BITMAP_F_DISABLED : 0);
-    int r = bv_bitmap_add(set, name, gran, flags, out, errp);
-    if (r < 0) {
-        *status = bitmap_status(r);
-        return r;
-    }
-    struct bvdb_bitmap rec = {
-        .drive_id = e->id, .name = name, .granularity = gran, .persistent = persistent,
-        .enabled = !disabled, .in_use = persistent, .size = bv_drive_size(e->drive),
-    };
-    r = bvdb_bitmap_insert(app->db, &rec);
-    if (r < 0) {
-        bv_bitmap_remove(set, *out, NULL);
-        *status = 500;
-        return bv_error_setf(errp, EIO, "cannot record bitmap '%s' in the catalog", name);
-    }
-    return 0;
-}
-
 void api_bitmaps_create(struct bv_request *req, struct bv_reply *rep)
 {
     const char *name = NULL;
@@ -182,10 +133,12 @@ void api_bitmaps_create(struct bv_request *req, struct bv_reply *rep)
         goto out;
     struct bv_dirty_bitmap *bm = NULL;
     bv_error *err = NULL;
-    int status;
-    int r = api_bitmap_add(req->app, e, name, gran, persistent, disabled, &bm, &status, &err);
+    const struct bv_bitmap_spec spec = {
+        .name = name, .granularity = gran, .persistent = persistent, .disabled = disabled,
+    };
+    int r = bv_bitmaps_add(req->app, e, &spec, &bm, &err);
     if (r < 0)
-        api_fail(rep, status, r, err);
+        api_fail(rep, 0, r, err);
     else
         reply_bitmap(rep, 201, bv_drive_bitmaps(e->drive), bm);
 out:
@@ -198,23 +151,16 @@ void api_bitmaps_delete(struct bv_request *req, struct bv_reply *rep)
     struct bv_drive_entry *e = api_drive_get(req, rep);
     if (!e)
         return;
-    struct bv_dirty_bitmap *bm = url_bitmap(req, rep, e);
-    if (bm) {
-        bv_error *err = NULL;
-        int r = bv_bitmap_remove(bv_drive_bitmaps(e->drive), bm, &err);
-        if (r < 0) {
-            api_fail(rep, bitmap_status(r), r, err);
-        } else {
-            bvdb_bitmap_delete(req->app->db, e->id, req->params[1]);
-            bv_reply_empty(rep, 204);
-        }
-    }
+    bv_error *err = NULL;
+    int r = bv_bitmaps_remove(req->app, e, req->params[1], &err);
+    if (r < 0)
+        api_fail(rep, 0, r, err);
+    else
+        bv_reply_empty(rep, 204);
     bv_registry_put(req->app, e);
 }
 
-enum verb { V_CLEAR, V_ENABLE, V_DISABLE };
-
-static void simple_verb(struct bv_request *req, struct bv_reply *rep, enum verb v)
+static void simple_verb(struct bv_request *req, struct bv_reply *rep, enum bv_bitmap_verb v)
 {
     if (req->body_len) {
         cJSON *body = bv_req_json(req, rep);
@@ -230,26 +176,19 @@ static void simple_verb(struct bv_request *req, struct bv_reply *rep, enum verb 
     struct bv_drive_entry *e = api_drive_get(req, rep);
     if (!e)
         return;
-    struct bv_bitmap_set *set = bv_drive_bitmaps(e->drive);
-    struct bv_dirty_bitmap *bm = url_bitmap(req, rep, e);
-    if (bm) {
-        bv_error *err = NULL;
-        int r = v == V_CLEAR ? bv_bitmap_clear(set, bm, &err)
-              : v == V_ENABLE ? bv_bitmap_enable(set, bm, NULL, &err)
-              : bv_bitmap_disable(set, bm, NULL, &err);
-        if (r == 0 && v != V_CLEAR)
-            bvdb_bitmap_set_enabled(req->app->db, e->id, req->params[1], v == V_ENABLE);
-        if (r < 0)
-            api_fail(rep, bitmap_status(r), r, err);
-        else
-            reply_bitmap(rep, 200, set, bm);
-    }
+    struct bv_dirty_bitmap *bm = NULL;
+    bv_error *err = NULL;
+    int r = bv_bitmaps_apply(req->app, e, req->params[1], v, &bm, &err);
+    if (r < 0)
+        api_fail(rep, 0, r, err);
+    else
+        reply_bitmap(rep, 200, bv_drive_bitmaps(e->drive), bm);
     bv_registry_put(req->app, e);
 }
 
-void api_bitmaps_clear(struct bv_request *req, struct bv_reply *rep) { simple_verb(req, rep, V_CLEAR); }
-void api_bitmaps_enable(struct bv_request *req, struct bv_reply *rep) { simple_verb(req, rep, V_ENABLE); }
-void api_bitmaps_disable(struct bv_request *req, struct bv_reply *rep) { simple_verb(req, rep, V_DISABLE); }
+void api_bitmaps_clear(struct bv_request *req, struct bv_reply *rep) { simple_verb(req, rep, BV_BITMAP_CLEAR); }
+void api_bitmaps_enable(struct bv_request *req, struct bv_reply *rep) { simple_verb(req, rep, BV_BITMAP_ENABLE); }
+void api_bitmaps_disable(struct bv_request *req, struct bv_reply *rep) { simple_verb(req, rep, BV_BITMAP_DISABLE); }
 
 void api_bitmaps_merge(struct bv_request *req, struct bv_reply *rep)
 {
@@ -261,13 +200,9 @@ void api_bitmaps_merge(struct bv_request *req, struct bv_reply *rep)
     if (!body)
         return;
     struct bv_drive_entry *e = api_drive_get(req, rep);
-    struct bv_dirty_bitmap *srcs[MAX_MERGE_SOURCES];
+    const char *names[MAX_MERGE_SOURCES];
     size_t n = 0;
-    if (!e)
-        goto out;
-    struct bv_bitmap_set *set = bv_drive_bitmaps(e->drive);
-    struct bv_dirty_bitmap *bm = url_bitmap(req, rep, e);
-    if (!bm)
+    if (!e || !url_bitmap(req, rep, e))
         goto out;
     const cJSON *it;
     cJSON_ArrayForEach(it, sources) {
@@ -276,23 +211,15 @@ void api_bitmaps_merge(struct bv_request *req, struct bv_reply *rep)
                            MAX_MERGE_SOURCES);
             goto out;
         }
-        srcs[n] = bv_bitmap_find(set, it->valuestring);
-        if (!srcs[n]) {
-            bv_reply_error(rep, 400, NULL, "Dirty bitmap '%s' not found", it->valuestring);
-            goto out;
-        }
-        n++;
+        names[n++] = it->valuestring;
     }
-    if (n == 0) {
-        bv_reply_error(rep, 400, NULL, "'sources' must name at least one bitmap");
-        goto out;
-    }
+    struct bv_dirty_bitmap *bm = NULL;
     bv_error *err = NULL;
-    int r = bv_bitmap_merge(set, bm, set, srcs, n, NULL, &err);
+    int r = bv_bitmaps_merge(req->app, e, req->params[1], names, n, &bm, &err);
     if (r < 0)
-        api_fail(rep, bitmap_status(r), r, err);
+        api_fail(rep, 0, r, err);
     else
-        reply_bitmap(rep, 200, set, bm);
+        reply_bitmap(rep, 200, bv_drive_bitmaps(e->drive), bm);
 out:
     bv_registry_put(req->app, e);
     cJSON_Delete(body);

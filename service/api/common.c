@@ -9,16 +9,35 @@
 #include "bv/path.h"
 #include "log.h"
 
-const char *const api_format_names[] = { "raw", "qcow2", NULL };
+int api_status(int r, const bv_error *e, const char **cls)
+{
+    int err = e ? e->err : (r < 0 ? -r : r);
+    *cls = NULL;
+    switch (err) {
+    case ENODEV:
+        *cls = "DeviceNotFound";
+        return 404;
+    case EINVAL: case ENOENT: case ERANGE: case ENOTSUP: case ENAMETOOLONG:
+    case ELOOP: case EACCES: case EPERM: case ENOTDIR: case EISDIR:
+        return 400;
+    case EEXIST: case EBUSY: case EALREADY:
+        return 409;
+    case EFBIG: case E2BIG:
+        return 413;
+    default:
+        return 500;
+    }
+}
 
 void api_fail(struct bv_reply *rep, int status, int r, bv_error *e)
 {
+    const char *cls = NULL;
     if (status <= 0)
-        status = bv_status_for_errno(e ? e->err : r);
+        status = api_status(r, e, &cls);
     const char *msg = e ? e->msg : strerror(r < 0 ? -r : r);
     if (status >= 500)
         log_error("internal error: %s", msg);
-    bv_reply_error(rep, status, NULL, "%s", msg);
+    bv_reply_error(rep, status, cls, "%s", msg);
     bv_error_free(e);
 }
 

@@ -7,8 +7,14 @@
 #include "http/reply.h"
 #include "json/json.h"
 
-/* Reply with a core error: status = override if > 0, else from the errno.
- * Frees e. */
+/* The contract's HTTP status and error class (NULL: the status's default)
+ * for a failed operation's -errno (or e->err).  The one place an errno
+ * becomes a status: runtime/ and core/ pick the errno that says what
+ * happened (ENODEV: no such drive or bitmap → 404 DeviceNotFound). */
+int api_status(int r, const bv_error *e, const char **cls);
+
+/* Reply with a core or runtime error: status = override if > 0, else
+ * api_status().  Frees e. */
 void api_fail(struct bv_reply *rep, int status, int r, bv_error *e);
 
 /* Parse the JSON body and read it against fields; on failure the 400 is
@@ -37,16 +43,9 @@ struct bv_drive_entry *api_drive_get(struct bv_request *req, struct bv_reply *re
 cJSON *api_drive_json(struct bv_drive_entry *e);
 /* Every named bitmap of a drive, newest first. */
 cJSON *api_bitmaps_array(bv_drive *d);
-/* Add a bitmap and record it in the catalog; *status is the HTTP status
- * for a failure. */
-int api_bitmap_add(struct bv_app *app, struct bv_drive_entry *e, const char *name,
-                   uint32_t gran, bool persistent, bool disabled, struct bv_dirty_bitmap **out,
-                   int *status, bv_error **errp);
-/* QEMU's id rule: a letter, then letters, digits, '-', '.', '_'. */
-bool api_id_valid(const char *id);
 
-/* "qcow2" / "raw" table for BVJ_ENUM fields, indexed by enum bv_format - 1. */
-extern const char *const api_format_names[];
-static inline enum bv_format api_format(int idx) { return (enum bv_format)(idx + 1); }
+/* "qcow2" / "raw" table for BVJ_ENUM fields (core's, bv/image.h). */
+#define api_format_names bv_format_names
+static inline enum bv_format api_format(int idx) { return bv_format_from_index(idx); }
 
 #endif

@@ -1,25 +1,51 @@
-/* Drive lifecycle in the service: see drives.h. */
+/*
+ * Drive lifecycle in the service: see drives.h.  Creating a drive is
+ * prepare (image file, engine node) → register → record; a failure at any
+ * step undoes the earlier ones, so the registry, the catalog and the
+ * storage directory never disagree about a drive this call made.
+ */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
-#include <cjson/cJSON.h>
-
-#include "api/filters.h"
 #include "app.h"
 #include "bv/blkverify.h"
 #include "bv/path.h"
 #include "bvdb/drives.h"
-#include "http/reply.h"
-#include "json/json.h"
 #include "log.h"
 #include "runtime/drives.h"
 #include "runtime/reports.h"
 
 #define MAX_BITMAP_BLOB (512u << 20)
+#define MAX_FILE_NAME   1024
+
+static bool id_valid(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > BV_DRIVE_ID_MAX ||
+        !((id[0] >= 'a' && id[0] <= 'z') || (id[0] >= 'A' && id[0] <= 'Z')))
+        return false;
+    for (size_t i = 1; i < n; i++) {
+        char c = id[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '.' || c == '_';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+int bv_drive_id_check(const char *id, bv_error **errp)
+{
+    if (id_valid(id))
+        return 0;
+    return bv_error_setf(errp, EINVAL, "Invalid drive id '%s': use a letter, then letters, "
+                         "digits, '-', '.' or '_' (at most %d)", id, BV_DRIVE_ID_MAX);
+}
 
 static void add_file(struct bv_drive_entry *e, const char *abs)
 {
@@ -33,11 +59,12 @@ static void add_chain(struct bv_drive_entry *e, bv_node *n)
         add_file(e, bv_node_filename(n));
 }
 
-static int open_plain(struct bv_app *app, struct bv_drive_entry *e, enum bv_format fmt,
-                      const struct bv_blkdebug_config *bd, bv_node **out, bv_error **errp)
+static int open_plain(struct bv_app *app, struct bv_drive_entry *e,
+                      const struct bv_drive_filters *f, bv_node **out, bv_error **errp)
 {
     struct bv_open_opts o = {
-        .path = e->file, .format = fmt, .root = app->images_dir, .blkdebug = bd,
+        .path = e->file, .format = bv_format_from_index((int)e->format),
+        .root = app->images_dir, .blkdebug = f && f->has_blkdebug ? &f->blkdebug : NULL,
     };
     int r = bv_node_open(&o, out, errp);
     if (r == 0)
@@ -45,116 +72,198 @@ static int open_plain(struct bv_app *app, struct bv_drive_entry *e, enum bv_form
     return r;
 }
 
-
-
-
-
-static int open_verify(struct bv_app *app, struct bv_drive_entry *e, const cJSON *bv,
-                       bv_node **out, char *err, size_t errlen, bv_error **errp)
+static int open_verify(struct bv_app *app, struct bv_drive_entry *e,
+                       const struct bv_drive_filters *f, bv_node **out, bv_error **errp)
 {
-    const cJSON *test = NULL, *raw = NULL;
-    const struct bvj_field f[] = {
-        { "test", BVJ_OBJECT, true, &test },
-        { "raw", BVJ_OBJECT, true, &raw },
-    };
-    const char *tfile = NULL, *rfile = NULL;
-    int tfmt = -1;
-    static const char *const fmts[] = { "raw", "qcow2", NULL };
-    const struct bvj_field tf[] = {
-        { "file", BVJ_STRING, true, &tfile },
-        { "format", BVJ_ENUM, false, &tfmt, .names = fmts },
-    };
-    const struct bvj_field rf[] = {
-        { "file", BVJ_STRING, true, &rfile },
-    };
-    char inner[384];
-    if (bvj_read(bv, f, BVJ_COUNT(f), inner, sizeof(inner)) < 0 ||
-        bvj_read(test, tf, BVJ_COUNT(tf), inner, sizeof(inner)) < 0 ||
-        bvj_read(raw, rf, BVJ_COUNT(rf), inner, sizeof(inner)) < 0) {
-        snprintf(err, errlen, "blkverify: %s", inner);
-        return -EINVAL;
-    }
+    if (!f || !f->has_blkverify)
+        return bv_error_setf(errp, EINVAL, "a blkverify drive needs \"test\" and \"raw\"");
     struct bv_blkverify_opts o = {
-        .test = { .path = tfile, .format = tfmt >= 0 ? (enum bv_format)(tfmt + 1) : BV_FMT_NONE,
-                  .root = app->images_dir },
-        .raw = { .path = rfile, .format = BV_FMT_RAW, .root = app->images_dir },
+        .test = { .path = f->test_file, .format = f->test_format, .root = app->images_dir },
+        .raw = { .path = f->raw_file, .format = BV_FMT_RAW, .root = app->images_dir },
         .report = bv_reports_blkverify,
         .opaque = e,
     };
     char *abs = NULL;
-    if (bv_path_resolve(app->images_dir, NULL, tfile, 0, &abs, NULL) == 0)
+    if (bv_path_resolve(app->images_dir, NULL, f->test_file, 0, &abs, NULL) == 0)
         add_file(e, abs);
     free(abs);
     abs = NULL;
-    if (bv_path_resolve(app->images_dir, NULL, rfile, 0, &abs, NULL) == 0)
+    if (bv_path_resolve(app->images_dir, NULL, f->raw_file, 0, &abs, NULL) == 0)
         add_file(e, abs);
     free(abs);
+    char *file = strdup(f->test_file);
+    if (!file)
+        return bv_error_setf(errp, ENOMEM, "out of memory");
     free(e->file);
-    e->file = strdup(tfile);
+    e->file = file;
     return bv_blkverify_open(&o, out, errp);
 }
 
-static int open_node(struct bv_app *app, struct bv_drive_entry *e, const cJSON *filters,
-                     bv_node **out, int *status, char *err, size_t errlen)
+static int entry_new(struct bv_app *app, const struct bv_drive_spec *s, const char *file,
+                     struct bv_drive_entry **out, bv_error **errp)
 {
-    bv_error *be = NULL;
-    int r;
-    const cJSON *bd = cJSON_GetObjectItemCaseSensitive(filters, "blkdebug");
-    const cJSON *bv = cJSON_GetObjectItemCaseSensitive(filters, "blkverify");
-    *status = 400;
-    if (strcmp(e->format, "blkverify") == 0) {
-        if (!cJSON_IsObject(bv)) {
-            snprintf(err, errlen, "a blkverify drive needs \"test\" and \"raw\"");
-            return -EINVAL;
-        }
-        r = open_verify(app, e, bv, out, err, errlen, &be);
-    } else {
-        struct bv_blkdebug_config cfg;
-        if (bd && api_blkdebug_parse(bd, &cfg, err, errlen) < 0)
-            return -EINVAL;
-        r = open_plain(app, e, bv_format_parse(e->format), bd ? &cfg : NULL, out, &be);
+    struct bv_drive_entry *e = calloc(1, sizeof(*e));
+    const char *text = s->filters_text ? s->filters_text : "{}";
+    if (!e || !(e->id = strdup(s->id)) || !(e->file = strdup(file ? file : "")) ||
+        !(e->filters = strdup(text))) {
+        bv_drive_entry_free(e);
+        return bv_error_setf(errp, ENOMEM, "out of memory");
     }
-    if (r < 0 && be) {
-        snprintf(err, errlen, "%s", be->msg);
-        *status = bv_status_for_errno(be->err) == 500 ? 500 : 400;
+    e->app = app;
+    e->format = s->format;
+    *out = e;
+    return 0;
+}
+
+/* Open the drive a spec describes (not yet in the registry). */
+static int drive_open(struct bv_app *app, const struct bv_drive_spec *s, const char *file,
+                      struct bv_drive_entry **out, bv_error **errp)
+{
+    struct bv_drive_entry *e = NULL;
+    bv_node *node = NULL;
+    int r = entry_new(app, s, file, &e, errp);
+    if (r < 0)
+        return r;
+    r = s->format == BV_DRIVE_BLKVERIFY ? open_verify(app, e, s->filters, &node, errp)
+                                        : open_plain(app, e, s->filters, &node, errp);
+    if (r == 0)
+        r = bv_drive_new(s->id, node, &e->drive, errp);
+    if (r < 0) {
+        bv_drive_entry_free(e);
+        return r;
     }
-    bv_error_free(be);
+    *out = e;
+    return 0;
+}
+
+/* Create the image file for a new drive; *abs_out gets its canonical path. */
+static int create_image(struct bv_app *app, const struct bv_drive_spec *s, const char *file,
+                        char **abs_out, bv_error **errp)
+{
+    char *abs = NULL;
+    int r = bv_path_resolve(app->images_dir, NULL, file, BV_PATH_MAY_NOT_EXIST, &abs, errp);
+    if (r < 0)
+        return r;
+    if (access(abs, F_OK) == 0) {
+        free(abs);
+        return bv_error_setf(errp, EEXIST, "Image '%s' already exists; use \"existing\":true "
+                             "to open it", file);
+    }
+    struct bv_create_opts co = {
+        .path = file, .root = app->images_dir, .format = bv_format_from_index((int)s->format),
+        .size = s->size, .cluster_size = s->cluster_size,
+    };
+    r = bv_image_create(&co, errp);
+    if (r < 0) {
+        free(abs);
+        return r;
+    }
+    *abs_out = abs;
+    return 0;
+}
+
+static int record_drive(struct bv_app *app, struct bv_drive_entry *e, bv_error **errp)
+{
+    char now[32];
+    bvdb_now(now);
+    struct bvdb_drive rec = {
+        .id = e->id, .format = bv_drive_format_names[e->format], .file = e->file,
+        .size = bv_drive_size(e->drive),
+        .cluster_size = bv_node_cluster_size(bv_drive_node(e->drive)),
+        .filters = e->filters, .created_at = now,
+    };
+    if (bvdb_drive_insert(app->db, &rec) < 0)
+        return bv_error_setf(errp, EIO, "cannot record drive '%s' in the catalog", e->id);
+    return 0;
+}
+
+static int drive_taken(struct bv_app *app, const char *id, bv_error **errp)
+{
+    struct bv_drive_entry *taken = bv_registry_get(app, id);
+    if (!taken)
+        return 0;
+    bv_registry_put(app, taken);
+    return bv_error_setf(errp, EEXIST, "Drive '%s' already exists", id);
+}
+
+int bv_drives_create(struct bv_app *app, const struct bv_drive_spec *s,
+                     struct bv_drive_entry **out, bv_error **errp)
+{
+    char file[MAX_FILE_NAME], *created = NULL;
+    struct bv_drive_entry *e = NULL;
+    int r = bv_drive_id_check(s->id, errp);
+    if (r < 0 || (r = drive_taken(app, s->id, errp)) < 0)
+        goto out;
+    if (s->file)
+        snprintf(file, sizeof(file), "%s", s->file);
+    else
+        snprintf(file, sizeof(file), "%s.%s", s->id, bv_drive_format_names[s->format]);
+    if (s->create && s->format != BV_DRIVE_BLKVERIFY &&
+        (r = create_image(app, s, file, &created, errp)) < 0)
+        goto out;
+    if ((r = drive_open(app, s, file, &e, errp)) < 0)
+        goto undo;
+    if (bv_registry_insert(app, e) < 0) {
+        bv_drive_entry_free(e);
+        r = bv_error_setf(errp, EEXIST, "Drive '%s' already exists", s->id);
+        goto undo;
+    }
+    if ((r = record_drive(app, e, errp)) < 0) {
+        bv_registry_unlink(app, e);
+        bv_registry_put(app, e);
+        goto undo;
+    }
+    *out = e;
+    goto out;
+undo:
+    if (created)
+        unlink(created);
+out:
+    free(created);
     return r;
 }
 
-int bv_drives_open(struct bv_app *app, const char *id, const char *format, const char *file,
-                   const char *filters_json, struct bv_drive_entry **out, int *status,
-                   char *err, size_t errlen)
+int bv_drives_get(struct bv_app *app, const char *id, struct bv_drive_entry **out,
+                  bv_error **errp)
 {
-    struct bv_drive_entry *e = calloc(1, sizeof(*e));
-    cJSON *filters = cJSON_Parse(filters_json ? filters_json : "{}");
-    int r = -ENOMEM;
-    *status = 500;
-    if (e)
-        e->app = app;
-    if (!e || !filters || !(e->id = strdup(id)) || !(e->format = strdup(format)) ||
-        !(e->file = strdup(file ? file : "")) ||
-        !(e->filters = strdup(filters_json ? filters_json : "{}"))) {
-        snprintf(err, errlen, "out of memory");
-        goto fail;
-    }
-    bv_node *node = NULL;
-    r = open_node(app, e, filters, &node, status, err, errlen);
-    if (r < 0)
-        goto fail;
-    bv_error *be = NULL;
-    r = bv_drive_new(id, node, &e->drive, &be);
-    if (r < 0) {
-        snprintf(err, errlen, "%s", be ? be->msg : "cannot create drive");
-        bv_error_free(be);
-        goto fail;
-    }
-    cJSON_Delete(filters);
-    *out = e;
+    *out = bv_registry_get(app, id);
+    if (!*out)
+        return bv_error_setf(errp, ENODEV, "Cannot find device='%s' nor node-name='%s'", id, id);
     return 0;
-fail:
-    cJSON_Delete(filters);
-    bv_drive_entry_free(e);
+}
+
+int bv_drives_remove(struct bv_app *app, const char *id, bool delete_file, bv_error **errp)
+{
+    struct bv_drive_entry *e = NULL;
+    char *path = NULL;
+    int r = bv_drives_get(app, id, &e, errp);
+    if (r < 0)
+        return r;
+    if (bv_drive_busy(e->drive)) {
+        r = bv_error_setf(errp, EBUSY, "Node '%s' is busy: block device is in use by a job", id);
+        goto out;
+    }
+    if (bvdb_drive_delete(app->db, e->id) < 0) {
+        r = bv_error_setf(errp, EIO, "cannot remove drive '%s' from the catalog", id);
+        goto out;
+    }
+    if (delete_file && e->format != BV_DRIVE_BLKVERIFY)
+        bv_path_resolve(app->images_dir, NULL, e->file, 0, &path, NULL);
+    bv_registry_unlink(app, e);
+out:
+    bv_registry_put(app, e);     /* closes the drive once no request uses it */
+    if (path)
+        unlink(path);
+    free(path);
+    return r;
+}
+
+int bv_drives_resize(struct bv_app *app, struct bv_drive_entry *e, uint64_t size, bool shrink,
+                     bv_error **errp)
+{
+    int r = bv_drive_resize(e->drive, size, shrink, errp);
+    if (r == 0 && bvdb_drive_set_size(app->db, e->id, bv_drive_size(e->drive)) < 0)
+        r = bv_error_setf(errp, EIO, "resized, but the catalog could not record it");
     return r;
 }
 
@@ -195,25 +304,45 @@ static int restore_bitmap(const struct bvdb_bitmap *b, void *opaque)
     return 0;
 }
 
+static int restore_spec(const struct bvdb_drive *d, struct bv_drive_spec *s,
+                        struct bv_drive_filters *f, bv_error **errp)
+{
+    int fmt = -1;
+    for (int i = 0; d->format && bv_drive_format_names[i]; i++)
+        if (strcmp(bv_drive_format_names[i], d->format) == 0)
+            fmt = i;
+    if (fmt < 0)
+        return bv_error_setf(errp, EINVAL, "unknown drive format '%s'", d->format);
+    int r = bv_filters_decode(d->filters, f, errp);
+    *s = (struct bv_drive_spec){
+        .id = d->id, .format = (enum bv_drive_format)fmt, .file = d->file, .filters = f,
+        .filters_text = d->filters,
+    };
+    return r;
+}
+
 static int restore_drive(const struct bvdb_drive *d, void *opaque)
 {
     struct bv_app *app = opaque;
     struct bv_drive_entry *e = NULL;
-    char err[512];
-    int status;
-    if (bv_drives_open(app, d->id, d->format, d->file, d->filters, &e, &status, err,
-                       sizeof(err)) < 0) {
+    struct bv_drive_spec s;
+    struct bv_drive_filters f = { 0 };
+    bv_error *err = NULL;
+    if (restore_spec(d, &s, &f, &err) < 0 || drive_open(app, &s, d->file, &e, &err) < 0) {
         log_error("drive '%s' (%s) cannot be reopened: %s; it stays in the catalog", d->id,
-                  d->file, err);
-        return 0;
+                  d->file, err ? err->msg : "?");
+        goto out;
     }
     if (bv_registry_insert(app, e) < 0) {
         bv_drive_entry_free(e);
-        return 0;
+        goto out;
     }
     void *ctx[2] = { app, e };
     bvdb_bitmap_list(app->db, d->id, restore_bitmap, ctx);
     bv_registry_put(app, e);
+out:
+    bv_filters_clear(&f);
+    bv_error_free(err);
     return 0;
 }
 

@@ -1,7 +1,16 @@
 /*
- * Drive lifecycle in the service: open a drive from its catalog record
- * (format, file, filters JSON), restore every drive and bitmap at start-up,
- * save persistent bitmaps periodically and at shutdown.
+ * Drive and bitmap operations of the service, typed: the HTTP handlers,
+ * start-up restore and (later) the scheduler and the NBD server call the
+ * same functions.  Nothing here knows HTTP or JSON: options come in as C
+ * structs, failures go out as a negative errno and a bv_error sentence, and
+ * api/ maps them to statuses once (api/common.c).  The errno says what
+ * happened: ENODEV no such drive or bitmap, EEXIST a name or file taken,
+ * EBUSY in use by a job, EINVAL/ENOTSUP bad options, EIO/ENOMEM internal.
+ *
+ * Every mutating operation updates the engine and the catalog together and
+ * undoes the engine change when the catalog refuses it.  Filters arrive
+ * typed (model/filters.h); their catalog text is passed alongside, opaque
+ * to runtime/, which stores it and never parses it.
  *
  * Bitmap persistence rules (qemu-semantics §2.7, as QEMU does with qcow2):
  * while the service runs, each loaded persistent bitmap's row has in_use=1;
@@ -14,19 +23,70 @@
 #ifndef BV_RUNTIME_DRIVES_H
 #define BV_RUNTIME_DRIVES_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
+#include "model/filters.h"
 #include "runtime/registry.h"
 
 struct bv_app;
 
-/* Open a drive (not yet in the registry).  filters_json: "{}" or
- * {"blkdebug":{…}} or {"blkverify":{"test":{"file","format"},"raw":{"file"}}}.
- * On failure returns a negative errno with err filled; *status gets the HTTP
- * status that fits (400 for bad input, 500 otherwise). */
-int bv_drives_open(struct bv_app *app, const char *id, const char *format, const char *file,
-                   const char *filters_json, struct bv_drive_entry **out, int *status,
-                   char *err, size_t errlen);
+struct bv_drive_spec {
+    const char *id;                /* QEMU's id rule (bv_drive_id_check) */
+    enum bv_drive_format format;
+    const char *file;              /* image, relative to the storage dir; NULL: "<id>.<format>"
+                                      (unused for blkverify: the test child is the file) */
+    bool create;                   /* create the image first (raw/qcow2); else open it */
+    uint64_t size;                 /* with create */
+    uint32_t cluster_size;         /* with create; 0 = default */
+    const struct bv_drive_filters *filters;  /* may be NULL: none */
+    const char *filters_text;      /* the catalog text of filters ("{}" when NULL) */
+};
+
+/* QEMU's id rule: a letter, then letters, digits, '-', '.', '_', at most
+ * BV_DRIVE_ID_MAX.  0, or -EINVAL saying so. */
+#define BV_DRIVE_ID_MAX 128
+int bv_drive_id_check(const char *id, bv_error **errp);
+
+/* Create (or open) a drive, register it and record it in the catalog.  On
+ * success *out holds a reference (bv_registry_put).  A failure leaves no
+ * drive, no row and no file this call created. */
+int bv_drives_create(struct bv_app *app, const struct bv_drive_spec *spec,
+                     struct bv_drive_entry **out, bv_error **errp);
+/* A reference to drive id, or -ENODEV "Cannot find device=…". */
+int bv_drives_get(struct bv_app *app, const char *id, struct bv_drive_entry **out,
+                  bv_error **errp);
+/* Remove from the catalog and the registry (closed once no request uses it);
+ * delete_file also unlinks its image (never a blkverify pair's files). */
+int bv_drives_remove(struct bv_app *app, const char *id, bool delete_file, bv_error **errp);
+/* Resize the drive and record the new size. */
+int bv_drives_resize(struct bv_app *app, struct bv_drive_entry *e, uint64_t size, bool shrink,
+                     bv_error **errp);
+
+/* ---- bitmaps (runtime/bitmaps.c) ---- */
+struct bv_bitmap_spec {
+    const char *name;
+    uint32_t granularity;          /* 0: the default for the drive's cluster size */
+    bool persistent;               /* qcow2 drives only */
+    bool disabled;
+};
+enum bv_bitmap_verb { BV_BITMAP_CLEAR, BV_BITMAP_ENABLE, BV_BITMAP_DISABLE };
+
+/* The bitmap name of drive e, or -ENODEV with the engine's sentence. */
+int bv_bitmaps_lookup(struct bv_drive_entry *e, const char *name, struct bv_dirty_bitmap **out,
+                      bv_error **errp);
+int bv_bitmaps_add(struct bv_app *app, struct bv_drive_entry *e, const struct bv_bitmap_spec *s,
+                   struct bv_dirty_bitmap **out, bv_error **errp);
+int bv_bitmaps_remove(struct bv_app *app, struct bv_drive_entry *e, const char *name,
+                      bv_error **errp);
+int bv_bitmaps_apply(struct bv_app *app, struct bv_drive_entry *e, const char *name,
+                     enum bv_bitmap_verb verb, struct bv_dirty_bitmap **out, bv_error **errp);
+/* Merge sources[n] (names, 1 to BV_BITMAP_MAX_MERGE_SOURCES) into target. */
+#define BV_BITMAP_MAX_MERGE_SOURCES 64
+int bv_bitmaps_merge(struct bv_app *app, struct bv_drive_entry *e, const char *target,
+                     const char *const *sources, size_t n, struct bv_dirty_bitmap **out,
+                     bv_error **errp);
 
 /* Start-up: reopen the catalog's drives and their bitmaps. */
 void bv_drives_restore(struct bv_app *app);

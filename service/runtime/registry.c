@@ -9,6 +9,10 @@
 #include "log.h"
 #include "runtime/registry.h"
 
+const char *const bv_drive_format_names[] = { BV_FORMAT_NAMES, "blkverify", NULL };
+_Static_assert(BV_DRIVE_RAW == BV_FMT_RAW - 1 && BV_DRIVE_QCOW2 == BV_FMT_QCOW2 - 1,
+               "drive formats start with the image formats, in bv_format_names order");
+
 struct bv_registry {
     pthread_mutex_t lock;
     struct bv_drive_entry *head;   /* oldest first */
@@ -34,7 +38,6 @@ void bv_drive_entry_free(struct bv_drive_entry *e)
     for (unsigned i = 0; i < e->nfiles; i++)
         free(e->files[i]);
     free(e->id);
-    free(e->format);
     free(e->file);
     free(e->filters);
     free(e);

@@ -15,16 +15,27 @@
 #include <stddef.h>
 
 #include "bv/drive.h"
+#include "bv/image.h"
 
 struct bv_app;
 struct bv_registry;
+
+/* What a drive is: an image of a format, or a blkverify pair.  The names
+ * ("raw", "qcow2", "blkverify") are bv_drive_format_names, once. */
+enum bv_drive_format {
+    BV_DRIVE_RAW,
+    BV_DRIVE_QCOW2,
+    BV_DRIVE_BLKVERIFY,
+};
+/* NULL-terminated, indexed by enum bv_drive_format. */
+extern const char *const bv_drive_format_names[];
 
 #define BV_DRIVE_MAX_FILES 260   /* files an entry pins: its chain, blkverify children */
 
 struct bv_drive_entry {
     struct bv_app *app;
     char *id;
-    char *format;                /* "raw" | "qcow2" | "blkverify" */
+    enum bv_drive_format format;
     char *file;                  /* relative to the storage directory */
     char *filters;               /* JSON text as stored in the catalog */
     bv_drive *drive;             /* owned */

@@ -10,12 +10,11 @@
 #include <sys/random.h>
 #include <time.h>
 
-#include <cjson/cJSON.h>
-
 #include "app.h"
 #include "bv/blkverify.h"
 #include "bvdb/reports.h"
 #include "log.h"
+#include "model/reports.h"
 #include "runtime/registry.h"
 #include "runtime/reports.h"
 
@@ -32,35 +31,6 @@ void bv_reports_new_id(char out[40])
     snprintf(out, 40, "r-%016llx", (unsigned long long)v);
 }
 
-static char *extents_json(const struct bv_blkverify_report *r)
-{
-    cJSON *a = cJSON_CreateArray();
-    for (unsigned i = 0; i < r->nextents; i++) {
-        cJSON *e = cJSON_CreateObject();
-        cJSON_AddNumberToObject(e, "offset", (double)r->extents[i].offset);
-        cJSON_AddNumberToObject(e, "length", (double)r->extents[i].length);
-        cJSON_AddItemToArray(a, e);
-    }
-    char *s = cJSON_PrintUnformatted(a);
-    cJSON_Delete(a);
-    return s;
-}
-
-static char *samples_json(const struct bv_blkverify_report *r)
-{
-    cJSON *a = cJSON_CreateArray();
-    for (unsigned i = 0; i < r->nsamples; i++) {
-        cJSON *e = cJSON_CreateObject();
-        cJSON_AddNumberToObject(e, "offset", (double)r->samples[i].offset);
-        cJSON_AddStringToObject(e, "test_hex", r->samples[i].test_hex);
-        cJSON_AddStringToObject(e, "reference_hex", r->samples[i].raw_hex);
-        cJSON_AddItemToArray(a, e);
-    }
-    char *s = cJSON_PrintUnformatted(a);
-    cJSON_Delete(a);
-    return s;
-}
-
 void bv_reports_blkverify(void *opaque, const struct bv_blkverify_report *r)
 {
     struct bv_drive_entry *e = opaque;
@@ -68,7 +38,7 @@ void bv_reports_blkverify(void *opaque, const struct bv_blkverify_report *r)
     char id[40], now[32];
     bv_reports_new_id(id);
     bvdb_now(now);
-    char *ext = extents_json(r), *smp = samples_json(r);
+    char *ext = bv_model_report_extents(r), *smp = bv_model_report_samples(r);
     bool contents = r->kind == BV_BLKVERIFY_CONTENTS;
     struct bvdb_report rec = {
         .id = id, .drive_id = e->id, .kind = "blkverify", .status = "corrupt",
@@ -84,13 +54,8 @@ void bv_reports_blkverify(void *opaque, const struct bv_blkverify_report *r)
         log_error("drive '%s': cannot record a blkverify report", e->id);
     } else {
         atomic_fetch_add(&app->corruption_reports, 1);
-        cJSON *d = cJSON_CreateObject();
-        cJSON_AddStringToObject(d, "report_id", id);
-        cJSON_AddStringToObject(d, "drive", e->id);
-        cJSON_AddNumberToObject(d, "first_mismatch_offset",
-                                contents ? (double)r->first_mismatch_offset : (double)r->offset);
-        char *text = cJSON_PrintUnformatted(d);
-        cJSON_Delete(d);
+        char *text = bv_model_corruption_event(id, e->id, contents ? r->first_mismatch_offset
+                                                                   : r->offset);
         if (text)
             bv_app_emit(app, "CORRUPTION_DETECTED", text);
         free(text);

@@ -37,6 +37,12 @@ enum bv_format {
     BV_FMT_QCOW2,
 };
 
+/* The image formats' names, once: "raw", "qcow2", NULL-terminated, index i
+ * naming enum bv_format i + 1 (the shape strict JSON enum tables take). */
+#define BV_FORMAT_NAMES "raw", "qcow2"
+extern const char *const bv_format_names[];
+static inline enum bv_format bv_format_from_index(int i) { return (enum bv_format)(i + 1); }
+
 /* "raw" / "qcow2"; NULL for BV_FMT_NONE. */
 const char *bv_format_name(enum bv_format f);
 /* Returns BV_FMT_NONE for an unknown name. */

@@ -1,15 +1,15 @@
 /*
- * blkdebug rules from JSON, with QEMU's names and defaults (qemu-semantics
- * §7): the state machine starts at 1, a missing state means any state,
- * errno defaults to 5, offset is a byte offset in the image file (QEMU's
- * sector × 512; "sector" is accepted too), an unknown event is refused.
+ * Filters JSON text → typed options: see model/filters.h.  The blkdebug
+ * parser builds the sentence in a local buffer and hands it out once, as a
+ * bv_error, at the top.
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-#include "api/filters.h"
 #include "json/json.h"
+#include "model/filters.h"
 
 static const char *const iotype_names[] = {
     "read", "write", "write-zeroes", "discard", "flush", "block-status", NULL
@@ -118,8 +118,8 @@ static int parse_inject(const cJSON *o, struct bv_blkdebug_config *cfg, int i,
     return 0;
 }
 
-int api_blkdebug_parse(const cJSON *obj, struct bv_blkdebug_config *cfg, char *err,
-                       size_t errlen)
+static int blkdebug_parse(const cJSON *obj, struct bv_blkdebug_config *cfg, char *err,
+                          size_t errlen)
 {
     const cJSON *ss = NULL, *ie = NULL;
     const struct bvj_field f[] = {
@@ -154,4 +154,76 @@ int api_blkdebug_parse(const cJSON *obj, struct bv_blkdebug_config *cfg, char *e
         return -1;
     }
     return 0;
+}
+
+static int verify_parse(const cJSON *bv, struct bv_drive_filters *out, char *err, size_t errlen)
+{
+    const cJSON *test = NULL, *raw = NULL;
+    const struct bvj_field f[] = {
+        { "test", BVJ_OBJECT, true, &test },
+        { "raw", BVJ_OBJECT, true, &raw },
+    };
+    const char *tfile = NULL, *rfile = NULL;
+    int tfmt = -1;
+    const struct bvj_field tf[] = {
+        { "file", BVJ_STRING, true, &tfile },
+        { "format", BVJ_ENUM, false, &tfmt, .names = bv_format_names },
+    };
+    const struct bvj_field rf[] = {
+        { "file", BVJ_STRING, true, &rfile },
+    };
+    char inner[384];
+    if (!cJSON_IsObject(bv)) {
+        snprintf(err, errlen, "'blkverify' must be an object");
+        return -EINVAL;
+    }
+    if (bvj_read(bv, f, BVJ_COUNT(f), inner, sizeof(inner)) < 0 ||
+        bvj_read(test, tf, BVJ_COUNT(tf), inner, sizeof(inner)) < 0 ||
+        bvj_read(raw, rf, BVJ_COUNT(rf), inner, sizeof(inner)) < 0) {
+        snprintf(err, errlen, "blkverify: %s", inner);
+        return -EINVAL;
+    }
+    out->has_blkverify = true;
+    out->test_format = tfmt >= 0 ? bv_format_from_index(tfmt) : BV_FMT_NONE;
+    out->test_file = strdup(tfile);
+    out->raw_file = strdup(rfile);
+    if (!out->test_file || !out->raw_file) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+int bv_filters_decode(const char *text, struct bv_drive_filters *out, bv_error **errp)
+{
+    char err[512] = "";
+    int r = -EINVAL;
+    memset(out, 0, sizeof(*out));
+    cJSON *root = cJSON_Parse(text && *text ? text : "{}");
+    if (!cJSON_IsObject(root)) {
+        snprintf(err, sizeof(err), "filters must be a JSON object");
+        goto out;
+    }
+    const cJSON *bd = cJSON_GetObjectItemCaseSensitive(root, "blkdebug");
+    const cJSON *bv = cJSON_GetObjectItemCaseSensitive(root, "blkverify");
+    if (bd) {
+        if (blkdebug_parse(bd, &out->blkdebug, err, sizeof(err)) < 0)
+            goto out;
+        out->has_blkdebug = true;
+    }
+    r = bv ? verify_parse(bv, out, err, sizeof(err)) : 0;
+out:
+    cJSON_Delete(root);
+    if (r < 0) {
+        bv_filters_clear(out);
+        bv_error_setf(errp, -r, "%s", err);
+    }
+    return r;
+}
+
+void bv_filters_clear(struct bv_drive_filters *f)
+{
+    free(f->test_file);
+    free(f->raw_file);
+    memset(f, 0, sizeof(*f));
 }
