@@ -25,14 +25,12 @@ int bv_bitmaps_lookup(struct bv_drive_entry *e, const char *name, struct bv_dirt
     return r;
 }
 
-static int check_persistent(struct bv_drive_entry *e, const char *name, bv_error **errp)
+/* Persistent bitmaps live in qcow2 images (the engine checks the name). */
+static int check_persistent(struct bv_drive_entry *e, bv_error **errp)
 {
     if (e->format != BV_DRIVE_QCOW2)
         return bv_error_setf(errp, ENOTSUP, "Can't store persistent bitmaps to %s: Operation "
                              "not supported", e->id);
-    if (strlen(name) > BV_BITMAP_NAME_MAX)
-        return bv_error_setf(errp, EINVAL, "Can't make bitmap '%s' persistent in '%s': Name "
-                             "length exceeds maximum (1023 characters)", name, e->id);
     return 0;
 }
 
@@ -41,11 +39,11 @@ int bv_bitmaps_add(struct bv_app *app, struct bv_drive_entry *e, const struct bv
 {
     struct bv_bitmap_set *set = bv_drive_bitmaps(e->drive);
     if (s->persistent) {
-        int r = check_persistent(e, s->name, errp);
+        int r = check_persistent(e, errp);
         if (r < 0)
             return r;
     }
-    uint32_t gran = s->granularity ? s->granularity
+    uint32_t gran = s->has_granularity ? s->granularity
         : bv_bitmap_default_granularity(bv_node_cluster_size(bv_drive_node(e->drive)));
     unsigned flags = (s->persistent ? BV_BITMAP_F_PERSISTENT : 0) |
                      (s->disabled ? BV_BITMAP_F_DISABLED : 0);

@@ -67,7 +67,8 @@ int bv_drives_resize(struct bv_app *app, struct bv_drive_entry *e, uint64_t size
 /* ---- bitmaps (runtime/bitmaps.c) ---- */
 struct bv_bitmap_spec {
     const char *name;
-    uint32_t granularity;          /* 0: the default for the drive's cluster size */
+    uint32_t granularity;          /* with has_granularity, checked by the engine */
+    bool has_granularity;          /* false: the default for the drive's cluster size */
     bool persistent;               /* qcow2 drives only */
     bool disabled;
 };
