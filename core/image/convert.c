@@ -150,27 +150,30 @@ static int write_compressed(struct conv *c, const struct extent *e, const uint8_
     return 0;
 }
 
-/* Writes the non-zero granule runs of the extent, each with one pwrite. */
+/* Writes the non-zero granule runs of the extent, each with one pwrite.
+ * The last granule may be short (an image end that is not granule-aligned):
+ * the walk steps by granule_len, so it ends exactly at `end` and the run
+ * still open there is written too. */
 static int write_plain(struct conv *c, const struct extent *e, const uint8_t *buf,
                        bv_error **errp)
 {
     uint64_t end = e->off + e->len;
     uint64_t run = UINT64_MAX;           /* start of the current non-zero run */
-    for (uint64_t off = e->off; off <= end; off += c->granule) {
-        bool zero = off == end || buf_is_zero(buf + (off - e->off), granule_len(c, off, end));
+    int r = 0;
+    for (uint64_t off = e->off; off < end && r == 0;) {
+        uint64_t n = granule_len(c, off, end);
+        bool zero = buf_is_zero(buf + (off - e->off), n);
         if (!zero && run == UINT64_MAX)
             run = off;
         if (zero && run != UINT64_MAX) {
-            uint64_t stop = off < end ? off : end;
-            int r = bv_node_pwrite(c->dst, buf + (run - e->off), stop - run, run, 0, errp);
-            if (r < 0)
-                return r;
+            r = bv_node_pwrite(c->dst, buf + (run - e->off), off - run, run, 0, errp);
             run = UINT64_MAX;
         }
-        if (off == end)
-            break;
+        off += n;
     }
-    return 0;
+    if (r == 0 && run != UINT64_MAX)
+        r = bv_node_pwrite(c->dst, buf + (run - e->off), end - run, run, 0, errp);
+    return r;
 }
 
 static void count_written(struct conv *c, uint64_t len)
@@ -325,7 +328,8 @@ static int create_target(bv_node *src, const char *path, const struct bv_convert
 {
     struct bv_create_opts co = {
         .path = path, .format = o->out_format, .size = bv_node_size(src),
-        .cluster_size = o->cluster_size,
+        .cluster_size = o->cluster_size, .compression_zstd = o->compression_zstd,
+        .extended_l2 = o->extended_l2,
     };
     int r = bv_image_create(&co, errp);
     if (r < 0)
