@@ -65,12 +65,42 @@ static int parse_listen(const char *s, struct bv_config *cfg, char *err, size_t 
     return 0;
 }
 
+static bool is_blank(char c)
+{
+    return c == '\n' || c == '\r' || c == ' ' || c == '\t' || c == '\v' || c == '\f';
+}
+
+/* Strip white space at both ends, in place (a token file usually ends in a
+ * newline; a blank token must come out empty so that it is refused). */
 static char *trim_token(char *t)
 {
-    size_t n = strlen(t);
-    while (n && (t[n - 1] == '\n' || t[n - 1] == '\r' || t[n - 1] == ' ' || t[n - 1] == '\t'))
+    size_t n = strlen(t), start = 0;
+    while (n && is_blank(t[n - 1]))
         t[--n] = '\0';
+    while (start < n && is_blank(t[start]))
+        start++;
+    memmove(t, t + start, n - start + 1);
     return t;
+}
+
+/* The token from the environment; set but blank is an error, never "no auth"
+ * nor an empty token. */
+static int read_token_env(struct bv_config *cfg, char *err, size_t errlen)
+{
+    const char *env = getenv("BLOCKVAULT_TOKEN");
+    if (!env)
+        return 0;
+    cfg->token = strndup(env, MAX_TOKEN_BYTES);
+    if (!cfg->token) {
+        snprintf(err, errlen, "out of memory reading BLOCKVAULT_TOKEN");
+        return -1;
+    }
+    if (!trim_token(cfg->token)[0]) {
+        snprintf(err, errlen, "BLOCKVAULT_TOKEN is set but empty or blank; set a token or "
+                 "unset the variable");
+        return -1;
+    }
+    return 0;
 }
 
 static int read_token_file(const char *path, struct bv_config *cfg, char *err, size_t errlen)
@@ -89,7 +119,7 @@ static int read_token_file(const char *path, struct bv_config *cfg, char *err, s
     trim_token(buf);
     if (!buf[0]) {
         free(buf);
-        snprintf(err, errlen, "--token-file %s is empty", path);
+        snprintf(err, errlen, "--token-file %s is empty or blank", path);
         return -1;
     }
     cfg->token = buf;
@@ -160,12 +190,8 @@ int bv_config_parse(int argc, char **argv, struct bv_config *cfg, char *err, siz
     }
     if (r == 0 && token_file)
         r = read_token_file(token_file, cfg, err, errlen);
-    const char *env = getenv("BLOCKVAULT_TOKEN");
-    if (r == 0 && !cfg->token && env && env[0]) {
-        cfg->token = strndup(env, MAX_TOKEN_BYTES);
-        if (cfg->token)
-            trim_token(cfg->token);
-    }
+    if (r == 0 && !cfg->token)
+        r = read_token_env(cfg, err, errlen);
     if (r == 0 && !cfg->token && !bv_config_is_loopback(cfg->listen_addr)) {
         snprintf(err, errlen, "refusing to listen on non-loopback address %s without a token "
                  "(use --token-file or BLOCKVAULT_TOKEN)", cfg->listen_addr);

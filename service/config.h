@@ -10,7 +10,7 @@ struct bv_config {
     uint16_t port;             /* 0: pick a free one and print it */
     char data_dir[4096];
     char web_dir[4096];
-    char *token;               /* NULL: no auth; owned */
+    char *token;               /* NULL: no auth; never empty or blank; owned */
     unsigned workers;
     bool verbose;
 };

@@ -7,8 +7,11 @@
  * that "1.5M", "-1", "0x1k", "1e3" or a value past 2^64 are errors rather than
  * strtoull's silent best effort.
  *
- * The executor owns one buffer of min(LEN, BV_IOCMD_CHUNK) bytes and walks
- * the range in chunks; zero writes and discards go to the target whole.
+ * The executor first checks the whole range against the target's size (so
+ * a failing request changes nothing), then owns one buffer of
+ * min(LEN, BV_IOCMD_CHUNK) bytes and walks the range in chunks, asking the
+ * cancel callback before each; zero writes and discards go to the target
+ * whole.
  */
 #include "bv/iocmd.h"
 
@@ -232,13 +235,39 @@ int bv_iocmd_parse(const char *line, struct bv_iocmd *cmd, bv_error **errp)
 
 /* ---- executor ---- */
 
+/* The whole request inside the target, checked before the first byte (as
+ * QEMU's blk_check_byte_request: EIO, nothing written). */
+static int check_range(const struct bv_iocmd *cmd, const struct bv_iocmd_target *t,
+                       bv_error **errp)
+{
+    if (cmd->op == BV_IOCMD_FLUSH)
+        return 0;
+    if (cmd->offset > t->size || cmd->length > t->size - cmd->offset)
+        return bv_error_setf(errp, EIO, "Input/output error: %s offset=%" PRIu64 " bytes=%"
+                             PRIu64 " is past the end of the image (%" PRIu64 " bytes)",
+                             bv_iocmd_op_name(cmd->op), cmd->offset, cmd->length, t->size);
+    return 0;
+}
+
+static int check_cancelled(const struct bv_iocmd *cmd, const struct bv_iocmd_target *t,
+                           uint64_t done, bv_error **errp)
+{
+    if (!t->cancelled || !t->cancelled(t->opaque))
+        return 0;
+    return bv_error_setf(errp, ECANCELED, "%s cancelled after %" PRIu64 " of %" PRIu64
+                         " bytes", bv_iocmd_op_name(cmd->op), done, cmd->length);
+}
+
 static int exec_read(const struct bv_iocmd *cmd, const struct bv_iocmd_target *t,
                      uint8_t *buf, size_t bufsz, bv_error **errp)
 {
     bool mismatch = false;
     for (uint64_t done = 0; done < cmd->length;) {
         size_t n = cmd->length - done < bufsz ? (size_t)(cmd->length - done) : bufsz;
-        int r = t->pread(t->opaque, buf, n, cmd->offset + done, errp);
+        int r = check_cancelled(cmd, t, done, errp);
+        if (r < 0)
+            return r;
+        r = t->pread(t->opaque, buf, n, cmd->offset + done, errp);
         if (r < 0)
             return r;
         /* every byte equals the pattern iff the first does and each equals its neighbour */
@@ -259,7 +288,10 @@ static int exec_write(const struct bv_iocmd *cmd, const struct bv_iocmd_target *
     memset(buf, cmd->pattern, bufsz);
     for (uint64_t done = 0; done < cmd->length;) {
         size_t n = cmd->length - done < bufsz ? (size_t)(cmd->length - done) : bufsz;
-        int r = t->pwrite(t->opaque, buf, n, cmd->offset + done, errp);
+        int r = check_cancelled(cmd, t, done, errp);
+        if (r < 0)
+            return r;
+        r = t->pwrite(t->opaque, buf, n, cmd->offset + done, errp);
         if (r < 0)
             return r;
         done += n;
@@ -285,6 +317,10 @@ int64_t bv_iocmd_exec(const struct bv_iocmd *cmd, const struct bv_iocmd_target *
                       bv_error **errp)
 {
     int r = check_command(cmd, errp);
+    if (r == 0)
+        r = check_range(cmd, t, errp);
+    if (r == 0)
+        r = check_cancelled(cmd, t, 0, errp);
     if (r < 0)
         return r;
     switch (cmd->op) {

@@ -111,7 +111,10 @@ int bvimg_cmd_io(int argc, char **argv)
     bv_node *n;
     if (bvimg_open(argv[optind], f, read_only, false, &n) < 0)
         return 1;
-    struct bv_iocmd_target t = { n, node_pread, node_pwrite, node_zero, node_discard, node_flush };
+    struct bv_iocmd_target t = {
+        .opaque = n, .pread = node_pread, .pwrite = node_pwrite, .write_zeroes = node_zero,
+        .discard = node_discard, .flush = node_flush, .size = bv_node_size(n),
+    };
     bool ok = true;
     for (unsigned i = 0; i < ncmds; i++)
         ok = run_one(&t, cmds[i]) && ok;

@@ -15,19 +15,39 @@
 #include "app.h"
 #include "bv/iocmd.h"
 #include "bv/path.h"
+#include "bvdb/drives.h"
+#include "bvdb/reports.h"
 #include "runtime/drives.h"
 #include "runtime/registry.h"
 
+#define MAX_ID_LEN      128
 #define MAX_READ_LENGTH (64u << 20)     /* GET …/data: larger ranges are a 413 */
 #define MAX_IO_COMMANDS 1024
+#define MAX_IO_BYTES    (4ULL << 30)    /* /io: bytes all commands of one request may move */
+
+static const char *const drive_format_names[] = { "raw", "qcow2", "blkverify", NULL };
+
+bool api_id_valid(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > MAX_ID_LEN || !((id[0] >= 'a' && id[0] <= 'z') || (id[0] >= 'A' && id[0] <= 'Z')))
+        return false;
+    for (size_t i = 1; i < n; i++) {
+        char c = id[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '.' || c == '_';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
 
 struct bv_drive_entry *api_drive_get(struct bv_request *req, struct bv_reply *rep)
 {
-    struct bv_drive_entry *e = NULL;
-    bv_error *err = NULL;
-    int r = bv_drives_get(req->app, req->params[0], &e, &err);
-    if (r < 0)
-        api_fail(rep, 0, r, err);
+    struct bv_drive_entry *e = bv_registry_get(req->app, req->params[0]);
+    if (!e)
+        bv_reply_error(rep, 404, "DeviceNotFound", "Cannot find device='%s' nor node-name='%s'",
+                       req->params[0], req->params[0]);
     return e;
 }
 
@@ -39,7 +59,7 @@ cJSON *api_drive_json(struct bv_drive_entry *e)
     bv_node_info(n, &info, NULL);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", e->id);
-    cJSON_AddStringToObject(o, "format", bv_drive_format_names[e->format]);
+    cJSON_AddStringToObject(o, "format", e->format);
     cJSON_AddStringToObject(o, "file", e->file);
     cJSON_AddNumberToObject(o, "size", (double)bv_drive_size(e->drive));
     cJSON_AddNumberToObject(o, "allocated", (double)info.actual_size);
@@ -70,33 +90,41 @@ struct create_req {
     const cJSON *blkdebug, *test, *raw;
 };
 
-/* The request's shape (which fields go together); the operation checks
- * the rest. */
-static int check_create(struct bv_reply *rep, const struct create_req *c)
+static int check_create(struct bv_request *req, struct bv_reply *rep, struct create_req *c,
+                        char *file_buf, size_t file_len)
 {
-    bv_error *err = NULL;
-    int r = bv_drive_id_check(c->id, &err);
-    if (r < 0) {
-        api_fail(rep, 0, r, err);
+    if (!api_id_valid(c->id)) {
+        bv_reply_error(rep, 400, NULL, "Invalid drive id '%s': use a letter, then letters, "
+                       "digits, '-', '.' or '_' (at most %d)", c->id, MAX_ID_LEN);
         return -1;
     }
-    bool verify = c->format == BV_DRIVE_BLKVERIFY;
-    const char *msg = NULL;
-    if (verify && (!c->test || !c->raw || c->blkdebug || c->file || c->have_size))
-        msg = "a blkverify drive takes \"test\" and \"raw\" (and no file, size or blkdebug)";
-    else if (!verify && (c->test || c->raw))
-        msg = "\"test\" and \"raw\" are for \"format\":\"blkverify\"";
-    else if (!verify && !c->existing && !c->have_size)
-        msg = "Parameter 'size' is missing (required to create the image; use \"existing\":true "
-              "to open one)";
-    else if (!verify && c->existing && c->have_size)
-        msg = "'size' cannot be given with \"existing\":true";
-    if (msg)
-        bv_reply_error(rep, 400, NULL, "%s", msg);
-    return msg ? -1 : 0;
+    bool verify = c->format == 2;
+    if (verify && (!c->test || !c->raw || c->blkdebug || c->file || c->have_size)) {
+        bv_reply_error(rep, 400, NULL, "a blkverify drive takes \"test\" and \"raw\" (and no "
+                       "file, size or blkdebug)");
+        return -1;
+    }
+    if (!verify && (c->test || c->raw)) {
+        bv_reply_error(rep, 400, NULL, "\"test\" and \"raw\" are for \"format\":\"blkverify\"");
+        return -1;
+    }
+    if (!verify && !c->existing && !c->have_size) {
+        bv_reply_error(rep, 400, NULL, "Parameter 'size' is missing (required to create the image; "
+                       "use \"existing\":true to open one)");
+        return -1;
+    }
+    if (!verify && c->existing && c->have_size) {
+        bv_reply_error(rep, 400, NULL, "'size' cannot be given with \"existing\":true");
+        return -1;
+    }
+    if (c->file)
+        snprintf(file_buf, file_len, "%s", c->file);
+    else
+        snprintf(file_buf, file_len, "%s.%s", c->id, drive_format_names[c->format]);
+    (void)req;
+    return 0;
 }
 
-/* The catalog text of the request's filters (model/filters.h decodes it). */
 static char *filters_text(const struct create_req *c)
 {
     cJSON *f = cJSON_CreateObject();
@@ -112,12 +140,51 @@ static char *filters_text(const struct create_req *c)
     return s;
 }
 
+/* Create the image file for a new drive; returns its canonical path. */
+static char *create_image(struct bv_request *req, struct bv_reply *rep, const struct create_req *c,
+                          const char *file)
+{
+    char *abs = api_resolve(req, rep, file, false);
+    if (!abs)
+        return NULL;
+    if (access(abs, F_OK) == 0) {
+        bv_reply_error(rep, 409, NULL, "Image '%s' already exists; use \"existing\":true to "
+                       "open it", file);
+        free(abs);
+        return NULL;
+    }
+    struct bv_create_opts co = {
+        .path = file, .root = req->app->images_dir, .format = api_format(c->format),
+        .size = c->size, .cluster_size = (uint32_t)c->cluster,
+    };
+    bv_error *e = NULL;
+    int r = bv_image_create(&co, &e);
+    if (r < 0) {
+        api_fail(rep, 400, r, e);
+        free(abs);
+        return NULL;
+    }
+    return abs;
+}
+
+static int record_drive(struct bv_app *app, struct bv_drive_entry *e)
+{
+    char now[32];
+    bvdb_now(now);
+    struct bvdb_drive rec = {
+        .id = e->id, .format = e->format, .file = e->file,
+        .size = bv_drive_size(e->drive), .cluster_size = bv_node_cluster_size(bv_drive_node(e->drive)),
+        .filters = e->filters, .created_at = now,
+    };
+    return bvdb_drive_insert(app->db, &rec);
+}
+
 void api_drives_create(struct bv_request *req, struct bv_reply *rep)
 {
     struct create_req c = { .format = -1 };
     const struct bvj_field f[] = {
         { "id", BVJ_STRING, true, &c.id },
-        { "format", BVJ_ENUM, true, &c.format, .names = bv_drive_format_names },
+        { "format", BVJ_ENUM, true, &c.format, .names = drive_format_names },
         { "file", BVJ_STRING, false, &c.file },
         { "size", BVJ_SIZE, false, &c.size, &c.have_size, 1, BV_MAX_IMAGE_SIZE },
         { "cluster_size", BVJ_U64, false, &c.cluster, .max = BV_MAX_CLUSTER_SIZE },
@@ -129,34 +196,48 @@ void api_drives_create(struct bv_request *req, struct bv_reply *rep)
     cJSON *body = api_read_body(req, rep, f, BVJ_COUNT(f));
     if (!body)
         return;
-    struct bv_drive_filters filters = { 0 };
+    char file[1024], err[512];
+    char *created = NULL, *filters = NULL;
     struct bv_drive_entry *e = NULL;
-    bv_error *err = NULL;
-    char *text = NULL;
-    int r;
-    if (check_create(rep, &c) < 0)
+    if (check_create(req, rep, &c, file, sizeof(file)) < 0)
         goto out;
-    if (!(text = filters_text(&c))) {
-        bv_reply_error(rep, 500, NULL, "out of memory");
-        goto out;
-    }
-    struct bv_drive_spec spec = {
-        .id = c.id, .format = (enum bv_drive_format)c.format, .file = c.file,
-        .create = !c.existing, .size = c.size, .cluster_size = (uint32_t)c.cluster,
-        .filters = &filters, .filters_text = text,
-    };
-    if ((r = bv_filters_decode(text, &filters, &err)) < 0) {
-        api_fail(rep, 0, r, err);
+    struct bv_drive_entry *taken = bv_registry_get(req->app, c.id);
+    if (taken) {
+        bv_registry_put(req->app, taken);
+        bv_reply_error(rep, 409, NULL, "Drive '%s' already exists", c.id);
         goto out;
     }
-    if ((r = bv_drives_create(req->app, &spec, &e, &err)) < 0)
-        api_fail(rep, 0, r, err);
-    else
-        bv_reply_json(rep, 201, api_drive_json(e));
+    if (c.format != 2 && !c.existing && !(created = create_image(req, rep, &c, file)))
+        goto out;
+    filters = filters_text(&c);
+    int status;
+    if (bv_drives_open(req->app, c.id, drive_format_names[c.format], file, filters, &e,
+                       &status, err, sizeof(err)) < 0) {
+        bv_reply_error(rep, status, NULL, "%s", err);
+        goto fail;
+    }
+    if (bv_registry_insert(req->app, e) < 0) {
+        bv_reply_error(rep, 409, NULL, "Drive '%s' already exists", c.id);
+        bv_drive_entry_free(e);
+        e = NULL;
+        goto fail;
+    }
+    if (record_drive(req->app, e) < 0) {
+        bv_reply_error(rep, 500, NULL, "cannot record drive '%s' in the catalog", c.id);
+        bv_registry_unlink(req->app, e);
+        goto fail;
+    }
+    bv_reply_json(rep, 201, api_drive_json(e));
+    goto out;
+fail:
+    bv_registry_put(req->app, e);
+    e = NULL;
+    if (created)
+        unlink(created);
 out:
     bv_registry_put(req->app, e);
-    bv_filters_clear(&filters);
-    free(text);
+    free(created);
+    free(filters);
     cJSON_Delete(body);
 }
 
@@ -192,12 +273,28 @@ void api_drives_delete(struct bv_request *req, struct bv_reply *rep)
         bv_reply_error(rep, 400, NULL, "delete_file must be true or false");
         return;
     }
-    bv_error *err = NULL;
-    int r = bv_drives_remove(req->app, req->params[0], delete_file, &err);
-    if (r < 0)
-        api_fail(rep, 0, r, err);
-    else
-        bv_reply_empty(rep, 204);
+    struct bv_drive_entry *e = api_drive_get(req, rep);
+    if (!e)
+        return;
+    if (bv_drive_busy(e->drive)) {
+        bv_reply_error(rep, 409, NULL, "Node '%s' is busy: block device is in use by a job", e->id);
+        bv_registry_put(req->app, e);
+        return;
+    }
+    if (bvdb_drive_delete(req->app->db, e->id) < 0) {
+        bv_reply_error(rep, 500, NULL, "cannot remove drive '%s' from the catalog", e->id);
+        bv_registry_put(req->app, e);
+        return;
+    }
+    char *path = NULL;
+    if (delete_file && strcmp(e->format, "blkverify") != 0)
+        bv_path_resolve(req->app->images_dir, NULL, e->file, 0, &path, NULL);
+    bv_registry_unlink(req->app, e);
+    bv_registry_put(req->app, e);     /* closes the drive once no request uses it */
+    if (path)
+        unlink(path);
+    free(path);
+    bv_reply_empty(rep, 204);
 }
 
 void api_drives_resize(struct bv_request *req, struct bv_reply *rep)
@@ -214,9 +311,11 @@ void api_drives_resize(struct bv_request *req, struct bv_reply *rep)
     struct bv_drive_entry *e = api_drive_get(req, rep);
     if (e) {
         bv_error *err = NULL;
-        int r = bv_drives_resize(req->app, e, size, shrink, &err);
+        int r = bv_drive_resize(e->drive, size, shrink, &err);
         if (r < 0)
             api_fail(rep, 0, r, err);
+        else if (bvdb_drive_set_size(req->app->db, e->id, bv_drive_size(e->drive)) < 0)
+            bv_reply_error(rep, 500, NULL, "resized, but the catalog could not record it");
         else
             bv_reply_json(rep, 200, api_drive_json(e));
     }
@@ -242,6 +341,53 @@ static int query_u64(struct bv_request *req, struct bv_reply *rep, const char *k
     return 0;
 }
 
+/* ?flush= is true, false or absent; anything else is a 400, not a guess. */
+static int query_bool(struct bv_request *req, struct bv_reply *rep, const char *key, bool *out)
+{
+    const char *s = bv_req_query(req, key);
+    *out = false;
+    if (!s)
+        return 0;
+    if (strcmp(s, "true") == 0 || strcmp(s, "false") == 0) {
+        *out = s[0] == 't';
+        return 0;
+    }
+    bv_reply_error(rep, 400, NULL, "query parameter '%s' must be true or false, got '%s'", key, s);
+    return -1;
+}
+
+struct report_find {
+    const char *drive;
+    char id[64];
+};
+
+static int newest_report(const struct bvdb_report *r, void *opaque)
+{
+    struct report_find *f = opaque;
+    if (!r->drive_id || strcmp(r->drive_id, f->drive) != 0)
+        return 0;
+    snprintf(f->id, sizeof(f->id), "%s", r->id);
+    return 1;
+}
+
+/* A failed read or write of drive data: 500 IOError (the contract's row for
+ * I/O errors, blkverify mismatches included), with the id of the report a
+ * mismatch filed (the drive's newest; the report is filed before the read
+ * returns). */
+static void data_fail(struct bv_request *req, struct bv_reply *rep, struct bv_drive_entry *e,
+                      int r, bv_error *err)
+{
+    const char *msg = err ? err->msg : strerror(-r);
+    struct report_find f = { .drive = e->id };
+    if (err && err->kind == BV_ERR_MISMATCH)
+        bvdb_report_list(req->app->db, 16, newest_report, &f);
+    if (r == -ENOMEM)
+        bv_reply_error(rep, 500, NULL, "%s", msg);
+    else
+        bv_reply_error_report(rep, 500, "IOError", f.id[0] ? f.id : NULL, "%s", msg);
+    bv_error_free(err);
+}
+
 static int check_range(struct bv_reply *rep, struct bv_drive_entry *e, uint64_t off, uint64_t len)
 {
     uint64_t size = bv_drive_size(e->drive);
@@ -257,9 +403,9 @@ static int check_range(struct bv_reply *rep, struct bv_drive_entry *e, uint64_t 
 void api_drives_data_put(struct bv_request *req, struct bv_reply *rep)
 {
     uint64_t off = 0;
-    if (query_u64(req, rep, "offset", true, &off) < 0)
+    bool flush;
+    if (query_u64(req, rep, "offset", true, &off) < 0 || query_bool(req, rep, "flush", &flush) < 0)
         return;
-    const char *fl = bv_req_query(req, "flush");
     struct bv_drive_entry *e = api_drive_get(req, rep);
     if (!e)
         return;
@@ -269,10 +415,10 @@ void api_drives_data_put(struct bv_request *req, struct bv_reply *rep)
         goto out;
     if (req->body_len)
         r = bv_drive_pwrite(e->drive, req->body, req->body_len, off, 0, &err);
-    if (r == 0 && fl && strcmp(fl, "true") == 0)
+    if (r == 0 && flush)
         r = bv_drive_flush(e->drive, &err);
     if (r < 0)
-        api_fail(rep, 500, r, err);
+        data_fail(req, rep, e, r, err);
     else
         bv_reply_empty(rep, 204);
 out:
@@ -299,7 +445,7 @@ void api_drives_data_get(struct bv_request *req, struct bv_reply *rep)
         int r = buf ? bv_drive_pread(e->drive, buf, len, off, &err) : -ENOMEM;
         if (r < 0) {
             free(buf);
-            api_fail(rep, 500, r, err);
+            data_fail(req, rep, e, r, err);
         } else {
             bv_reply_bytes(rep, 200, "application/octet-stream", buf, len);
         }
@@ -307,37 +453,56 @@ void api_drives_data_get(struct bv_request *req, struct bv_reply *rep)
     bv_registry_put(req->app, e);
 }
 
-/* bv_iocmd_target over a drive */
+/* bv_iocmd_target over a drive, for one request: cancelled when its client
+ * has gone */
+struct io_ctx {
+    bv_drive *drive;
+    struct bv_request *req;
+};
+
 static int t_pread(void *o, void *buf, uint64_t len, uint64_t off, bv_error **errp)
 {
-    return bv_drive_pread(o, buf, len, off, errp);
+    return bv_drive_pread(((struct io_ctx *)o)->drive, buf, len, off, errp);
 }
 static int t_pwrite(void *o, const void *buf, uint64_t len, uint64_t off, bv_error **errp)
 {
-    return bv_drive_pwrite(o, buf, len, off, 0, errp);
+    return bv_drive_pwrite(((struct io_ctx *)o)->drive, buf, len, off, 0, errp);
 }
 static int t_zero(void *o, uint64_t len, uint64_t off, bv_error **errp)
 {
-    return bv_drive_write_zeroes(o, len, off, BV_ZERO_MAY_UNMAP, errp);
+    return bv_drive_write_zeroes(((struct io_ctx *)o)->drive, len, off, BV_ZERO_MAY_UNMAP, errp);
 }
 static int t_discard(void *o, uint64_t len, uint64_t off, bv_error **errp)
 {
-    return bv_drive_discard(o, len, off, errp);
+    return bv_drive_discard(((struct io_ctx *)o)->drive, len, off, errp);
 }
 static int t_flush(void *o, bv_error **errp)
 {
-    return bv_drive_flush(o, errp);
+    return bv_drive_flush(((struct io_ctx *)o)->drive, errp);
+}
+static bool t_cancelled(void *o)
+{
+    return bv_req_client_gone(((struct io_ctx *)o)->req);
 }
 
-static cJSON *run_command(const struct bv_iocmd_target *t, const char *line, bool *ok)
+/* One parsed command, or why it did not parse (reported in its turn). */
+struct io_item {
+    const char *line;
+    struct bv_iocmd cmd;
+    bv_error *err;
+};
+
+static cJSON *run_command(struct bv_iocmd_target *t, struct io_item *it, bool *ok)
 {
     cJSON *res = cJSON_CreateObject();
-    cJSON_AddStringToObject(res, "command", line);
-    struct bv_iocmd cmd;
-    bv_error *err = NULL;
-    int64_t n = bv_iocmd_parse(line, &cmd, &err);
-    if (n >= 0)
-        n = bv_iocmd_exec(&cmd, t, &err);
+    cJSON_AddStringToObject(res, "command", it->line);
+    bv_error *err = it->err;
+    int64_t n = err ? -err->err : 0;
+    it->err = NULL;
+    if (!err) {
+        t->size = bv_drive_size(((struct io_ctx *)t->opaque)->drive);
+        n = bv_iocmd_exec(&it->cmd, t, &err);
+    }
     *ok = n >= 0;
     cJSON_AddBoolToObject(res, "ok", *ok);
     if (*ok)
@@ -348,6 +513,53 @@ static cJSON *run_command(const struct bv_iocmd_target *t, const char *line, boo
     return res;
 }
 
+/* Parse every command first: the request's total is known (and capped)
+ * before the first byte moves. */
+static struct io_item *parse_commands(const cJSON *cmds, size_t n, struct bv_reply *rep)
+{
+    struct io_item *items = calloc(n ? n : 1, sizeof(*items));
+    uint64_t total = 0;
+    size_t i = 0;
+    const cJSON *it;
+    if (!items) {
+        bv_reply_error(rep, 500, NULL, "out of memory for %zu commands", n);
+        return NULL;
+    }
+    cJSON_ArrayForEach(it, cmds) {
+        items[i].line = it->valuestring;
+        if (bv_iocmd_parse(it->valuestring, &items[i].cmd, &items[i].err) == 0 &&
+            (total += items[i].cmd.length) > MAX_IO_BYTES)
+            break;
+        i++;
+    }
+    if (total > MAX_IO_BYTES) {
+        bv_reply_error(rep, 413, NULL, "the commands of one request may move at most %llu bytes "
+                       "(command %zu passes it)", MAX_IO_BYTES, i + 1);
+        for (size_t k = 0; k < n; k++)
+            bv_error_free(items[k].err);
+        free(items);
+        return NULL;
+    }
+    return items;
+}
+
+static cJSON *run_commands(struct bv_request *req, bv_drive *d, struct io_item *items, size_t n)
+{
+    struct io_ctx ctx = { d, req };
+    struct bv_iocmd_target t = {
+        .opaque = &ctx, .pread = t_pread, .pwrite = t_pwrite, .write_zeroes = t_zero,
+        .discard = t_discard, .flush = t_flush, .cancelled = t_cancelled,
+    };
+    cJSON *results = cJSON_CreateArray();
+    for (size_t i = 0; i < n; i++) {
+        bool ok;
+        cJSON_AddItemToArray(results, run_command(&t, &items[i], &ok));
+        if (!ok)
+            break;
+    }
+    return results;
+}
+
 void api_drives_io(struct bv_request *req, struct bv_reply *rep)
 {
     const cJSON *cmds = NULL;
@@ -355,35 +567,33 @@ void api_drives_io(struct bv_request *req, struct bv_reply *rep)
         { "commands", BVJ_ARRAY, true, &cmds },
     };
     cJSON *body = api_read_body(req, rep, f, BVJ_COUNT(f));
+    struct io_item *items = NULL;
+    size_t n = 0;
     if (!body)
         return;
-    int n = cJSON_GetArraySize(cmds);
     const cJSON *it;
     cJSON_ArrayForEach(it, cmds) {
         if (!cJSON_IsString(it)) {
             bv_reply_error(rep, 400, NULL, "'commands' must be an array of strings");
             goto out;
         }
+        n++;
     }
     if (n > MAX_IO_COMMANDS) {
         bv_reply_error(rep, 413, NULL, "at most %d commands per request", MAX_IO_COMMANDS);
         goto out;
     }
     struct bv_drive_entry *e = api_drive_get(req, rep);
-    if (!e)
-        goto out;
-    struct bv_iocmd_target t = { e->drive, t_pread, t_pwrite, t_zero, t_discard, t_flush };
-    cJSON *results = cJSON_CreateArray();
-    cJSON_ArrayForEach(it, cmds) {
-        bool ok;
-        cJSON_AddItemToArray(results, run_command(&t, it->valuestring, &ok));
-        if (!ok)
-            break;
-    }
-    bv_registry_put(req->app, e);
+    if (!e || !(items = parse_commands(cmds, n, rep)))
+        goto put;
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddItemToObject(o, "results", results);
+    cJSON_AddItemToObject(o, "results", run_commands(req, e->drive, items, n));
     bv_reply_json(rep, 200, o);
+    for (size_t i = 0; i < n; i++)
+        bv_error_free(items[i].err);
+    free(items);
+put:
+    bv_registry_put(req->app, e);
 out:
     cJSON_Delete(body);
 }

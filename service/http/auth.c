@@ -1,6 +1,8 @@
 /*
  * Token comparison that takes the same time whatever prefix matches, so the
- * token cannot be guessed byte by byte from response times.
+ * token cannot be guessed byte by byte from response times.  An empty
+ * configured token matches nothing: configuration refuses one, and this is
+ * the second line, so "Authorization: Bearer " can never pass.
  */
 #include <string.h>
 #include <strings.h>
@@ -20,10 +22,10 @@ bool bv_auth_ok(const char *token, const char *header)
 {
     if (!token)
         return true;
-    if (!header || strncasecmp(header, "Bearer ", 7) != 0)
+    if (!token[0] || !header || strncasecmp(header, "Bearer ", 7) != 0)
         return false;
     const char *given = header + 7;
     while (*given == ' ')
         given++;
-    return equal_ct(given, token);
+    return given[0] && equal_ct(given, token);
 }

@@ -4,7 +4,8 @@
 
 #include <stdbool.h>
 
-/* true if header (the Authorization value, may be NULL) carries token. */
+/* true if header (the Authorization value, may be NULL) carries token.  No
+ * token (NULL): everything passes; an empty token: nothing does. */
 bool bv_auth_ok(const char *token, const char *header);
 
 #endif

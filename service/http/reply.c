@@ -1,5 +1,6 @@
 /* Replies and the error envelope: see reply.h. */
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,18 @@ const char *bv_req_query(const struct bv_request *req, const char *key)
 const char *bv_req_header(const struct bv_request *req, const char *key)
 {
     return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, key);
+}
+
+bool bv_req_client_gone(const struct bv_request *req)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci)
+        return false;
+    /* the peer's FIN shows as RDHUP, a reset as ERR/HUP; pending request
+     * bytes (POLLIN alone) are not a disconnect */
+    struct pollfd p = { .fd = ci->connect_fd, .events = POLLRDHUP };
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
 }
 
 cJSON *bv_req_json(const struct bv_request *req, struct bv_reply *rep)
@@ -69,17 +82,17 @@ static const char *default_class(int status)
     }
 }
 
-void bv_reply_error(struct bv_reply *rep, int status, const char *cls, const char *fmt, ...)
+static void reply_error_v(struct bv_reply *rep, int status, const char *cls,
+                          const char *report_id, const char *fmt, va_list ap)
 {
     char desc[1024];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(desc, sizeof(desc), fmt, ap);
-    va_end(ap);
     cJSON *root = cJSON_CreateObject();
     cJSON *e = cJSON_AddObjectToObject(root, "error");
     cJSON_AddStringToObject(e, "class", cls ? cls : default_class(status));
     cJSON_AddStringToObject(e, "desc", desc);
+    if (report_id)
+        cJSON_AddStringToObject(e, "report_id", report_id);
     char *text = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     if (!text) {
@@ -88,6 +101,23 @@ void bv_reply_error(struct bv_reply *rep, int status, const char *cls, const cha
         status = 500;
     }
     set_body(rep, status, "application/json", text, text ? strlen(text) : 0);
+}
+
+void bv_reply_error(struct bv_reply *rep, int status, const char *cls, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    reply_error_v(rep, status, cls, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void bv_reply_error_report(struct bv_reply *rep, int status, const char *cls,
+                           const char *report_id, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    reply_error_v(rep, status, cls, report_id, fmt, ap);
+    va_end(ap);
 }
 
 int bv_status_for_errno(int err)

@@ -45,6 +45,10 @@ const char *bv_req_query(const struct bv_request *req, const char *key);
 /* A header value, or NULL. */
 const char *bv_req_header(const struct bv_request *req, const char *key);
 
+/* true once the client has closed or reset its connection: long work for
+ * this request should stop (nobody will read the reply). */
+bool bv_req_client_gone(const struct bv_request *req);
+
 /* Parse the body as a JSON object; on failure sends the 400 and returns NULL. */
 cJSON *bv_req_json(const struct bv_request *req, struct bv_reply *rep);
 
@@ -58,6 +62,12 @@ void bv_reply_bytes(struct bv_reply *rep, int status, const char *ctype, char *b
  * 401 AuthenticationError, 404 NotFound, 500 InternalError, else GenericError. */
 void bv_reply_error(struct bv_reply *rep, int status, const char *cls, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* The envelope plus "report_id" inside "error" (NULL: none): an I/O error
+ * that filed a corruption report names it, so a client can fetch it. */
+void bv_reply_error_report(struct bv_reply *rep, int status, const char *cls,
+                           const char *report_id, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
 /* Status for a core/db errno in a "body reference" context:
  * EINVAL/ENOENT/ERANGE… → 400, EEXIST/EBUSY → 409, EFBIG → 413, else 500. */

@@ -8,6 +8,8 @@
  * Larger bodies get 413 and are discarded as they arrive (never buffered).
  * All connections together buffer at most BV_MAX_BUFFERED_BODIES; an
  * upload that would pass it gets 503 (retry later) instead of memory.
+ * Auth, URL strings, routing and the declared body size are checked on the
+ * headers, so a refused request never has its body buffered.
  */
 #ifndef BV_HTTP_SERVER_H
 #define BV_HTTP_SERVER_H
@@ -19,7 +21,12 @@ struct bv_http;
 
 #define BV_MAX_JSON_BODY   (1u << 20)
 #define BV_MAX_BINARY_BODY (64u << 20)
-#define BV_MAX_CONNECTIONS 256
+/* Connection slots: the total, the share of one non-loopback address, and
+ * the silence (seconds) after which a connection is closed -- also while its
+ * headers are incomplete.  Handlers that wait (long-polls) are not silence. */
+#define BV_MAX_CONNECTIONS 1024
+#define BV_MAX_CONNECTIONS_PER_ADDRESS 64
+#define BV_CONNECTION_TIMEOUT_S 10
 /* All connections' buffered bodies together; past it new uploads get 503. */
 #define BV_MAX_BUFFERED_BODIES (512u << 20)
 

@@ -1,4 +1,11 @@
-/* Strict JSON reading: see json.h. */
+/*
+ * Strict JSON reading: see json.h.  Before cJSON sees a body it is checked
+ * for what cJSON would silently accept and C strings would then change: raw
+ * NUL bytes, bytes that are not UTF-8 (they would be echoed back as invalid
+ * JSON) and \u0000 escapes (a name would end at the NUL).  After parsing,
+ * every object is checked for duplicate keys (cJSON keeps both and lookups
+ * find the first).
+ */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,12 +15,136 @@
 
 #define MAX_EXACT_DOUBLE 9007199254740992.0   /* 2^53 */
 
+/* Length of the UTF-8 sequence starting at p (at most n bytes), 0 if invalid:
+ * no overlong forms, no surrogates, nothing above U+10FFFF. */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+    unsigned char c = p[0];
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xbf;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        len = 2;
+    else if (c >= 0xe0 && c <= 0xef)
+        len = 3;
+    else if (c >= 0xf0 && c <= 0xf4)
+        len = 4;
+    else
+        return 0;
+    if (c == 0xe0)
+        lo = 0xa0;
+    else if (c == 0xed)
+        hi = 0x9f;
+    else if (c == 0xf0)
+        lo = 0x90;
+    else if (c == 0xf4)
+        hi = 0x8f;
+    if (len > n || p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if (p[i] < 0x80 || p[i] > 0xbf)
+            return 0;
+    return len;
+}
+
+/* Offset of the first byte that is not part of valid UTF-8, or n. */
+static size_t utf8_invalid_at(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < n) {
+        size_t k = utf8_seq(p + i, n - i);
+        if (k == 0)
+            return i;
+        i += k;
+    }
+    return n;
+}
+
+bool bvj_utf8_valid(const char *s, size_t n)
+{
+    return utf8_invalid_at(s, n) == n;
+}
+
+/* Offset of a \u0000 escape inside a string, or len. */
+static size_t find_nul_escape(const char *text, size_t len)
+{
+    bool in_string = false;
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] == '"') {
+            in_string = !in_string;
+        } else if (in_string && text[i] == '\\' && i + 1 < len) {
+            if (text[i + 1] == 'u' && i + 5 < len && memcmp(text + i + 2, "0000", 4) == 0)
+                return i;
+            i++;                   /* skip the escaped character */
+        }
+    }
+    return len;
+}
+
+/* The raw text's checks; 0 or -1 with err filled. */
+static int check_text(const char *text, size_t len, char *err, size_t errlen)
+{
+    const char *nul = memchr(text, '\0', len);
+    size_t bad;
+    if (nul) {
+        snprintf(err, errlen, "request body contains a NUL byte at byte %zu", (size_t)(nul - text));
+        return -1;
+    }
+    if ((bad = utf8_invalid_at(text, len)) != len) {
+        snprintf(err, errlen, "request body is not valid UTF-8 (at byte %zu)", bad);
+        return -1;
+    }
+    if ((bad = find_nul_escape(text, len)) != len) {
+        snprintf(err, errlen, "JSON strings must not contain NUL (\\u0000, at byte %zu)", bad);
+        return -1;
+    }
+    return 0;
+}
+
+static int key_cmp(const void *a, const void *b)
+{
+    return strcmp((*(const cJSON *const *)a)->string, (*(const cJSON *const *)b)->string);
+}
+
+/* The first key that appears twice in one object of the tree, or NULL.
+ * Sorting the keys keeps an object with many keys O(n log n). */
+static const char *duplicate_key(const cJSON *node, int depth)
+{
+    const cJSON *it;
+    const char *dup = NULL;
+    if (cJSON_IsObject(node) && node->child) {
+        size_t n = 0, i = 0;
+        cJSON_ArrayForEach(it, node)
+            n++;
+        const cJSON **keys = malloc(n * sizeof(*keys));
+        if (!keys)
+            return NULL;
+        cJSON_ArrayForEach(it, node)
+            keys[i++] = it;
+        qsort(keys, n, sizeof(*keys), key_cmp);
+        for (i = 1; i < n && !dup; i++)
+            if (strcmp(keys[i - 1]->string, keys[i]->string) == 0)
+                dup = keys[i]->string;
+        free(keys);
+    }
+    if (depth < CJSON_NESTING_LIMIT)
+        for (it = node->child; it && !dup; it = it->next)
+            dup = duplicate_key(it, depth + 1);
+    return dup;
+}
+
 cJSON *bvj_parse_object(const char *text, size_t len, char *err, size_t errlen)
 {
+    while (text && len && text[len - 1] == '\0')    /* a terminator passed in the length */
+        len--;
     if (!text || len == 0) {
         snprintf(err, errlen, "request body is empty; a JSON object is expected");
         return NULL;
     }
+    if (check_text(text, len, err, errlen) < 0)
+        return NULL;
     const char *end = NULL;
     cJSON *obj = cJSON_ParseWithLengthOpts(text, len, &end, false);
     if (!obj) {
@@ -32,6 +163,12 @@ cJSON *bvj_parse_object(const char *text, size_t len, char *err, size_t errlen)
     if (!cJSON_IsObject(obj)) {
         cJSON_Delete(obj);
         snprintf(err, errlen, "a JSON object is expected");
+        return NULL;
+    }
+    const char *dup = duplicate_key(obj, 0);
+    if (dup) {
+        snprintf(err, errlen, "duplicate key '%s' in a JSON object", dup);
+        cJSON_Delete(obj);
         return NULL;
     }
     return obj;

@@ -38,7 +38,9 @@ struct bvj_field {
     const char *const *names;    /* BVJ_ENUM */
 };
 
-/* Parse text as a JSON object.  NULL on failure, with err filled. */
+/* Parse text as a JSON object.  NULL on failure, with err filled: besides
+ * malformed JSON, a NUL byte, invalid UTF-8, a \u0000 escape in a string and
+ * a key given twice in one object are refused. */
 cJSON *bvj_parse_object(const char *text, size_t len, char *err, size_t errlen);
 
 /* Read obj against fields[n].  Returns 0, or -1 with err filled (400). */
@@ -48,6 +50,10 @@ int bvj_read(const cJSON *obj, const struct bvj_field *fields, size_t n,
 /* "64M" → 67108864; also plain decimal.  Returns -1 on a malformed or
  * overflowing value. */
 int bvj_parse_size(const char *s, uint64_t *out);
+
+/* true if s[0..n) is well-formed UTF-8 (no overlongs, surrogates or code
+ * points past U+10FFFF). */
+bool bvj_utf8_valid(const char *s, size_t n);
 
 /* Index of s in a NULL-terminated names table, or -1. */
 int bvj_enum_index(const char *const *names, const char *s);

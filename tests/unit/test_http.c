@@ -3,7 +3,9 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -57,6 +59,50 @@ static void test_auth(void **state)
     assert_false(bv_auth_ok("tok", "Basic tok"));
     assert_true(bv_auth_ok("tok", "Bearer tok"));
     assert_true(bv_auth_ok("tok", "bearer tok"));
+    /* an empty configured token matches nothing, an empty bearer never passes */
+    assert_false(bv_auth_ok("", "Bearer "));
+    assert_false(bv_auth_ok("", "Bearer"));
+    assert_false(bv_auth_ok("", NULL));
+    assert_false(bv_auth_ok("tok", "Bearer "));
+}
+
+/* A blank token from any source refuses start-up; it never becomes an empty
+ * token that "Authorization: Bearer " would match. */
+static void test_config_blank_token(void **state)
+{
+    (void)state;
+    struct bv_config cfg;
+    char err[256];
+    char *nonloop[] = { "serve", "--listen", "0.0.0.0:8080", NULL };
+    char *loop[] = { "serve", "--listen", "127.0.0.1:0", NULL };
+    static const char *const blanks[] = { "", "   ", "\t\n", " \r\n " };
+    for (size_t i = 0; i < sizeof(blanks) / sizeof(blanks[0]); i++) {
+        setenv("BLOCKVAULT_TOKEN", blanks[i], 1);
+        err[0] = '\0';
+        assert_int_equal(bv_config_parse(3, nonloop, &cfg, err, sizeof(err)), -1);
+        assert_string_equal(err, "BLOCKVAULT_TOKEN is set but empty or blank; set a token or "
+                                 "unset the variable");
+        assert_null(cfg.token);
+        assert_int_equal(bv_config_parse(3, loop, &cfg, err, sizeof(err)), -1);
+    }
+    setenv("BLOCKVAULT_TOKEN", "  s3cret \n", 1);
+    assert_int_equal(bv_config_parse(3, nonloop, &cfg, err, sizeof(err)), 0);
+    assert_string_equal(cfg.token, "s3cret");
+    bv_config_free(&cfg);
+    unsetenv("BLOCKVAULT_TOKEN");
+
+    char path[] = "/tmp/test_http_tokenXXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, " \t \n\n", 5), 5);
+    close(fd);
+    char *withfile[] = { "serve", "--listen", "0.0.0.0:8080", "--token-file", path, NULL };
+    err[0] = '\0';
+    assert_int_equal(bv_config_parse(5, withfile, &cfg, err, sizeof(err)), -1);
+    char want[128];
+    snprintf(want, sizeof(want), "--token-file %s is empty or blank", path);
+    assert_string_equal(err, want);
+    unlink(path);
 }
 
 static void test_config(void **state)
@@ -106,6 +152,7 @@ int main(void)
         cmocka_unit_test(test_router),
         cmocka_unit_test(test_auth),
         cmocka_unit_test(test_config),
+        cmocka_unit_test(test_config_blank_token),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

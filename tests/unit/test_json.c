@@ -80,6 +80,47 @@ static void test_rejections(void **state)
     }
 }
 
+/* What cJSON accepts but a C string or a JSON reply would change: NUL
+ * (raw or escaped), invalid UTF-8, and a key given twice (first wins). */
+static void test_strings(void **state)
+{
+    (void)state;
+    static const struct { const char *body; size_t len; const char *msg; } cases[] = {
+        { "{\"id\":\"x\\u0000.qcow2\"}", 0,
+          "JSON strings must not contain NUL (\\u0000, at byte 8)" },
+        { "{\"id\":\"x\\u0000\"}", 0, "JSON strings must not contain NUL" },
+        { "{\"a\\u0000b\":1}", 0, "JSON strings must not contain NUL (\\u0000, at byte 3)" },
+        { "{\"id\":\"x\0y\"}", 12, "request body contains a NUL byte at byte 8" },
+        { "{\"id\":\"\xff\"}", 0, "request body is not valid UTF-8 (at byte 7)" },
+        { "{\"id\":\"\xc0\xaf\"}", 0, "request body is not valid UTF-8 (at byte 7)" },
+        { "{\"id\":\"\xed\xa0\x80\"}", 0, "request body is not valid UTF-8 (at byte 7)" },
+        { "{\"id\":\"\xe2\x82\"}", 0, "request body is not valid UTF-8 (at byte 7)" },
+        { "{\"id\":\"\xf4\x90\x80\x80\"}", 0, "request body is not valid UTF-8 (at byte 7)" },
+        { "{\"id\":\"a\",\"id\":\"b\"}", 0, "duplicate key 'id' in a JSON object" },
+        { "{\"id\":\"a\",\"o\":{\"k\":1,\"j\":2,\"k\":3}}", 0,
+          "duplicate key 'k' in a JSON object" },
+        { "{\"id\":\"a\",\"l\":[{\"z\":1,\"z\":1}]}", 0, "duplicate key 'z' in a JSON object" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char err[256] = "";
+        size_t len = cases[i].len ? cases[i].len : strlen(cases[i].body);
+        cJSON *o = bvj_parse_object(cases[i].body, len, err, sizeof(err));
+        if (o || !strstr(err, cases[i].msg))
+            fail_msg("case %zu: got '%s', want '%s'", i, o ? "(accepted)" : err, cases[i].msg);
+    }
+    /* valid multi-byte text, escapes that are not NUL and a literal backslash-u text pass */
+    char err[256];
+    const char *ok = "{\"id\":\"caf\xc3\xa9 \xf0\x9f\x92\xbe \\u0041 \\\\u0000\",\"o\":{\"id\":1}}";
+    cJSON *o = bvj_parse_object(ok, strlen(ok), err, sizeof(err));
+    if (!o)
+        fail_msg("valid body refused: %s", err);
+    assert_string_equal(cJSON_GetObjectItem(o, "id")->valuestring,
+                        "caf\xc3\xa9 \xf0\x9f\x92\xbe A \\u0000");
+    cJSON_Delete(o);
+    assert_true(bvj_utf8_valid("\xe2\x82\xac", 3));
+    assert_false(bvj_utf8_valid("\xe2\x82\xac", 2));
+}
+
 static void test_sizes(void **state)
 {
     (void)state;
@@ -107,6 +148,7 @@ int main(void)
         cmocka_unit_test(test_valid_body),
         cmocka_unit_test(test_rejections),
         cmocka_unit_test(test_sizes),
+        cmocka_unit_test(test_strings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,6 +18,12 @@
  * Bounds: LEN ≤ BV_IOCMD_MAX_LEN and OFF+LEN must not overflow.  The executor
  * moves data through one buffer of at most BV_IOCMD_CHUNK bytes, so a 1 GiB
  * write costs 4 MiB of memory, not 1 GiB.
+ *
+ * Range: as qemu-io (blk_check_byte_request), the whole request is checked
+ * against the target's size before the first byte moves, so a write that
+ * runs past the end changes nothing; it fails with EIO and a message that
+ * names the request.  Cancellation: an optional callback is asked before
+ * every chunk, so a caller whose client went away stops a long command.
  */
 #ifndef BV_IOCMD_H
 #define BV_IOCMD_H
@@ -56,7 +62,10 @@ const char *bv_iocmd_op_name(enum bv_iocmd_op op);
 
 /* Where commands run.  Each op returns 0 or a negative errno and may fill
  * *errp.  Ranges given to them are at most BV_IOCMD_CHUNK long for pread and
- * pwrite; write_zeroes and discard get the whole command range. */
+ * pwrite; write_zeroes and discard get the whole command range.  size is
+ * the target's length in bytes (every range must lie inside it); cancelled
+ * (may be NULL) returns true when the work should stop.  Initialise with
+ * designated initializers. */
 struct bv_iocmd_target {
     void *opaque;
     int (*pread)(void *opaque, void *buf, uint64_t len, uint64_t off, bv_error **errp);
@@ -65,10 +74,16 @@ struct bv_iocmd_target {
     int (*write_zeroes)(void *opaque, uint64_t len, uint64_t off, bv_error **errp);
     int (*discard)(void *opaque, uint64_t len, uint64_t off, bv_error **errp);
     int (*flush)(void *opaque, bv_error **errp);
+    uint64_t size;
+    bool (*cancelled)(void *opaque);
 };
 
 /* Run cmd against t.  Returns the number of bytes processed (the command's
- * length; 0 for flush) or a negative errno.  A read whose data differs from
+ * length; 0 for flush) or a negative errno.  A range past t->size is -EIO,
+ * "Input/output error: write offset=O bytes=N is past the end of the image
+ * (S bytes)", before any byte moves.  A cancelled command is -ECANCELED
+ * ("write cancelled after D of N bytes"); bytes already moved stay moved.
+ * A read whose data differs from
  * its -P pattern returns -EIO with kind BV_ERR_MISMATCH, offset = the
  * command's offset, and qemu-io's wording: "Pattern verification failed at
  * offset N, M bytes". */
