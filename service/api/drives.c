@@ -15,39 +15,21 @@
 #include "app.h"
 #include "bv/iocmd.h"
 #include "bv/path.h"
-#include "bvdb/drives.h"
 #include "bvdb/reports.h"
 #include "runtime/drives.h"
 #include "runtime/registry.h"
 
-#define MAX_ID_LEN      128
 #define MAX_READ_LENGTH (64u << 20)     /* GET …/data: larger ranges are a 413 */
 #define MAX_IO_COMMANDS 1024
 #define MAX_IO_BYTES    (4ULL << 30)    /* /io: bytes all commands of one request may move */
 
-static const char *const drive_format_names[] = { "raw", "qcow2", "blkverify", NULL };
-
-bool api_id_valid(const char *id)
-{
-    size_t n = strlen(id);
-    if (n == 0 || n > MAX_ID_LEN || !((id[0] >= 'a' && id[0] <= 'z') || (id[0] >= 'A' && id[0] <= 'Z')))
-        return false;
-    for (size_t i = 1; i < n; i++) {
-        char c = id[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '-' || c == '.' || c == '_';
-        if (!ok)
-            return false;
-    }
-    return true;
-}
-
 struct bv_drive_entry *api_drive_get(struct bv_request *req, struct bv_reply *rep)
 {
-    struct bv_drive_entry *e = bv_registry_get(req->app, req->params[0]);
-    if (!e)
-        bv_reply_error(rep, 404, "DeviceNotFound", "Cannot find device='%s' nor node-name='%s'",
-                       req->params[0], req->params[0]);
+    struct bv_drive_entry *e = NULL;
+    bv_error *err = NULL;
+    int r = bv_drives_get(req->app, req->params[0], &e, &err);
+    if (r < 0)
+        api_fail(rep, 0, r, err);
     return e;
 }
 
@@ -59,7 +41,7 @@ cJSON *api_drive_json(struct bv_drive_entry *e)
     bv_node_info(n, &info, NULL);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", e->id);
-    cJSON_AddStringToObject(o, "format", e->format);
+    cJSON_AddStringToObject(o, "format", bv_drive_format_names[e->format]);
     cJSON_AddStringToObject(o, "file", e->file);
     cJSON_AddNumberToObject(o, "size", (double)bv_drive_size(e->drive));
     cJSON_AddNumberToObject(o, "allocated", (double)info.actual_size);
@@ -90,41 +72,33 @@ struct create_req {
     const cJSON *blkdebug, *test, *raw;
 };
 
-static int check_create(struct bv_request *req, struct bv_reply *rep, struct create_req *c,
-                        char *file_buf, size_t file_len)
+/* The request's shape (which fields go together); the operation checks
+ * the rest. */
+static int check_create(struct bv_reply *rep, const struct create_req *c)
 {
-    if (!api_id_valid(c->id)) {
-        bv_reply_error(rep, 400, NULL, "Invalid drive id '%s': use a letter, then letters, "
-                       "digits, '-', '.' or '_' (at most %d)", c->id, MAX_ID_LEN);
+    bv_error *err = NULL;
+    int r = bv_drive_id_check(c->id, &err);
+    if (r < 0) {
+        api_fail(rep, 0, r, err);
         return -1;
     }
-    bool verify = c->format == 2;
-    if (verify && (!c->test || !c->raw || c->blkdebug || c->file || c->have_size)) {
-        bv_reply_error(rep, 400, NULL, "a blkverify drive takes \"test\" and \"raw\" (and no "
-                       "file, size or blkdebug)");
-        return -1;
-    }
-    if (!verify && (c->test || c->raw)) {
-        bv_reply_error(rep, 400, NULL, "\"test\" and \"raw\" are for \"format\":\"blkverify\"");
-        return -1;
-    }
-    if (!verify && !c->existing && !c->have_size) {
-        bv_reply_error(rep, 400, NULL, "Parameter 'size' is missing (required to create the image; "
-                       "use \"existing\":true to open one)");
-        return -1;
-    }
-    if (!verify && c->existing && c->have_size) {
-        bv_reply_error(rep, 400, NULL, "'size' cannot be given with \"existing\":true");
-        return -1;
-    }
-    if (c->file)
-        snprintf(file_buf, file_len, "%s", c->file);
-    else
-        snprintf(file_buf, file_len, "%s.%s", c->id, drive_format_names[c->format]);
-    (void)req;
-    return 0;
+    bool verify = c->format == BV_DRIVE_BLKVERIFY;
+    const char *msg = NULL;
+    if (verify && (!c->test || !c->raw || c->blkdebug || c->file || c->have_size))
+        msg = "a blkverify drive takes \"test\" and \"raw\" (and no file, size or blkdebug)";
+    else if (!verify && (c->test || c->raw))
+        msg = "\"test\" and \"raw\" are for \"format\":\"blkverify\"";
+    else if (!verify && !c->existing && !c->have_size)
+        msg = "Parameter 'size' is missing (required to create the image; use \"existing\":true "
+              "to open one)";
+    else if (!verify && c->existing && c->have_size)
+        msg = "'size' cannot be given with \"existing\":true";
+    if (msg)
+        bv_reply_error(rep, 400, NULL, "%s", msg);
+    return msg ? -1 : 0;
 }
 
+/* The catalog text of the request's filters (model/filters.h decodes it). */
 static char *filters_text(const struct create_req *c)
 {
     cJSON *f = cJSON_CreateObject();
@@ -140,51 +114,12 @@ static char *filters_text(const struct create_req *c)
     return s;
 }
 
-/* Create the image file for a new drive; returns its canonical path. */
-static char *create_image(struct bv_request *req, struct bv_reply *rep, const struct create_req *c,
-                          const char *file)
-{
-    char *abs = api_resolve(req, rep, file, false);
-    if (!abs)
-        return NULL;
-    if (access(abs, F_OK) == 0) {
-        bv_reply_error(rep, 409, NULL, "Image '%s' already exists; use \"existing\":true to "
-                       "open it", file);
-        free(abs);
-        return NULL;
-    }
-    struct bv_create_opts co = {
-        .path = file, .root = req->app->images_dir, .format = api_format(c->format),
-        .size = c->size, .cluster_size = (uint32_t)c->cluster,
-    };
-    bv_error *e = NULL;
-    int r = bv_image_create(&co, &e);
-    if (r < 0) {
-        api_fail(rep, 400, r, e);
-        free(abs);
-        return NULL;
-    }
-    return abs;
-}
-
-static int record_drive(struct bv_app *app, struct bv_drive_entry *e)
-{
-    char now[32];
-    bvdb_now(now);
-    struct bvdb_drive rec = {
-        .id = e->id, .format = e->format, .file = e->file,
-        .size = bv_drive_size(e->drive), .cluster_size = bv_node_cluster_size(bv_drive_node(e->drive)),
-        .filters = e->filters, .created_at = now,
-    };
-    return bvdb_drive_insert(app->db, &rec);
-}
-
 void api_drives_create(struct bv_request *req, struct bv_reply *rep)
 {
     struct create_req c = { .format = -1 };
     const struct bvj_field f[] = {
         { "id", BVJ_STRING, true, &c.id },
-        { "format", BVJ_ENUM, true, &c.format, .names = drive_format_names },
+        { "format", BVJ_ENUM, true, &c.format, .names = bv_drive_format_names },
         { "file", BVJ_STRING, false, &c.file },
         { "size", BVJ_SIZE, false, &c.size, &c.have_size, 1, BV_MAX_IMAGE_SIZE },
         { "cluster_size", BVJ_U64, false, &c.cluster, .max = BV_MAX_CLUSTER_SIZE },
@@ -196,48 +131,34 @@ void api_drives_create(struct bv_request *req, struct bv_reply *rep)
     cJSON *body = api_read_body(req, rep, f, BVJ_COUNT(f));
     if (!body)
         return;
-    char file[1024], err[512];
-    char *created = NULL, *filters = NULL;
+    struct bv_drive_filters filters = { 0 };
     struct bv_drive_entry *e = NULL;
-    if (check_create(req, rep, &c, file, sizeof(file)) < 0)
+    bv_error *err = NULL;
+    char *text = NULL;
+    int r;
+    if (check_create(rep, &c) < 0)
         goto out;
-    struct bv_drive_entry *taken = bv_registry_get(req->app, c.id);
-    if (taken) {
-        bv_registry_put(req->app, taken);
-        bv_reply_error(rep, 409, NULL, "Drive '%s' already exists", c.id);
+    if (!(text = filters_text(&c))) {
+        bv_reply_error(rep, 500, NULL, "out of memory");
         goto out;
     }
-    if (c.format != 2 && !c.existing && !(created = create_image(req, rep, &c, file)))
+    struct bv_drive_spec spec = {
+        .id = c.id, .format = (enum bv_drive_format)c.format, .file = c.file,
+        .create = !c.existing, .size = c.size, .cluster_size = (uint32_t)c.cluster,
+        .filters = &filters, .filters_text = text,
+    };
+    if ((r = bv_filters_decode(text, &filters, &err)) < 0) {
+        api_fail(rep, 0, r, err);
         goto out;
-    filters = filters_text(&c);
-    int status;
-    if (bv_drives_open(req->app, c.id, drive_format_names[c.format], file, filters, &e,
-                       &status, err, sizeof(err)) < 0) {
-        bv_reply_error(rep, status, NULL, "%s", err);
-        goto fail;
     }
-    if (bv_registry_insert(req->app, e) < 0) {
-        bv_reply_error(rep, 409, NULL, "Drive '%s' already exists", c.id);
-        bv_drive_entry_free(e);
-        e = NULL;
-        goto fail;
-    }
-    if (record_drive(req->app, e) < 0) {
-        bv_reply_error(rep, 500, NULL, "cannot record drive '%s' in the catalog", c.id);
-        bv_registry_unlink(req->app, e);
-        goto fail;
-    }
-    bv_reply_json(rep, 201, api_drive_json(e));
-    goto out;
-fail:
-    bv_registry_put(req->app, e);
-    e = NULL;
-    if (created)
-        unlink(created);
+    if ((r = bv_drives_create(req->app, &spec, &e, &err)) < 0)
+        api_fail(rep, 0, r, err);
+    else
+        bv_reply_json(rep, 201, api_drive_json(e));
 out:
     bv_registry_put(req->app, e);
-    free(created);
-    free(filters);
+    bv_filters_clear(&filters);
+    free(text);
     cJSON_Delete(body);
 }
 
@@ -273,28 +194,12 @@ void api_drives_delete(struct bv_request *req, struct bv_reply *rep)
         bv_reply_error(rep, 400, NULL, "delete_file must be true or false");
         return;
     }
-    struct bv_drive_entry *e = api_drive_get(req, rep);
-    if (!e)
-        return;
-    if (bv_drive_busy(e->drive)) {
-        bv_reply_error(rep, 409, NULL, "Node '%s' is busy: block device is in use by a job", e->id);
-        bv_registry_put(req->app, e);
-        return;
-    }
-    if (bvdb_drive_delete(req->app->db, e->id) < 0) {
-        bv_reply_error(rep, 500, NULL, "cannot remove drive '%s' from the catalog", e->id);
-        bv_registry_put(req->app, e);
-        return;
-    }
-    char *path = NULL;
-    if (delete_file && strcmp(e->format, "blkverify") != 0)
-        bv_path_resolve(req->app->images_dir, NULL, e->file, 0, &path, NULL);
-    bv_registry_unlink(req->app, e);
-    bv_registry_put(req->app, e);     /* closes the drive once no request uses it */
-    if (path)
-        unlink(path);
-    free(path);
-    bv_reply_empty(rep, 204);
+    bv_error *err = NULL;
+    int r = bv_drives_remove(req->app, req->params[0], delete_file, &err);
+    if (r < 0)
+        api_fail(rep, 0, r, err);
+    else
+        bv_reply_empty(rep, 204);
 }
 
 void api_drives_resize(struct bv_request *req, struct bv_reply *rep)
@@ -311,11 +216,9 @@ void api_drives_resize(struct bv_request *req, struct bv_reply *rep)
     struct bv_drive_entry *e = api_drive_get(req, rep);
     if (e) {
         bv_error *err = NULL;
-        int r = bv_drive_resize(e->drive, size, shrink, &err);
+        int r = bv_drives_resize(req->app, e, size, shrink, &err);
         if (r < 0)
             api_fail(rep, 0, r, err);
-        else if (bvdb_drive_set_size(req->app->db, e->id, bv_drive_size(e->drive)) < 0)
-            bv_reply_error(rep, 500, NULL, "resized, but the catalog could not record it");
         else
             bv_reply_json(rep, 200, api_drive_json(e));
     }
