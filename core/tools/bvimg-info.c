@@ -71,14 +71,14 @@ static void print_info_json(const char *file, const struct bv_image_info *in)
            bv_format_name(in->format), in->actual_size);
     if (in->format == BV_FMT_QCOW2) {
         printf("    \"format-specific\": {\n        \"type\": \"qcow2\",\n        \"data\": {\n"
-               "            \"compat\": \"%s\",\n            \"compression-type\": \"zlib\",\n",
-               in->qcow2_version >= 3 ? "1.1" : "0.10");
+               "            \"compat\": \"%s\",\n            \"compression-type\": \"%s\",\n",
+               in->qcow2_version >= 3 ? "1.1" : "0.10", in->compression_zstd ? "zstd" : "zlib");
         if (in->qcow2_version >= 3)
             printf("            \"lazy-refcounts\": %s,\n", in->compatible_features & 1 ? "true" : "false");
         printf("            \"refcount-bits\": %d", in->refcount_bits);
         if (in->qcow2_version >= 3)
-            printf(",\n            \"corrupt\": %s,\n            \"extended-l2\": false",
-                   in->corrupt ? "true" : "false");
+            printf(",\n            \"corrupt\": %s,\n            \"extended-l2\": %s",
+                   in->corrupt ? "true" : "false", in->extended_l2 ? "true" : "false");
         printf("\n        }\n    },\n");
     }
     if (in->backing[0]) {
@@ -106,13 +106,14 @@ static void print_info_human(const char *file, const struct bv_image_info *in)
         printf("cleanly shut down: no\n");
     if (in->format != BV_FMT_QCOW2)
         return;
-    printf("Format specific information:\n    compat: %s\n    compression type: zlib\n",
-           in->qcow2_version >= 3 ? "1.1" : "0.10");
+    printf("Format specific information:\n    compat: %s\n    compression type: %s\n",
+           in->qcow2_version >= 3 ? "1.1" : "0.10", in->compression_zstd ? "zstd" : "zlib");
     if (in->qcow2_version >= 3)
         printf("    lazy refcounts: %s\n", in->compatible_features & 1 ? "true" : "false");
     printf("    refcount bits: %d\n", in->refcount_bits);
     if (in->qcow2_version >= 3)
-        printf("    corrupt: %s\n    extended l2: false\n", in->corrupt ? "true" : "false");
+        printf("    corrupt: %s\n    extended l2: %s\n", in->corrupt ? "true" : "false",
+               in->extended_l2 ? "true" : "false");
 }
 
 int bvimg_cmd_info(int argc, char **argv)

@@ -29,7 +29,8 @@ static bool parse_create_args(int argc, char **argv, struct create_args *a)
         switch (c) {
         case 'f': a->fmt = optarg; break;
         case 'o':
-            if (!bvimg_parse_o(optarg, "cluster_size,compat,backing_file,backing_fmt", &a->o))
+            if (!bvimg_parse_o(optarg, "cluster_size,compat,backing_file,backing_fmt,"
+                                       "compression_type,extended_l2", &a->o))
                 return false;
             break;
         case 'b': a->backing = optarg; break;
@@ -57,6 +58,8 @@ static bool fill_create_opts(const struct create_args *a, struct bv_create_opts 
     co->path = a->file;
     co->cluster_size = a->o.cluster_size;
     co->compat_v2 = a->o.compat_v2;
+    co->compression_zstd = a->o.compression_zstd;
+    co->extended_l2 = a->o.extended_l2;
     co->backing = a->backing;
     if (!a->fmt) {
         bvimg_errorf("create: -f FMT is required");
@@ -208,7 +211,7 @@ static bool parse_convert_args(int argc, char **argv, struct convert_args *a)
         case 'f': a->fmt = optarg; break;
         case 'O': a->out_fmt = optarg; break;
         case 'o':
-            if (!bvimg_parse_o(optarg, "cluster_size", &a->o))
+            if (!bvimg_parse_o(optarg, "cluster_size,compression_type,extended_l2", &a->o))
                 return false;
             break;
         case 't': a->cache = optarg; break;
@@ -230,7 +233,9 @@ int bvimg_cmd_convert(int argc, char **argv)
     struct convert_args a = { 0 };
     if (!parse_convert_args(argc, argv, &a))
         return 1;
-    struct bv_convert_opts co = { .cluster_size = a.o.cluster_size, .compress = a.compress };
+    struct bv_convert_opts co = { .cluster_size = a.o.cluster_size, .compress = a.compress,
+                                  .compression_zstd = a.o.compression_zstd,
+                                  .extended_l2 = a.o.extended_l2 };
     enum bv_format in_fmt;
     if (!bvimg_parse_format(a.fmt, &in_fmt) ||
         !bvimg_parse_format(a.out_fmt ? a.out_fmt : "raw", &co.out_format) ||

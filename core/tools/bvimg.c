@@ -30,11 +30,13 @@ static const struct {
 static void usage(FILE *f)
 {
     fputs("usage: bvimg COMMAND [OPTIONS] ...\n"
-          "  create -f FMT [-o cluster_size=N[,compat=0.10|1.1]] [-b BACKING -F FMT] FILE [SIZE]\n"
+          "  create -f FMT [-o cluster_size=N[,compat=0.10|1.1][,compression_type=zlib|zstd]\n"
+          "         [,extended_l2=on|off]] [-b BACKING -F FMT] FILE [SIZE]\n"
           "  info [-f FMT] [--output=human|json] FILE\n"
           "  check [-f FMT] [-r leaks] [--output=human|json] FILE\n"
           "  compare [-f FMT] [-F FMT] [-s] [-q] FILE1 FILE2\n"
-          "  convert [-c] [-f FMT] -O FMT [-o cluster_size=N] [-t CACHE] [-q] SRC DST\n"
+          "  convert [-c] [-f FMT] -O FMT [-o cluster_size=N,compression_type=..,extended_l2=..]\n"
+          "          [-t CACHE] [-q] SRC DST\n"
           "  rebase -u -b BACKING [-F FMT] [-f FMT] FILE\n"
           "  map [-f FMT] [--output=human|json] FILE\n"
           "  io [-f FMT] [-r] -c CMD [-c CMD ...] FILE\n"
@@ -146,6 +148,18 @@ bool bvimg_parse_o(char *str, const char *allowed, struct bvimg_opts *o)
             o->compat_v2 = !strcmp(v, "0.10") || !strcmp(v, "v2");
             if (!o->compat_v2 && strcmp(v, "1.1") && strcmp(v, "v3")) {
                 bvimg_errorf("Invalid compatibility level: '%s'", v);
+                return false;
+            }
+        } else if (!strcmp(kv, "compression_type")) {
+            o->compression_zstd = !strcmp(v, "zstd");
+            if (!o->compression_zstd && strcmp(v, "zlib")) {
+                bvimg_errorf("Invalid parameter '%s' for compression_type", v);
+                return false;
+            }
+        } else if (!strcmp(kv, "extended_l2")) {
+            o->extended_l2 = !strcmp(v, "on");
+            if (!o->extended_l2 && strcmp(v, "off")) {
+                bvimg_errorf("Parameter 'extended_l2' expects 'on' or 'off'");
                 return false;
             }
         } else if (!strcmp(kv, "backing_file")) {

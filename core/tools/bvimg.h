@@ -36,6 +36,8 @@ int bvimg_bad_option(const char *cmd, int opt, const char *arg);
 struct bvimg_opts {
     uint32_t cluster_size;
     bool compat_v2;
+    bool compression_zstd;
+    bool extended_l2;
     const char *backing_file;
     const char *backing_fmt;
 };

@@ -69,9 +69,9 @@ static void check_l2_entry(struct ck *c, uint64_t e)
     struct qcow2_state *s = q_state(c->n);
     uint64_t rc;
     if (e & QCOW_OFLAG_COMPRESSED) {
-        uint64_t coff = e & s->coffset_mask;
-        uint64_t nsec = ((e >> s->csize_shift) & s->csize_mask) + 1;
-        add_ref(c, coff, nsec * 512 - (coff & 511));
+        uint64_t coff, clen;
+        qcow2_compressed_range(s, e, &coff, &clen);
+        add_ref(c, coff, clen);
         c->res->allocated_clusters++;
         return;
     }
@@ -125,7 +125,7 @@ static int check_l1(struct ck *c)
             continue;
         }
         for (uint64_t j = 0; j < per; j++)
-            check_l2_entry(c, ld_be64(c->buf + 8 * j));
+            check_l2_entry(c, qcow2_l2e(s, c->buf, j));   /* 8- or 16-byte entries */
     }
     return 0;
 }

@@ -15,6 +15,19 @@
  * Runs: lookups return the longest leading run of one type (and, for data,
  * contiguous host offsets) so a read or write of many clusters is one
  * pread/pwrite, and an unallocated L1 entry is skipped in O(1).
+ *
+ * Extended L2 (subclusters, see qcow2-int.h): the unit of a run is the
+ * subcluster (s->sc_bits) instead of the cluster.  A write into a cluster
+ * without host data allocates the cluster but writes (and COW-fills) only
+ * the subclusters it touches and marks those allocated; the others keep
+ * reading as zeros or from the backing file.  A write into an owned cluster
+ * whose first or last touched subcluster is unallocated and only partly
+ * covered fills that subcluster from its old content; such a step covers
+ * one cluster and holds it in flight like an allocation, so no other writer
+ * fills the same subcluster at the same time.  Bitmap bits are set under the
+ * lock after the data is written, and only while the entry still maps the
+ * host cluster that was written (a discard in between wins).  Whole-cluster
+ * zeroing sets all zero bits; compressed clusters (zlib or zstd) are whole.
  */
 #include "block/qcow2/qcow2-int.h"
 
@@ -24,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
+#include <zstd.h>
 
 #include "util/checked.h"
 #include "util/endian.h"
@@ -41,20 +55,65 @@ static enum q_type entry_type(const struct qcow2_state *s, uint64_t e)
 {
     if (e & QCOW_OFLAG_COMPRESSED)
         return Q_COMPRESSED;
-    if ((e & QCOW_OFLAG_ZERO) && s->version >= 3)
+    if ((e & QCOW_OFLAG_ZERO) && s->version >= 3 && !s->extl2)
         return Q_ZERO;
     return (e & L2E_OFFSET_MASK) ? Q_NORMAL : Q_UNALLOC;
 }
 
-static inline uint64_t l2_get(const struct qcow2_cache_entry *e, uint64_t i)
+static inline uint64_t l2_get(const struct qcow2_state *s, const struct qcow2_cache_entry *e,
+                              uint64_t i)
 {
-    return ld_be64(e->data + 8 * i);
+    return qcow2_l2e(s, e->data, i);
 }
 
-static inline void l2_set(struct qcow2_cache_entry *e, uint64_t i, uint64_t v)
+static inline uint64_t l2_get_bm(const struct qcow2_state *s,
+                                 const struct qcow2_cache_entry *e, uint64_t i)
 {
-    st_be64(e->data + 8 * i, v);
+    return qcow2_l2bm(s, e->data, i);
+}
+
+/* Entry i := v (and, with extended L2, its bitmap := bm). */
+static inline void l2_set(const struct qcow2_state *s, struct qcow2_cache_entry *e, uint64_t i,
+                          uint64_t v, uint64_t bm)
+{
+    st_be64(e->data + (i << s->l2e_shift), v);
+    if (s->extl2)
+        st_be64(e->data + (i << s->l2e_shift) + 8, bm);
     e->dirty = true;
+}
+
+void qcow2_compressed_range(const struct qcow2_state *s, uint64_t l2e, uint64_t *off,
+                            uint64_t *len)
+{
+    uint64_t coff = l2e & s->coffset_mask;
+    uint64_t nsec = ((l2e >> s->csize_shift) & s->csize_mask) + 1;
+    *off = coff;
+    *len = nsec * 512 - (coff & 511);
+}
+
+uint64_t qcow2_compressed_entry(const struct qcow2_state *s, uint64_t off, uint64_t len)
+{
+    uint64_t extra = ((off + len - 1) >> 9) - (off >> 9);   /* sectors after the first */
+    return QCOW_OFLAG_COMPRESSED | (extra << s->csize_shift) | off;
+}
+
+/* What allocation unit sc (a subcluster; 0 without extended L2) of the
+ * cluster mapped by (ent, bm) reads from, and its host offset if data. */
+static int unit_status(const struct qcow2_state *s, uint64_t ent, uint64_t bm, uint32_t sc,
+                       enum q_type *t, uint64_t *host, bv_error **errp)
+{
+    uint64_t h = ent & L2E_OFFSET_MASK;
+    *t = entry_type(s, ent);
+    *host = h;
+    if (!s->extl2 || *t == Q_COMPRESSED)
+        return 0;
+    bool alloc = (bm >> sc) & 1, zero = (bm >> (32 + sc)) & 1;
+    if ((alloc && zero) || (alloc && !h))
+        return qcow2_corrupt(errp, h, "Invalid cluster entry found  (L2 entry 0x%016" PRIx64
+                             ", bitmap 0x%016" PRIx64 ")", ent, bm);
+    *t = alloc ? Q_NORMAL : zero ? Q_ZERO : Q_UNALLOC;
+    *host = h + ((uint64_t)sc << s->sc_bits);
+    return 0;
 }
 
 static int load_check(bv_node *n, uint64_t off, uint64_t l1i, bv_error **errp)
@@ -117,42 +176,47 @@ static int check_data_entry(const struct qcow2_state *s, uint64_t e, bv_error **
     return 0;
 }
 
-/* Longest leading run of [off, off+len) with one mapping type (locked). */
+/* Longest leading run of [off, off+len) with one mapping type (locked).
+ * Steps one allocation unit (cluster, or subcluster with extended L2) at a
+ * time; a compressed cluster or an unallocated L2 table is one step. */
 static int map_run_locked(bv_node *n, uint64_t off, uint64_t len, struct q_run *run,
                           bv_error **errp)
 {
     struct qcow2_state *s = q_state(n);
-    uint64_t cs = s->cluster_size, per = 1ULL << s->l2_bits;
-    uint64_t ci = off >> s->cluster_bits, covered = 0, expect = 0;
+    uint32_t ub = s->sc_bits, upc = s->cluster_bits - ub;   /* log2 units per cluster */
+    uint64_t us = 1ULL << ub, per = 1ULL << s->l2_bits;
+    uint64_t ui = off >> ub, covered = 0, expect = 0;
     struct qcow2_cache_entry *e = NULL;
     bool first = true;
     while (covered < len) {
-        uint64_t l1i = ci >> s->l2_bits, l2i = ci & (per - 1), span, host = 0, ent = 0;
+        uint64_t ci = ui >> upc, l1i = ci >> s->l2_bits, l2i = ci & (per - 1), host = 0, ent = 0;
+        uint32_t sc = (uint32_t)(ui & ((1ULL << upc) - 1));
         int r = qcow2_get_l2_locked(n, l1i, false, &e, errp);
         if (r < 0)
             return r;
         enum q_type t = Q_UNALLOC;
-        span = e ? cs : (per - l2i) * cs;
+        uint64_t span = e ? 1 : ((per - l2i) << upc) - sc;     /* units */
         if (e) {
-            ent = l2_get(e, l2i);
+            ent = l2_get(s, e, l2i);
             r = check_data_entry(s, ent, errp);
+            if (r == 0)
+                r = unit_status(s, ent, l2_get_bm(s, e, l2i), sc, &t, &host, errp);
             if (r < 0)
                 return r;
-            t = entry_type(s, ent);
-            host = ent & L2E_OFFSET_MASK;
+            if (t == Q_COMPRESSED)
+                span = (1ULL << upc) - sc;
         }
         if (first) {
             run->type = t;
             run->l2e = ent;
-            run->host = host + (off & (cs - 1));
+            run->host = host + (off & (us - 1));
             expect = host;
         } else if (t != run->type || t == Q_COMPRESSED || (t == Q_NORMAL && host != expect)) {
             break;
         }
-        uint64_t in = first ? span - (off & (cs - 1)) : span;
-        covered += in;
-        ci += span >> s->cluster_bits;
-        expect += cs;
+        covered += (span << ub) - (first ? (off & (us - 1)) : 0);
+        ui += span;
+        expect += us;
         first = false;
         if (t == Q_COMPRESSED)
             break;
@@ -176,17 +240,50 @@ static int read_backing(bv_node *n, void *buf, uint64_t len, uint64_t off, bv_er
     return 0;
 }
 
-/* Inflate the compressed cluster l2e into out (cluster_size bytes). */
+/* Raw deflate stream (windowBits -12) in -> exactly olen bytes: 0 or -1. */
+static int zlib_inflate(const uint8_t *in, uint64_t ilen, uint8_t *out, uint64_t olen)
+{
+    z_stream z = { .next_in = (uint8_t *)in, .avail_in = (uInt)ilen, .next_out = out,
+                   .avail_out = (uInt)olen };
+    int zr = inflateInit2(&z, -12);
+    if (zr == Z_OK)
+        zr = inflate(&z, Z_FINISH);
+    int r = (zr != Z_STREAM_END && zr != Z_BUF_ERROR && zr != Z_OK) || z.avail_out ? -1 : 0;
+    inflateEnd(&z);
+    return r;
+}
+
+/* One zstd frame in -> exactly olen bytes: 0 or -1.  The input is sector
+ * rounded, so bytes after the frame are ignored; streaming stops once the
+ * cluster is full. */
+static int zstd_inflate(const uint8_t *in, uint64_t ilen, uint8_t *out, uint64_t olen)
+{
+    ZSTD_DCtx *d = ZSTD_createDCtx();
+    ZSTD_inBuffer ib = { in, ilen, 0 };
+    ZSTD_outBuffer ob = { out, olen, 0 };
+    int r = d ? 0 : -1;
+    while (r == 0 && ob.pos < ob.size) {
+        size_t in0 = ib.pos, out0 = ob.pos;
+        size_t zr = ZSTD_decompressStream(d, &ob, &ib);
+        if (ZSTD_isError(zr) || (ib.pos == in0 && ob.pos == out0))
+            r = -1;
+    }
+    ZSTD_freeDCtx(d);
+    return r;
+}
+
+/* Decompress the compressed cluster l2e into out (cluster_size bytes). */
 static int read_compressed(bv_node *n, uint64_t l2e, uint8_t *out, bv_error **errp)
 {
     struct qcow2_state *s = q_state(n);
-    uint64_t coff = l2e & s->coffset_mask, flen;
-    uint64_t nsec = ((l2e >> s->csize_shift) & s->csize_mask) + 1;
-    uint64_t csize = nsec * 512 - (coff & 511);
+    uint64_t coff, csize, flen;
+    qcow2_compressed_range(s, l2e, &coff, &csize);
     int r = bv_child_length(n->file, &flen, errp);
     if (r == 0 && coff >= flen)
         r = qcow2_corrupt(errp, coff, "compressed cluster at 0x%" PRIx64 " is past the end of "
                           "the file", coff);
+    if (r == 0 && csize > flen - coff)
+        csize = flen - coff;         /* the last stream may end before its last sector */
     uint8_t *in = r == 0 ? malloc(csize) : NULL;
     if (r == 0 && !in)
         r = bv_error_setf(errp, ENOMEM, "out of memory");
@@ -194,17 +291,11 @@ static int read_compressed(bv_node *n, uint64_t l2e, uint8_t *out, bv_error **er
         bv_node_event(n->file, BV_EV_READ_COMPRESSED);
         r = bv_child_pread(n->file, in, csize, coff, errp);
     }
-    if (r == 0) {
-        z_stream z = { .next_in = in, .avail_in = (uInt)csize, .next_out = out,
-                       .avail_out = s->cluster_size };
-        int zr = inflateInit2(&z, -12);
-        if (zr == Z_OK)
-            zr = inflate(&z, Z_FINISH);
-        if ((zr != Z_STREAM_END && zr != Z_BUF_ERROR && zr != Z_OK) || z.avail_out != 0)
-            r = qcow2_corrupt(errp, coff, "compressed cluster at 0x%" PRIx64 " does not "
-                              "decompress to a full cluster", coff);
-        inflateEnd(&z);
-    }
+    if (r == 0 && (s->compression_type == QCOW2_COMPRESS_ZSTD
+                       ? zstd_inflate(in, csize, out, s->cluster_size)
+                       : zlib_inflate(in, csize, out, s->cluster_size)) < 0)
+        r = qcow2_corrupt(errp, coff, "compressed cluster at 0x%" PRIx64 " does not "
+                          "decompress to a full cluster", coff);
     free(in);
     return r;
 }
@@ -390,23 +481,48 @@ int qcow2_pread(bv_node *n, void *buf, uint64_t len, uint64_t off, bv_error **er
 
 /* ---------------- writes ---------------- */
 
-/* What guest cluster gci (mapped by old entry) reads as now, into out. */
-static int read_old_cluster(bv_node *n, uint64_t old, uint64_t gci, uint8_t *out,
-                            bv_error **errp)
+/* Guest bytes of one unit type into out (len bytes at guest offset goff). */
+static int read_old_unit(bv_node *n, enum q_type t, uint64_t host, uint64_t goff, uint8_t *out,
+                         uint64_t len, bv_error **errp)
+{
+    switch (t) {
+    case Q_NORMAL:
+        return bv_child_pread(n->file, out, len, host, errp);
+    case Q_ZERO:
+        memset(out, 0, len);
+        return 0;
+    default:
+        return read_backing(n, out, len, goff, errp);
+    }
+}
+
+/* What bytes [from, from + len) of guest cluster gci, mapped by (old, bm),
+ * read as now, into out (a cluster buffer, indexed from the cluster's
+ * start).  from and len are whole units; a compressed cluster is read whole. */
+static int read_old_range(bv_node *n, uint64_t old, uint64_t bm, uint64_t gci, uint64_t from,
+                          uint64_t len, uint8_t *out, bv_error **errp)
 {
     struct qcow2_state *s = q_state(n);
+    uint64_t goff = gci << s->cluster_bits;
+    uint32_t a = (uint32_t)(from >> s->sc_bits), b = (uint32_t)((from + len) >> s->sc_bits);
+    int r = 0;
     bv_node_event(n->file, BV_EV_COW_READ);
-    switch (entry_type(s, old)) {
-    case Q_NORMAL:
-        return bv_child_pread(n->file, out, s->cluster_size, old & L2E_OFFSET_MASK, errp);
-    case Q_ZERO:
-        memset(out, 0, s->cluster_size);
-        return 0;
-    case Q_COMPRESSED:
+    if (entry_type(s, old) == Q_COMPRESSED)
         return read_compressed(n, old, out, errp);
-    default:
-        return read_backing(n, out, s->cluster_size, gci << s->cluster_bits, errp);
+    while (r == 0 && a < b) {
+        enum q_type t, t2;
+        uint64_t h, h2;
+        uint32_t k = 1;
+        r = unit_status(s, old, bm, a, &t, &h, errp);
+        while (r == 0 && a + k < b && unit_status(s, old, bm, a + k, &t2, &h2, NULL) == 0 &&
+               t2 == t)
+            k++;
+        uint64_t uoff = (uint64_t)a << s->sc_bits;
+        if (r == 0)
+            r = read_old_unit(n, t, h, goff + uoff, out + uoff, (uint64_t)k << s->sc_bits, errp);
+        a += k;
     }
+    return r;
 }
 
 /* Host space an L2 entry holds, to be freed when the entry is replaced. */
@@ -414,28 +530,74 @@ static int free_old_entry(bv_node *n, uint64_t old, bv_error **errp)
 {
     struct qcow2_state *s = q_state(n);
     if (old & QCOW_OFLAG_COMPRESSED) {
-        uint64_t coff = old & s->coffset_mask;
-        uint64_t nsec = ((old >> s->csize_shift) & s->csize_mask) + 1;
-        return qcow2_queue_free_locked(n, coff, nsec * 512 - (coff & 511), errp);
+        uint64_t coff, clen;
+        qcow2_compressed_range(s, old, &coff, &clen);
+        return qcow2_queue_free_locked(n, coff, clen, errp);
     }
     if (old & L2E_OFFSET_MASK)
         return qcow2_queue_free_locked(n, old & L2E_OFFSET_MASK, s->cluster_size, errp);
     return 0;
 }
 
-/* One partial cluster: old content with guest bytes [from, from+cnt) replaced. */
-static int write_partial(bv_node *n, uint64_t old, uint64_t gci, uint64_t host,
-                         const uint8_t *data, uint64_t from, uint64_t cnt, bv_error **errp)
+/* Extended L2: whether a fresh cluster replacing old is written only where
+ * touched (old holds no host data, so untouched subclusters keep reading as
+ * they did); else the whole cluster is copied. */
+static bool fresh_sub(const struct qcow2_state *s, uint64_t old)
+{
+    return s->extl2 && !(old & (L2E_OFFSET_MASK | QCOW_OFLAG_COMPRESSED));
+}
+
+/* Whether the subcluster holding byte pos of the cluster (old, bm) already
+ * holds data in old's host cluster (extended L2 only). */
+static bool unit_allocated(const struct qcow2_state *s, uint64_t old, uint64_t bm, uint64_t pos)
+{
+    return s->extl2 && entry_type(s, old) == Q_NORMAL && ((bm >> (pos >> s->sc_bits)) & 1);
+}
+
+/* Allocated-half bitmap bits of the subclusters that bytes [from, from + cnt) touch. */
+static uint64_t touched_mask(const struct qcow2_state *s, uint64_t from, uint64_t cnt)
+{
+    return qcow2_sc_mask((uint32_t)(from >> s->sc_bits),
+                         (uint32_t)((from + cnt - 1) >> s->sc_bits) + 1);
+}
+
+/* Bitmap of a fresh cluster replacing (old, oldbm) whose guest bytes
+ * [from, from + cnt) are written. */
+static uint64_t fresh_bitmap(const struct qcow2_state *s, uint64_t old, uint64_t oldbm,
+                             uint64_t from, uint64_t cnt)
+{
+    if (!fresh_sub(s, old))
+        return QCOW2_SC_ALL_ALLOC;
+    uint64_t m = touched_mask(s, from, cnt);
+    return (oldbm & QCOW2_SC_ALL_ZERO & ~(m << 32)) | m;
+}
+
+/* One partial cluster: its old content (old, bm) with guest bytes [from,
+ * from + cnt) replaced, written to host cluster `host`.  Without sub the
+ * whole cluster is written; with sub (extended L2) only the touched
+ * subclusters, filling a partly touched one from its old content unless it
+ * is already allocated there (then only the new bytes are written). */
+static int write_partial(bv_node *n, uint64_t old, uint64_t bm, bool sub, uint64_t gci,
+                         uint64_t host, const uint8_t *data, uint64_t from, uint64_t cnt,
+                         bv_error **errp)
 {
     struct qcow2_state *s = q_state(n);
-    uint8_t *tmp = malloc(s->cluster_size);
-    if (!tmp)
-        return bv_error_setf(errp, ENOMEM, "out of memory");
-    int r = read_old_cluster(n, old, gci, tmp, errp);
+    uint64_t cs = s->cluster_size, eu = sub ? 1ULL << s->sc_bits : cs;
+    uint64_t ua = from & ~(eu - 1), ub = (from + cnt + eu - 1) & ~(eu - 1);
+    if (sub && unit_allocated(s, old, bm, from))
+        ua = from;
+    if (sub && unit_allocated(s, old, bm, from + cnt - 1))
+        ub = from + cnt;
+    uint8_t *tmp = malloc(cs);
+    int r = tmp ? 0 : bv_error_setf(errp, ENOMEM, "out of memory");
+    if (r == 0 && from > ua)
+        r = read_old_range(n, old, bm, gci, ua, eu, tmp, errp);
+    if (r == 0 && from + cnt < ub && (ub - eu != ua || from == ua))
+        r = read_old_range(n, old, bm, gci, ub - eu, eu, tmp, errp);
     if (r == 0) {
         memcpy(tmp + from, data, cnt);
         bv_node_event(n->file, BV_EV_COW_WRITE);
-        r = bv_child_pwrite(n->file, tmp, s->cluster_size, host, errp);
+        r = bv_child_pwrite(n->file, tmp + ua, ub - ua, host + ua, errp);
     }
     free(tmp);
     return r;
@@ -450,11 +612,17 @@ static int write_partial(bv_node *n, uint64_t old, uint64_t gci, uint64_t host,
 struct wstep {
     uint64_t ci, l1i, l2i;       /* first guest cluster; its L1/L2 indices */
     uint64_t k;                  /* clusters in the step */
+    uint64_t head;               /* offset of the first byte in cluster ci */
     uint64_t bytes;              /* guest bytes the step writes */
     uint64_t host;               /* host offset of cluster ci (owned or new) */
     bool owned;
-    uint64_t old_head, old_tail; /* fresh: old entries of the first/last cluster (COW) */
-    struct qcow2_inflight rec;   /* fresh: the in-flight range, linked while unlocked */
+    bool cow;                    /* owned, extended L2: fills a partly written unallocated
+                                  * subcluster; one cluster, held in flight */
+    uint64_t old_head, old_tail; /* fresh: old entries of the first/last cluster (COW);
+                                  * cow: old_head is cluster ci's entry */
+    uint64_t old_head_bm, old_tail_bm;   /* their subcluster bitmaps */
+    uint64_t new_head_bm, new_tail_bm;   /* fresh: bitmaps of the first/last new cluster */
+    struct qcow2_inflight rec;   /* fresh or cow: the in-flight range, linked while unlocked */
 };
 
 /* Leading clusters of e from l2i (at most want) that share e0's ownership
@@ -462,9 +630,9 @@ struct wstep {
 static uint64_t same_kind_run(const struct qcow2_state *s, const struct qcow2_cache_entry *e,
                               uint64_t l2i, uint64_t want, bool owned)
 {
-    uint64_t e0 = l2_get(e, l2i), k = 1;
+    uint64_t e0 = l2_get(s, e, l2i), k = 1;
     for (; k < want; k++) {
-        uint64_t ek = l2_get(e, l2i + k);
+        uint64_t ek = l2_get(s, e, l2i + k);
         bool ok = entry_type(s, ek) == Q_NORMAL && (ek & QCOW_OFLAG_COPIED);
         if (ok != owned ||
             (owned && (ek & L2E_OFFSET_MASK) != (e0 & L2E_OFFSET_MASK) + k * s->cluster_size))
@@ -473,12 +641,29 @@ static uint64_t same_kind_run(const struct qcow2_state *s, const struct qcow2_ca
     return k;
 }
 
+/* Fresh step: note the COW sources of its partial first and last clusters
+ * and the bitmaps their new clusters get. */
+static void plan_fresh_edges(const struct qcow2_state *s, struct wstep *st,
+                             const struct qcow2_cache_entry *e)
+{
+    uint64_t cs = s->cluster_size, end = st->head + st->bytes;
+    uint64_t tl2i = st->l2i + ((end - 1) >> s->cluster_bits);
+    st->old_head = l2_get(s, e, st->l2i);
+    st->old_head_bm = l2_get_bm(s, e, st->l2i);
+    st->old_tail = l2_get(s, e, tl2i);
+    st->old_tail_bm = l2_get_bm(s, e, tl2i);
+    st->new_head_bm = fresh_bitmap(s, st->old_head, st->old_head_bm, st->head,
+                                   cs - st->head < st->bytes ? cs - st->head : st->bytes);
+    st->new_tail_bm = (end & (cs - 1)) ? fresh_bitmap(s, st->old_tail, st->old_tail_bm, 0,
+                                                      end & (cs - 1))
+                                       : QCOW2_SC_ALL_ALLOC;
+}
+
 /* Fresh step: allocate st->k clusters and note the COW sources. */
-static int plan_fresh_locked(bv_node *n, struct wstep *st, uint64_t off, uint64_t len,
-                             bv_error **errp)
+static int plan_fresh_locked(bv_node *n, struct wstep *st, uint64_t len, bv_error **errp)
 {
     struct qcow2_state *s = q_state(n);
-    uint64_t cs = s->cluster_size, head = off & (cs - 1), first, got;
+    uint64_t cs = s->cluster_size, first, got;
     struct qcow2_cache_entry *e;
     int r = qcow2_alloc_clusters_locked(n, st->k, false, &first, &got, errp);
     if (r == 0)
@@ -487,26 +672,52 @@ static int plan_fresh_locked(bv_node *n, struct wstep *st, uint64_t off, uint64_
         return r;
     st->k = got;
     st->host = first;
-    st->bytes = got * cs - head < len ? got * cs - head : len;
-    st->old_head = l2_get(e, st->l2i);
-    st->old_tail = l2_get(e, st->l2i + ((head + st->bytes - 1) >> s->cluster_bits));
+    st->bytes = got * cs - st->head < len ? got * cs - st->head : len;
+    plan_fresh_edges(s, st, e);
     r = overlap_guard_locked(n, first, got * cs, errp);
     if (r == 0)
         inflight_add_locked(s, &st->rec, st->ci, st->ci + got);
     return r;
 }
 
+/* Owned step with extended L2: a first or last touched subcluster that is
+ * unallocated and only partly written must be filled from its old content.
+ * The first one makes the step a one-cluster cow step; a last one in a
+ * later cluster ends the step before that cluster. */
+static void plan_owned_sub(const struct qcow2_state *s, struct wstep *st,
+                           const struct qcow2_cache_entry *e, uint64_t len)
+{
+    uint64_t cs = s->cluster_size, us = 1ULL << s->sc_bits, end = st->head + st->bytes;
+    uint64_t lastc = (end - 1) >> s->cluster_bits;
+    uint64_t e0 = l2_get(s, e, st->l2i), bm0 = l2_get_bm(s, e, st->l2i);
+    uint64_t el = l2_get(s, e, st->l2i + lastc), bml = l2_get_bm(s, e, st->l2i + lastc);
+    bool hfill = (st->head & (us - 1)) && !unit_allocated(s, e0, bm0, st->head);
+    bool tfill = (end & (us - 1)) && !unit_allocated(s, el, bml, (end - 1) & (cs - 1));
+    if (hfill || (tfill && lastc == 0)) {
+        st->k = 1;
+        st->bytes = cs - st->head < len ? cs - st->head : len;
+        st->cow = true;
+        st->old_head = e0;
+        st->old_head_bm = bm0;
+    } else if (tfill) {
+        st->k = lastc;
+        st->bytes = lastc * cs - st->head;
+    }
+}
+
 /* Plan the step that starts at off: on success the caller owns either an
- * unlocked-I/O count (owned) or an in-flight range (fresh). */
+ * unlocked-I/O count (owned, not cow) or an in-flight range (fresh, cow). */
 static int plan_step_locked(bv_node *n, struct wstep *st, uint64_t off, uint64_t len,
                             bv_error **errp)
 {
     struct qcow2_state *s = q_state(n);
-    uint64_t cs = s->cluster_size, per = 1ULL << s->l2_bits, head = off & (cs - 1);
+    uint64_t cs = s->cluster_size, per = 1ULL << s->l2_bits;
     struct qcow2_cache_entry *e;
     st->ci = off >> s->cluster_bits;
     st->l1i = st->ci >> s->l2_bits;
     st->l2i = st->ci & (per - 1);
+    st->head = off & (cs - 1);
+    st->cow = false;
     uint64_t want = ((off + len - 1) >> s->cluster_bits) - st->ci + 1;
     if (want > per - st->l2i)
         want = per - st->l2i;
@@ -516,34 +727,39 @@ static int plan_step_locked(bv_node *n, struct wstep *st, uint64_t off, uint64_t
         r = qcow2_get_l2_locked(n, st->l1i, true, &e, errp);
     if (r < 0)
         return r;
-    uint64_t e0 = l2_get(e, st->l2i);
+    uint64_t e0 = l2_get(s, e, st->l2i);
     if ((r = check_data_entry(s, e0, errp)) < 0)
         return r;
     st->owned = entry_type(s, e0) == Q_NORMAL && (e0 & QCOW_OFLAG_COPIED);
     st->k = same_kind_run(s, e, st->l2i, want, st->owned);
     if (!st->owned)
-        return plan_fresh_locked(n, st, off, len, errp);
+        return plan_fresh_locked(n, st, len, errp);
     st->host = e0 & L2E_OFFSET_MASK;
-    st->bytes = st->k * cs - head < len ? st->k * cs - head : len;
-    r = overlap_guard_locked(n, st->host + head, st->bytes, errp);
-    if (r == 0)
+    st->bytes = st->k * cs - st->head < len ? st->k * cs - st->head : len;
+    if (s->extl2)
+        plan_owned_sub(s, st, e, len);
+    r = overlap_guard_locked(n, st->host + st->head, st->bytes, errp);
+    if (r == 0 && st->cow)
+        inflight_add_locked(s, &st->rec, st->ci, st->ci + 1);
+    else if (r == 0)
         s->io_unlocked++;            /* no drain pending: wait_clear_locked saw none */
     return r;
 }
 
 /* Fresh step's data (unlocked): COW head/tail partial clusters, one pwrite
  * for the whole clusters between. */
-static int write_fresh(bv_node *n, const struct wstep *st, const uint8_t *buf, uint64_t off,
+static int write_fresh(bv_node *n, const struct wstep *st, const uint8_t *buf,
                        bv_error **errp)
 {
     struct qcow2_state *s = q_state(n);
-    uint64_t cs = s->cluster_size, head = off & (cs - 1), bytes = st->bytes;
+    uint64_t cs = s->cluster_size, head = st->head, bytes = st->bytes;
     uint64_t done = 0, ci = 0;
     int r = 0;
     bv_node_event(n->file, BV_EV_WRITE_AIO);
     if (head || bytes < cs) {
         uint64_t cnt = cs - head < bytes ? cs - head : bytes;
-        r = write_partial(n, st->old_head, st->ci, st->host, buf, head, cnt, errp);
+        r = write_partial(n, st->old_head, st->old_head_bm, fresh_sub(s, st->old_head), st->ci,
+                          st->host, buf, head, cnt, errp);
         done = cnt;
         ci = 1;
     }
@@ -553,20 +769,29 @@ static int write_fresh(bv_node *n, const struct wstep *st, const uint8_t *buf, u
     done += full;
     ci += full / cs;
     if (r == 0 && done < bytes)
-        r = write_partial(n, st->old_tail, st->ci + ci, st->host + ci * cs, buf + done, 0,
-                          bytes - done, errp);
+        r = write_partial(n, st->old_tail, st->old_tail_bm, fresh_sub(s, st->old_tail),
+                          st->ci + ci, st->host + ci * cs, buf + done, 0, bytes - done, errp);
     return r;
 }
 
 static int write_step_data(bv_node *n, const struct wstep *st, const uint8_t *buf,
-                           uint64_t off, bv_error **errp)
+                           bv_error **errp)
 {
-    struct qcow2_state *s = q_state(n);
     if (!st->owned)
-        return write_fresh(n, st, buf, off, errp);
+        return write_fresh(n, st, buf, errp);
+    if (st->cow)
+        return write_partial(n, st->old_head, st->old_head_bm, true, st->ci, st->host, buf,
+                             st->head, st->bytes, errp);
     bv_node_event(n->file, BV_EV_WRITE_AIO);
-    return bv_child_pwrite(n->file, buf, st->bytes, st->host + (off & (s->cluster_size - 1)),
-                           errp);
+    return bv_child_pwrite(n->file, buf, st->bytes, st->host + st->head, errp);
+}
+
+/* Bitmap of the step's new cluster i. */
+static uint64_t fresh_bm_of(const struct qcow2_state *s, const struct wstep *st, uint64_t i)
+{
+    if (i == 0 && (st->head || st->bytes < s->cluster_size))
+        return st->new_head_bm;
+    return i == st->k - 1 ? st->new_tail_bm : QCOW2_SC_ALL_ALLOC;
 }
 
 /* Fresh step, data written (r == 0): map the new clusters and queue frees
@@ -581,14 +806,48 @@ static int map_fresh_locked(bv_node *n, struct wstep *st, int r, bv_error **errp
     if (r == 0) {
         bv_node_event(n->file, BV_EV_L2_UPDATE);
         for (; mapped < st->k; mapped++) {
-            int fr = free_old_entry(n, l2_get(e, st->l2i + mapped), r ? NULL : errp);
+            int fr = free_old_entry(n, l2_get(s, e, st->l2i + mapped), r ? NULL : errp);
             r = r ? r : fr;
-            l2_set(e, st->l2i + mapped, (st->host + mapped * cs) | QCOW_OFLAG_COPIED);
+            l2_set(s, e, st->l2i + mapped, (st->host + mapped * cs) | QCOW_OFLAG_COPIED,
+                   fresh_bm_of(s, st, mapped));
         }
     }
     if (mapped < st->k)
         qcow2_queue_free_locked(n, st->host + mapped * cs, (st->k - mapped) * cs, NULL);
     inflight_remove_locked(s, &st->rec);
+    return r;
+}
+
+/* Owned step written (extended L2): its touched subclusters are allocated
+ * now, in each cluster whose entry still maps the host cluster written. */
+static int mark_owned_locked(bv_node *n, const struct wstep *st, bv_error **errp)
+{
+    struct qcow2_state *s = q_state(n);
+    struct qcow2_cache_entry *e;
+    uint64_t cs = s->cluster_size, end = st->head + st->bytes;
+    int r = qcow2_get_l2_locked(n, st->l1i, false, &e, errp);
+    for (uint64_t i = 0; r == 0 && e && i < st->k; i++) {
+        uint64_t a = i ? 0 : st->head, b = end - i * cs < cs ? end - i * cs : cs;
+        uint64_t ent = l2_get(s, e, st->l2i + i), bm = l2_get_bm(s, e, st->l2i + i);
+        if ((ent & (L2E_OFFSET_MASK | QCOW_OFLAG_COMPRESSED)) != st->host + i * cs)
+            continue;                    /* discarded or replaced meanwhile */
+        uint64_t m = touched_mask(s, a, b - a), nbm = (bm | m) & ~(m << 32);
+        if (nbm != bm)
+            l2_set(s, e, st->l2i + i, ent, nbm);
+    }
+    return r;
+}
+
+/* Owned step, data written or not (r): publish subclusters, end the step. */
+static int finish_owned_locked(bv_node *n, struct wstep *st, int r, bv_error **errp)
+{
+    struct qcow2_state *s = q_state(n);
+    if (r == 0 && s->extl2)
+        r = mark_owned_locked(n, st, errp);
+    if (st->cow)
+        inflight_remove_locked(s, &st->rec);
+    else
+        io_end_locked(s);
     return r;
 }
 
@@ -613,10 +872,10 @@ static int write_range(bv_node *n, const uint8_t *p, uint64_t len, uint64_t off,
         pthread_mutex_unlock(&s->lock);
         if (r < 0)
             break;
-        r = write_step_data(n, &st, p, off, errp);
+        r = write_step_data(n, &st, p, errp);
         pthread_mutex_lock(&s->lock);
         if (st.owned)
-            io_end_locked(s);
+            r = finish_owned_locked(n, &st, r, errp);
         else
             r = map_fresh_locked(n, &st, r, errp);
         if (r == 0)
@@ -659,6 +918,13 @@ static uint64_t deflate_cluster(const uint8_t *in, uint64_t len, uint8_t *out, u
     return got;
 }
 
+/* One zstd frame (default level) of one cluster into out (cap bytes). 0 if it doesn't fit. */
+static uint64_t zstd_cluster(const uint8_t *in, uint64_t len, uint8_t *out, uint64_t cap)
+{
+    size_t got = ZSTD_compress(out, cap, in, len, ZSTD_CLEVEL_DEFAULT);
+    return ZSTD_isError(got) ? 0 : got;
+}
+
 /* Reserve clen compressed bytes for guest cluster ci, which must be
  * unallocated; on success *hoff is theirs and rec is in flight. */
 static int alloc_compressed_locked(bv_node *n, uint64_t ci, uint64_t clen, uint64_t *hoff,
@@ -674,7 +940,7 @@ static int alloc_compressed_locked(bv_node *n, uint64_t ci, uint64_t clen, uint6
         r = qcow2_get_l2_locked(n, ci >> s->l2_bits, true, &e, errp);
     if (r < 0)
         return r;
-    if (l2_get(e, ci & ((1ULL << s->l2_bits) - 1)) & ~QCOW_OFLAG_ZERO)
+    if (l2_get(s, e, ci & ((1ULL << s->l2_bits) - 1)) & ~QCOW_OFLAG_ZERO)
         return bv_error_setf(errp, EIO, "compressed write to an allocated cluster (guest "
                              "offset %" PRIu64 ")", ci << s->cluster_bits);
     r = qcow2_alloc_bytes_locked(n, clen, hoff, errp);
@@ -702,10 +968,8 @@ static int put_compressed(bv_node *n, const uint8_t *cdata, uint64_t clen, uint6
     if (r == 0)
         r = qcow2_get_l2_locked(n, ci >> s->l2_bits, false, &e, errp);
     if (r == 0) {
-        uint64_t nsec = ((hoff + clen - 1) >> 9) - (hoff >> 9);
         bv_node_event(n->file, BV_EV_L2_UPDATE_COMPRESSED);
-        l2_set(e, ci & ((1ULL << s->l2_bits) - 1),
-               QCOW_OFLAG_COMPRESSED | (nsec << s->csize_shift) | hoff);
+        l2_set(s, e, ci & ((1ULL << s->l2_bits) - 1), qcow2_compressed_entry(s, hoff, clen), 0);
     } else {
         qcow2_queue_free_locked(n, hoff, clen, NULL);
     }
@@ -728,7 +992,9 @@ static int write_compressed(bv_node *n, const uint8_t *buf, uint64_t len, uint64
         uint64_t chunk = len - done < cs ? len - done : cs;
         memcpy(in, buf + done, chunk);
         memset(in + chunk, 0, cs - chunk);
-        uint64_t clen = deflate_cluster(in, cs, out, cs - 1);
+        uint64_t clen = s->compression_type == QCOW2_COMPRESS_ZSTD
+                            ? zstd_cluster(in, cs, out, cs - 1)
+                            : deflate_cluster(in, cs, out, cs - 1);
         if (clen)
             r = put_compressed(n, out, clen, off + done, errp);
         else
@@ -774,6 +1040,22 @@ static uint64_t zeroed_entry(const struct qcow2_state *s, uint64_t old, bool unm
     return QCOW_OFLAG_ZERO;
 }
 
+/* Extended L2: new (entry, bitmap) for a whole cluster being zeroed or
+ * discarded; *nv == old and *nbm == bm keep it. */
+static void zeroed_entry_ext(const struct qcow2_state *s, uint64_t old, uint64_t bm, bool unmap,
+                             bool discard, bool backing, uint64_t *nv, uint64_t *nbm)
+{
+    enum q_type t = entry_type(s, old);
+    *nv = old;
+    *nbm = bm;
+    if (t == Q_UNALLOC && (!backing || bm == QCOW2_SC_ALL_ZERO))
+        return;                        /* reads as zeros already */
+    *nbm = QCOW2_SC_ALL_ZERO;
+    if (!unmap && !discard && t == Q_NORMAL && (old & QCOW_OFLAG_COPIED))
+        return;                        /* keeps its host cluster, reads as zeros */
+    *nv = 0;
+}
+
 /* Whole clusters [ci, ci+cnt) of one L2 table (locked, v3). */
 static int zero_table_locked(bv_node *n, uint64_t ci, uint64_t cnt, bool unmap, bool discard,
                              bv_error **errp)
@@ -789,15 +1071,19 @@ static int zero_table_locked(bv_node *n, uint64_t ci, uint64_t cnt, bool unmap, 
     int r = qcow2_get_l2_locked(n, l1i, true, &e, errp);
     bv_node_event(n->file, BV_EV_L2_UPDATE);
     for (uint64_t i = 0; i < cnt && r == 0; i++) {
-        uint64_t old = l2_get(e, l2i + i);
-        uint64_t nv = zeroed_entry(s, old, unmap, discard, backing);
-        if (s->version < 3 && nv == QCOW_OFLAG_ZERO)
-            nv = 0;                        /* v2: no ZERO flag; no backing, so 0 reads zeros */
-        if (nv == old)
+        uint64_t old = l2_get(s, e, l2i + i), bm = l2_get_bm(s, e, l2i + i), nv, nbm = 0;
+        if (s->extl2) {
+            zeroed_entry_ext(s, old, bm, unmap, discard, backing, &nv, &nbm);
+        } else {
+            nv = zeroed_entry(s, old, unmap, discard, backing);
+            if (s->version < 3 && nv == QCOW_OFLAG_ZERO)
+                nv = 0;                    /* v2: no ZERO flag; no backing, so 0 reads zeros */
+        }
+        if (nv == old && nbm == bm)
             continue;
         if ((nv & L2E_OFFSET_MASK) == 0)
             r = free_old_entry(n, old, errp);
-        l2_set(e, l2i + i, nv);
+        l2_set(s, e, l2i + i, nv, nbm);
     }
     return r;
 }

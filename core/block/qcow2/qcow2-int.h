@@ -56,6 +56,7 @@
 #include <stdint.h>
 
 #include "block/driver.h"
+#include "util/endian.h"
 
 #define QCOW2_MAGIC 0x514649fbu
 
@@ -100,6 +101,24 @@ _Static_assert(sizeof(struct qcow2_header) == 112, "qcow2 header is 112 bytes");
 #define QCOW2_INCOMPAT_DATA_FILE  (1ULL << 2)
 #define QCOW2_INCOMPAT_COMPRESS   (1ULL << 3)
 #define QCOW2_INCOMPAT_EXTL2      (1ULL << 4)
+
+/* Header byte 104: how compressed clusters are encoded (incompat bit 3 when not zlib). */
+#define QCOW2_COMPRESS_ZLIB       0
+#define QCOW2_COMPRESS_ZSTD       1
+
+/*
+ * Extended L2 entries (incompat bit 4): each L2 entry is 128 bits, the
+ * standard 64-bit descriptor followed by a subcluster bitmap.  A cluster has
+ * 32 subclusters; bit x of the bitmap's low half says subcluster x is
+ * allocated (read from host + x * subcluster size), bit 32 + x that it reads
+ * as zeros, neither that it reads from the backing file.  Both set is
+ * corruption.  The standard entry's ZERO bit is reserved (0); a compressed
+ * cluster has a zero bitmap.
+ */
+#define QCOW2_SUBCLUSTERS         32u
+#define QCOW2_SC_ALL_ALLOC        0x00000000ffffffffULL
+#define QCOW2_SC_ALL_ZERO         0xffffffff00000000ULL
+#define QCOW2_EXTL2_MIN_CLUSTER   (16u << 10)
 
 #define QCOW2_EXT_END             0x00000000u
 #define QCOW2_EXT_BACKING_FORMAT  0xe2792acau
@@ -171,6 +190,10 @@ struct qcow2_state {
     uint64_t snapshots_offset;
     uint32_t csize_shift;              /* compressed descriptor layout */
     uint64_t csize_mask, coffset_mask;
+    uint8_t compression_type;          /* QCOW2_COMPRESS_* */
+    bool extl2;                        /* 128-bit L2 entries with subcluster bitmaps */
+    uint32_t l2e_shift;                /* log2(bytes per L2 entry): 3, or 4 with extl2 */
+    uint32_t sc_bits;                  /* log2(bytes per allocation unit): subcluster or cluster */
 
     uint64_t *l1;                      /* host order */
     uint32_t l1_size;
@@ -197,6 +220,24 @@ struct qcow2_state {
 };
 
 static inline struct qcow2_state *q_state(bv_node *n) { return n->opaque; }
+
+/* Entry i of an L2 table in on-disk form t: the standard descriptor, and
+ * (extended L2 only, else 0) its subcluster bitmap. */
+static inline uint64_t qcow2_l2e(const struct qcow2_state *s, const uint8_t *t, uint64_t i)
+{
+    return ld_be64(t + (i << s->l2e_shift));
+}
+
+static inline uint64_t qcow2_l2bm(const struct qcow2_state *s, const uint8_t *t, uint64_t i)
+{
+    return s->extl2 ? ld_be64(t + (i << s->l2e_shift) + 8) : 0;
+}
+
+/* Bits of a subcluster bitmap for subclusters [a, b) (b <= 32), allocated half. */
+static inline uint64_t qcow2_sc_mask(uint32_t a, uint32_t b)
+{
+    return b > a ? (((1ULL << (b - a)) - 1) << a) : 0;
+}
 
 /* ---- qcow2-cache.c ---- */
 int qcow2_cache_init(struct qcow2_cache *c, bool is_l2, unsigned cap, bv_error **errp);
@@ -226,6 +267,13 @@ int qcow2_flush_metadata_locked(bv_node *n, bv_error **errp);
 int qcow2_check(bv_node *n, bool repair, struct bv_check_result *res, bv_error **errp);
 
 /* ---- qcow2-cluster.c ---- */
+/* The one decoder of a compressed cluster descriptor: host bytes [*off,
+ * *off + *len) that hold the compressed data (sector-rounded, as qcow2
+ * stores it; the stream may end before).  And its encoder, for data of len
+ * bytes at off. */
+void qcow2_compressed_range(const struct qcow2_state *s, uint64_t l2e, uint64_t *off,
+                            uint64_t *len);
+uint64_t qcow2_compressed_entry(const struct qcow2_state *s, uint64_t off, uint64_t len);
 int qcow2_pread(bv_node *n, void *buf, uint64_t len, uint64_t off, bv_error **errp);
 int qcow2_pwrite(bv_node *n, const void *buf, uint64_t len, uint64_t off, int flags,
                  bv_error **errp);
@@ -246,6 +294,7 @@ int qcow2_prepare_write_locked(bv_node *n, bv_error **errp);
 int qcow2_mark_corrupt_locked(bv_node *n, uint64_t off, const char *what, bv_error **errp);
 int qcow2_corrupt(bv_error **errp, uint64_t off, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-uint64_t qcow2_l1_entries_for(uint64_t size, uint32_t cluster_bits);
+/* L1 entries needed for size bytes; l2_bits = log2(entries per L2 table). */
+uint64_t qcow2_l1_entries_for(uint64_t size, uint32_t cluster_bits, uint32_t l2_bits);
 
 #endif

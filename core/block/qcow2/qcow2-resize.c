@@ -65,9 +65,9 @@ static int drop_entry(bv_node *n, uint64_t e, bv_error **errp)
 {
     struct qcow2_state *s = q_state(n);
     if (e & QCOW_OFLAG_COMPRESSED) {
-        uint64_t coff = e & s->coffset_mask;
-        uint64_t nsec = ((e >> s->csize_shift) & s->csize_mask) + 1;
-        return qcow2_queue_free_locked(n, coff, nsec * 512 - (coff & 511), errp);
+        uint64_t coff, clen;
+        qcow2_compressed_range(s, e, &coff, &clen);
+        return qcow2_queue_free_locked(n, coff, clen, errp);
     }
     if (e & L2E_OFFSET_MASK)
         return qcow2_queue_free_locked(n, e & L2E_OFFSET_MASK, s->cluster_size, errp);
@@ -87,8 +87,8 @@ static int shrink_locked(bv_node *n, uint64_t from, bv_error **errp)
         if (r < 0 || !e)
             continue;
         for (uint64_t i = start; i < per && r == 0; i++) {
-            r = drop_entry(n, ld_be64(e->data + 8 * i), errp);
-            st_be64(e->data + 8 * i, 0);
+            r = drop_entry(n, qcow2_l2e(s, e->data, i), errp);
+            memset(e->data + (i << s->l2e_shift), 0, 1u << s->l2e_shift);  /* and bitmap */
         }
         e->dirty = true;
         if (start == 0 && r == 0) {
@@ -116,7 +116,7 @@ int qcow2_truncate(bv_node *n, uint64_t size, bool allow_shrink, bv_error **errp
         return bv_error_setf(errp, EINVAL, "The new size must be a multiple of 512");
     pthread_mutex_lock(&s->lock);
     int r = qcow2_prepare_write_locked(n, errp);
-    uint64_t need = qcow2_l1_entries_for(size, s->cluster_bits);
+    uint64_t need = qcow2_l1_entries_for(size, s->cluster_bits, s->l2_bits);
     if (r == 0 && size > n->size && need > s->l1_size)
         r = grow_l1_locked(n, need, errp);
     if (r == 0 && size < n->size) {

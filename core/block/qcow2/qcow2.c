@@ -33,9 +33,9 @@ int qcow2_corrupt(bv_error **errp, uint64_t off, const char *fmt, ...)
     return bv_error_set_kind(errp, EIO, BV_ERR_CORRUPT, off, "qcow2: %s", msg);
 }
 
-uint64_t qcow2_l1_entries_for(uint64_t size, uint32_t cluster_bits)
+uint64_t qcow2_l1_entries_for(uint64_t size, uint32_t cluster_bits, uint32_t l2_bits)
 {
-    uint32_t shift = 2 * cluster_bits - 3;      /* bytes mapped by one L2 table */
+    uint32_t shift = cluster_bits + l2_bits;    /* bytes mapped by one L2 table */
     return (size + (1ULL << shift) - 1) >> shift;
 }
 
@@ -46,6 +46,7 @@ struct qcow2_hdr_params {
     uint32_t cluster_bits, l1_size, reftable_clusters, refcount_order, nb_snapshots;
     uint64_t size, l1_offset, reftable_offset, snapshots_offset;
     uint64_t incompat, compat, autoclear;
+    uint8_t compression_type;
     const char *backing;
     enum bv_format backing_format;
     const uint8_t *exts;
@@ -92,6 +93,7 @@ static int build_header(const struct qcow2_hdr_params *p, uint8_t *buf, uint32_t
     h.autoclear_features = htobe64(p->autoclear);
     h.refcount_order = htobe32(p->refcount_order);
     h.header_length = htobe32(hlen);
+    h.compression_type = p->compression_type;
     memcpy(buf, &h, hlen);
     uint32_t pos = hlen;
     if (fmt)
@@ -119,7 +121,7 @@ static void params_from_state(bv_node *n, struct qcow2_hdr_params *p)
         .nb_snapshots = s->nb_snapshots, .size = n->size, .l1_offset = s->l1_offset,
         .reftable_offset = s->reftable_offset, .snapshots_offset = s->snapshots_offset,
         .incompat = s->incompat, .compat = s->compat, .autoclear = s->autoclear,
-        .backing = n->backing_name, .backing_format = n->backing_format,
+        .compression_type = s->compression_type, .backing = n->backing_name, .backing_format = n->backing_format,
         .exts = s->exts, .exts_len = s->exts_len,
     };
 }
@@ -211,11 +213,9 @@ static int check_features(bv_node *n, bv_error **errp)
                              "incompatible feature: %" PRIx64, s->incompat & ~known);
     if (s->incompat & QCOW2_INCOMPAT_DATA_FILE)
         return bv_error_setf(errp, ENOTSUP, "qcow2: external data files not supported");
-    if (s->incompat & QCOW2_INCOMPAT_COMPRESS)
-        return bv_error_setf(errp, ENOTSUP, "qcow2: compression types other than zlib are "
-                             "not supported");
-    if (s->incompat & QCOW2_INCOMPAT_EXTL2)
-        return bv_error_setf(errp, ENOTSUP, "qcow2: extended L2 entries not supported");
+    if ((s->incompat & QCOW2_INCOMPAT_EXTL2) && s->cluster_bits < 14)
+        return bv_error_setf(errp, EINVAL, "qcow2: extended L2 entries need a cluster size "
+                             "of at least 16 KiB");
     if ((s->autoclear & 2) && !(s->incompat & QCOW2_INCOMPAT_DATA_FILE))
         s->autoclear &= ~2ULL;
     if (n->read_only)
@@ -238,6 +238,8 @@ static void load_fields(bv_node *n, const struct qcow2_header *h)
     s->cluster_bits = be32toh(h->cluster_bits);
     s->cluster_size = 1u << s->cluster_bits;
     s->l2_bits = s->cluster_bits - 3;
+    s->l2e_shift = 3;
+    s->sc_bits = s->cluster_bits;
     n->size = be64toh(h->size);
     s->l1_size = be32toh(h->l1_size);
     s->l1_offset = be64toh(h->l1_table_offset);
@@ -253,6 +255,12 @@ static void load_fields(bv_node *n, const struct qcow2_header *h)
         s->autoclear = be64toh(h->autoclear_features);
         s->refcount_order = be32toh(h->refcount_order);
         s->header_length = be32toh(h->header_length);
+        s->extl2 = s->incompat & QCOW2_INCOMPAT_EXTL2;
+    }
+    if (s->extl2) {
+        s->l2_bits = s->cluster_bits - 4;
+        s->l2e_shift = 4;
+        s->sc_bits = s->cluster_bits - 5;
     }
 }
 
@@ -269,12 +277,17 @@ static int validate_geometry(bv_node *n, const struct qcow2_header *h, uint64_t 
     if (s->refcount_order > 6)
         return bv_error_setf(errp, EINVAL, "qcow2: refcount width must be a power of two "
                              "and may not exceed 64 bits");
-    if (s->header_length > 104 && h->compression_type != 0)
+    s->compression_type = s->header_length > 104 ? h->compression_type : QCOW2_COMPRESS_ZLIB;
+    if (s->compression_type > QCOW2_COMPRESS_ZSTD)
         return bv_error_setf(errp, ENOTSUP, "qcow2: unknown compression type %u",
                              h->compression_type);
+    if ((s->compression_type != QCOW2_COMPRESS_ZLIB) != !!(s->incompat & QCOW2_INCOMPAT_COMPRESS))
+        return bv_error_setf(errp, EINVAL, "qcow2: compression type %u does not match the "
+                             "compression type incompatible feature bit",
+                             s->compression_type);
     if ((uint64_t)s->l1_size * 8 > QCOW2_MAX_L1_BYTES)
         return bv_error_setf(errp, EFBIG, "qcow2: Active L1 table too large");
-    if (s->l1_size < qcow2_l1_entries_for(n->size, s->cluster_bits))
+    if (s->l1_size < qcow2_l1_entries_for(n->size, s->cluster_bits, s->l2_bits))
         return bv_error_setf(errp, EINVAL, "qcow2: L1 table is too small");
     if (s->l1_size && ((s->l1_offset & (cs - 1)) || s->l1_offset == 0 || s->l1_offset > flen))
         return bv_error_setf(errp, EINVAL, "qcow2: invalid L1 table offset 0x%" PRIx64,
@@ -457,6 +470,8 @@ static int qcow2_info(bv_node *n, struct bv_image_info *info, bv_error **errp)
     info->compatible_features = s->compat;
     info->autoclear_features = s->autoclear;
     info->refcount_bits = 1 << s->refcount_order;
+    info->compression_zstd = s->compression_type == QCOW2_COMPRESS_ZSTD;
+    info->extended_l2 = s->extl2;
     pthread_mutex_unlock(&s->lock);
     return 0;
 }
@@ -518,11 +533,29 @@ static int write_refcounts(int fd, uint32_t cb, uint64_t T, uint64_t B, uint64_t
     return r;
 }
 
+/* The v3-only features, refused where qemu-img refuses them (same words). */
+static int check_create_features(const struct bv_create_opts *o, uint32_t cs, bv_error **errp)
+{
+    if (o->compat_v2 && o->extended_l2)
+        return bv_error_setf(errp, EINVAL, "Extended L2 entries are only supported with "
+                             "compatibility level 1.1 and above (use version=v3 or greater)");
+    if (o->compat_v2 && o->compression_zstd)
+        return bv_error_setf(errp, EINVAL, "Non-zlib compression type is only supported with "
+                             "compatibility level 1.1 and above (use version=v3 or greater)");
+    if (o->extended_l2 && cs < QCOW2_EXTL2_MIN_CLUSTER)
+        return bv_error_setf(errp, EINVAL, "Extended L2 entries are only supported with "
+                             "cluster sizes of at least %u bytes", QCOW2_EXTL2_MIN_CLUSTER);
+    return 0;
+}
+
 int bv_qcow2_create(int fd, const struct bv_create_opts *o, uint64_t size, bv_error **errp)
 {
     uint32_t cs = o->cluster_size ? o->cluster_size : BV_DEFAULT_CLUSTER;
     uint32_t cb = (uint32_t)__builtin_ctz(cs);
-    uint64_t l1 = qcow2_l1_entries_for(size, cb), T, B, L;
+    uint64_t l1 = qcow2_l1_entries_for(size, cb, cb - (o->extended_l2 ? 4 : 3)), T, B, L;
+    int r = check_create_features(o, cs, errp);
+    if (r < 0)
+        return r;
     if (l1 * 8 > QCOW2_MAX_L1_BYTES)
         return bv_error_setf(errp, EFBIG, "qcow2: image too large for cluster size %u", cs);
     create_layout(cb, l1, &T, &B, &L);
@@ -531,10 +564,13 @@ int bv_qcow2_create(int fd, const struct bv_create_opts *o, uint64_t size, bv_er
         .reftable_clusters = (uint32_t)T, .refcount_order = 4, .size = size,
         .l1_offset = (1 + T + B) * cs, .reftable_offset = cs,
         .backing = o->backing, .backing_format = o->backing_format,
+        .incompat = (o->extended_l2 ? QCOW2_INCOMPAT_EXTL2 : 0) |
+                    (o->compression_zstd ? QCOW2_INCOMPAT_COMPRESS : 0),
+        .compression_type = o->compression_zstd ? QCOW2_COMPRESS_ZSTD : QCOW2_COMPRESS_ZLIB,
     };
     uint8_t *c0 = malloc(cs);
     uint32_t used = 0;
-    int r = c0 ? build_header(&p, c0, &used, errp) : bv_error_setf(errp, ENOMEM, "out of memory");
+    r = c0 ? build_header(&p, c0, &used, errp) : bv_error_setf(errp, ENOMEM, "out of memory");
     if (r == 0)
         r = write_fd(fd, c0, cs, 0, errp);
     if (r == 0)

@@ -139,6 +139,8 @@ struct bv_create_opts {
     const char *backing;         /* qcow2 only; stored as given */
     enum bv_format backing_format;  /* required with backing */
     bool compat_v2;              /* tests only: write a v2 (compat=0.10) header */
+    bool compression_zstd;       /* qcow2 v3: compression_type=zstd (default zlib) */
+    bool extended_l2;            /* qcow2 v3: subclusters (cluster size >= 16 KiB) */
 };
 /* Sizes are rounded up to a multiple of 512, as qemu-img create does. */
 int bv_image_create(const struct bv_create_opts *o, bv_error **errp);
@@ -155,6 +157,8 @@ struct bv_image_info {
     bool corrupt;                /* qcow2 corrupt bit set */
     uint64_t incompatible_features, compatible_features, autoclear_features;
     int refcount_bits;
+    bool compression_zstd;       /* qcow2: compression_type=zstd */
+    bool extended_l2;            /* qcow2: extended L2 entries (subclusters) */
 };
 int bv_node_info(bv_node *n, struct bv_image_info *info, bv_error **errp);
 
@@ -185,6 +189,8 @@ struct bv_convert_opts {
     enum bv_format out_format;
     uint32_t cluster_size;       /* 0 = default */
     bool compress;               /* qcow2 output only */
+    bool compression_zstd;       /* qcow2 output: compression_type=zstd */
+    bool extended_l2;            /* qcow2 output: extended L2 entries */
     bool flush;                  /* fdatasync the output before returning (durable) */
     unsigned threads;            /* 0 = number of cores */
 };
