@@ -2,18 +2,39 @@
 #ifndef BVDB_CATALOG_INT_H
 #define BVDB_CATALOG_INT_H
 
+#include <assert.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sqlite3.h>
 
 #include "bvdb/catalog.h"
 
 struct bvdb {
-    pthread_mutex_t lock;      /* recursive; guards conn and every statement */
+    pthread_mutex_t lock;      /* recursive; guards conn and every statement; taken with
+                                  db_lock(), never directly */
+#ifndef NDEBUG
+    _Atomic uintptr_t owner;   /* debug: the holder's thread token (0: free) */
+    unsigned depth;            /* debug: recursion depth, written by the holder only */
+#endif
     sqlite3 *conn;
     void (*log)(void *opaque, const char *msg);
     void *log_opaque;
 };
+
+/* Take / release db->lock.  In debug builds they record the holding thread
+ * (a _Thread_local address, stored relaxed: only the holder writes it while
+ * the lock is held) so that *_locked functions can assert it with
+ * DB_ASSERT_LOCKED; release builds compile to the bare mutex calls. */
+void db_lock(bvdb *db);
+void db_unlock(bvdb *db);
+#ifndef NDEBUG
+bool db_locked_by_me(bvdb *db);
+#define DB_ASSERT_LOCKED(db) assert(db_locked_by_me(db))
+#else
+#define DB_ASSERT_LOCKED(db) ((void)(db))
+#endif
 
 /* Map a SQLite result code to the catalog's errno convention, logging the
  * connection's message for anything unexpected. */

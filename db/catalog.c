@@ -11,6 +11,38 @@
 
 #include "catalog-int.h"
 
+#ifndef NDEBUG
+static uintptr_t thread_token(void)
+{
+    static _Thread_local char me;
+    return (uintptr_t)&me;
+}
+
+bool db_locked_by_me(bvdb *db)
+{
+    return atomic_load_explicit(&db->owner, memory_order_relaxed) == thread_token();
+}
+#endif
+
+void db_lock(bvdb *db)
+{
+    pthread_mutex_lock(&db->lock);
+#ifndef NDEBUG
+    if (db->depth++ == 0)
+        atomic_store_explicit(&db->owner, thread_token(), memory_order_relaxed);
+#endif
+}
+
+void db_unlock(bvdb *db)
+{
+#ifndef NDEBUG
+    assert(db_locked_by_me(db) && db->depth > 0);
+    if (--db->depth == 0)
+        atomic_store_explicit(&db->owner, 0, memory_order_relaxed);
+#endif
+    pthread_mutex_unlock(&db->lock);
+}
+
 int db_rc(bvdb *db, int rc, const char *what)
 {
     switch (rc & 0xff) {
@@ -47,7 +79,7 @@ sqlite3_stmt *db_prepare(bvdb *db, const char *sql)
 int db_exec(bvdb *db, const char *sql, db_bind_fn *bind, const void *arg, const char *what,
             int64_t *rowid_out)
 {
-    pthread_mutex_lock(&db->lock);
+    db_lock(db);
     int r = -EIO;
     sqlite3_stmt *st = db_prepare(db, sql);
     if (!st)
@@ -62,14 +94,14 @@ int db_exec(bvdb *db, const char *sql, db_bind_fn *bind, const void *arg, const 
     }
 out:
     sqlite3_finalize(st);
-    pthread_mutex_unlock(&db->lock);
+    db_unlock(db);
     return r;
 }
 
 int db_query(bvdb *db, const char *sql, db_bind_fn *bind, const void *arg, db_row_fn *row,
              void *opaque, const char *what)
 {
-    pthread_mutex_lock(&db->lock);
+    db_lock(db);
     int r = -EIO, n = 0, rc = SQLITE_ERROR;
     sqlite3_stmt *st = db_prepare(db, sql);
     if (!st)
@@ -84,7 +116,7 @@ int db_query(bvdb *db, const char *sql, db_bind_fn *bind, const void *arg, db_ro
     r = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? n : db_rc(db, rc, what);
 out:
     sqlite3_finalize(st);
-    pthread_mutex_unlock(&db->lock);
+    db_unlock(db);
     return r;
 }
 
@@ -164,15 +196,16 @@ void bvdb_set_log(bvdb *db, void (*log)(void *opaque, const char *msg), void *op
 
 static int exec_locked(bvdb *db, const char *sql)
 {
+    DB_ASSERT_LOCKED(db);
     return db_rc(db, sqlite3_exec(db->conn, sql, NULL, NULL, NULL), sql);
 }
 
 int bvdb_begin(bvdb *db)
 {
-    pthread_mutex_lock(&db->lock);
+    db_lock(db);
     int r = exec_locked(db, "BEGIN IMMEDIATE");
     if (r < 0)
-        pthread_mutex_unlock(&db->lock);
+        db_unlock(db);
     return r;
 }
 
@@ -181,14 +214,14 @@ int bvdb_commit(bvdb *db)
     int r = exec_locked(db, "COMMIT");
     if (r < 0)
         exec_locked(db, "ROLLBACK");
-    pthread_mutex_unlock(&db->lock);
+    db_unlock(db);
     return r;
 }
 
 int bvdb_rollback(bvdb *db)
 {
     int r = exec_locked(db, "ROLLBACK");
-    pthread_mutex_unlock(&db->lock);
+    db_unlock(db);
     return r;
 }
 

@@ -53,10 +53,10 @@ int db_migrate(bvdb *db, char *err, size_t errlen)
                  "refusing to open it", cur, N_MIGRATIONS);
         return -EPROTO;
     }
-    pthread_mutex_lock(&db->lock);
+    db_lock(db);
     int r = 0;
     for (int v = cur + 1; v <= N_MIGRATIONS && r == 0; v++)
         r = apply_one(db, v, err, errlen);
-    pthread_mutex_unlock(&db->lock);
+    db_unlock(db);
     return r;
 }

@@ -16,6 +16,7 @@
 
 #include "bv/dirty-bitmap.h"
 #include "util/hbitmap.h"
+#include "util/lock.h"
 
 struct bv_dirty_bitmap {                    /* every field guarded by set->lock */
     struct bv_dirty_bitmap *next;           /* set list, newest first */
@@ -31,7 +32,7 @@ struct bv_dirty_bitmap {                    /* every field guarded by set->lock 
 };
 
 struct bv_bitmap_set {
-    pthread_mutex_t lock;                   /* leaf lock (see the public header) */
+    bv_mutex lock;                          /* leaf lock (see the public header) */
     char *node_name;                        /* immutable, for messages */
     uint64_t disk_size;                     /* guarded by lock */
     uint64_t next_seq;                      /* guarded by lock */

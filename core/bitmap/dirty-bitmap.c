@@ -60,14 +60,31 @@ int bv_bitmap_sync_mode_parse(const char *name)
     return -1;
 }
 
+#ifndef NDEBUG
+static _Thread_local unsigned sets_held;    /* set locks this thread holds */
+#define ASSERT_SET_LOCKED(set) BV_ASSERT_HELD(&(set)->lock)
+/* for *_locked functions that see a bitmap but not its set */
+#define ASSERT_SOME_SET_LOCKED() assert(sets_held > 0)
+#else
+#define ASSERT_SET_LOCKED(set) ((void)(set))
+#define ASSERT_SOME_SET_LOCKED() ((void)0)
+#endif
+
 void dbm_lock(struct bv_bitmap_set *set)
 {
-    pthread_mutex_lock(&set->lock);
+    bv_mutex_lock(&set->lock);
+#ifndef NDEBUG
+    sets_held++;
+#endif
 }
 
 void dbm_unlock(struct bv_bitmap_set *set)
 {
-    pthread_mutex_unlock(&set->lock);
+#ifndef NDEBUG
+    assert(sets_held > 0);
+    sets_held--;
+#endif
+    bv_mutex_unlock(&set->lock);
 }
 
 static const char *bm_name(const struct bv_dirty_bitmap *bm)
@@ -87,7 +104,7 @@ int bv_bitmap_set_new(const char *node_name, uint64_t disk_size,
     if (!set)
         return bv_error_setf(errp, ENOMEM, "Out of memory");
     set->node_name = strdup(node_name ? node_name : "");
-    if (!set->node_name || pthread_mutex_init(&set->lock, NULL) != 0) {
+    if (!set->node_name || bv_mutex_init(&set->lock) != 0) {
         free(set->node_name);
         free(set);
         return bv_error_setf(errp, ENOMEM, "Out of memory");
@@ -113,7 +130,7 @@ void bv_bitmap_set_free(struct bv_bitmap_set *set)
         set->head = bm->next;
         dbm_free(bm);
     }
-    pthread_mutex_destroy(&set->lock);
+    bv_mutex_destroy(&set->lock);
     free(set->node_name);
     free(set);
 }
@@ -129,6 +146,7 @@ uint64_t bv_bitmap_set_disk_size(struct bv_bitmap_set *set)
 /* Insert keeping the list sorted by seq, newest first. */
 static void link_locked(struct bv_bitmap_set *set, struct bv_dirty_bitmap *bm)
 {
+    ASSERT_SET_LOCKED(set);
     struct bv_dirty_bitmap **pp = &set->head;
     while (*pp && (*pp)->seq > bm->seq)
         pp = &(*pp)->next;
@@ -138,6 +156,7 @@ static void link_locked(struct bv_bitmap_set *set, struct bv_dirty_bitmap *bm)
 
 static void unlink_locked(struct bv_bitmap_set *set, struct bv_dirty_bitmap *bm)
 {
+    ASSERT_SET_LOCKED(set);
     for (struct bv_dirty_bitmap **pp = &set->head; *pp; pp = &(*pp)->next) {
         if (*pp == bm) {
             *pp = bm->next;
@@ -150,6 +169,7 @@ static void unlink_locked(struct bv_bitmap_set *set, struct bv_dirty_bitmap *bm)
 /* Unlink and free bm and its successor, if any. */
 static void release_locked(struct bv_bitmap_set *set, struct bv_dirty_bitmap *bm)
 {
+    ASSERT_SET_LOCKED(set);
     if (bm->successor) {
         unlink_locked(set, bm->successor);
         dbm_free(bm->successor);
@@ -161,6 +181,7 @@ static void release_locked(struct bv_bitmap_set *set, struct bv_dirty_bitmap *bm
 static struct bv_dirty_bitmap *find_locked(struct bv_bitmap_set *set,
                                            const char *name)
 {
+    ASSERT_SET_LOCKED(set);
     for (struct bv_dirty_bitmap *bm = set->head; bm; bm = bm->next)
         if (bm->name && strcmp(bm->name, name) == 0)
             return bm;
@@ -169,12 +190,14 @@ static struct bv_dirty_bitmap *find_locked(struct bv_bitmap_set *set,
 
 static bool recording_locked(const struct bv_dirty_bitmap *bm)
 {
+    ASSERT_SOME_SET_LOCKED();
     return bm->enabled && !bm->successor && !bm->inconsistent;
 }
 
 /* A bitmap that cannot be trusted any more: only remove is allowed. */
 static void make_inconsistent_locked(struct bv_dirty_bitmap *bm)
 {
+    ASSERT_SOME_SET_LOCKED();
     bm->inconsistent = true;
     bm->enabled = false;
     hbitmap_reset_all(bm->hb);
@@ -271,6 +294,7 @@ int dbm_alloc(const char *name, uint32_t g, uint64_t size, unsigned flags,
 int dbm_insert_named_locked(struct bv_bitmap_set *set,
                             struct bv_dirty_bitmap *bm, bv_error **errp)
 {
+    ASSERT_SET_LOCKED(set);
     if (find_locked(set, bm->name))
         return bv_error_setf(errp, EEXIST, "Bitmap already exists: %s",
                              bm->name);
@@ -333,6 +357,7 @@ int bv_bitmap_lookup(struct bv_bitmap_set *set, const char *name,
 static int check_usable_locked(const struct bv_dirty_bitmap *bm,
                                bv_error **errp)
 {
+    ASSERT_SOME_SET_LOCKED();
     if (bm->busy)
         return bv_error_setf(errp, EBUSY, "Bitmap '%s' is currently in use by "
                              "another operation and cannot be used",
@@ -397,6 +422,7 @@ void bv_bitmap_remove_abort(struct bv_bitmap_set *set,
 /* Swap in an empty hbitmap; the old one goes to *old. */
 static int swap_empty_locked(struct bv_dirty_bitmap *bm, struct hbitmap **old)
 {
+    ASSERT_SOME_SET_LOCKED();
     struct hbitmap *fresh;
     int r = hbitmap_new(hbitmap_size(bm->hb), hbitmap_gran_shift(bm->hb),
                         &fresh);
@@ -489,6 +515,7 @@ static int check_source_locked(uint64_t dst_size,
                                const struct bv_dirty_bitmap *src,
                                bv_error **errp)
 {
+    ASSERT_SOME_SET_LOCKED();
     int r = check_usable_locked(src, errp);
     if (r < 0)
         return r;
@@ -508,6 +535,7 @@ static int merge_apply_locked(struct bv_dirty_bitmap *target,
                               struct bv_bitmap_backup **backup,
                               bv_error **errp)
 {
+    ASSERT_SOME_SET_LOCKED();
     struct bv_bitmap_backup *b = NULL;
     struct hbitmap *merged = NULL;
     int r = hbitmap_copy(target->hb, &merged);
@@ -627,6 +655,7 @@ int bv_bitmap_freeze(struct bv_bitmap_set *set, struct bv_dirty_bitmap *bm,
 static int check_frozen_locked(const struct bv_dirty_bitmap *bm,
                                bv_error **errp)
 {
+    ASSERT_SOME_SET_LOCKED();
     if (!bm->successor)
         return bv_error_setf(errp, EINVAL, "Bitmap '%s' is not frozen",
                              bm_name(bm));
@@ -636,6 +665,7 @@ static int check_frozen_locked(const struct bv_dirty_bitmap *bm,
 /* Drop the successor (its bits must already be used); bm usable again. */
 static void thaw_locked(struct bv_bitmap_set *set, struct bv_dirty_bitmap *bm)
 {
+    ASSERT_SET_LOCKED(set);
     struct bv_dirty_bitmap *succ = bm->successor;
     bm->enabled = succ->enabled;
     if (succ->inconsistent)
@@ -649,6 +679,7 @@ static void thaw_locked(struct bv_bitmap_set *set, struct bv_dirty_bitmap *bm)
 static void abdicate_locked(struct bv_bitmap_set *set,
                             struct bv_dirty_bitmap *bm)
 {
+    ASSERT_SET_LOCKED(set);
     struct hbitmap *tmp = bm->hb;
     bm->hb = bm->successor->hb;
     bm->successor->hb = tmp;
@@ -658,6 +689,7 @@ static void abdicate_locked(struct bv_bitmap_set *set,
 static void reclaim_locked(struct bv_bitmap_set *set,
                            struct bv_dirty_bitmap *bm)
 {
+    ASSERT_SET_LOCKED(set);
     if (hbitmap_merge(bm->hb, bm->successor->hb) < 0)
         bm->successor->inconsistent = true;   /* bits lost: say so */
     thaw_locked(set, bm);
@@ -800,6 +832,7 @@ bool bv_bitmap_next_dirty(struct bv_bitmap_set *set,
 
 static enum bv_bitmap_status status_locked(const struct bv_dirty_bitmap *bm)
 {
+    ASSERT_SOME_SET_LOCKED();
     if (bm->inconsistent)
         return BV_BITMAP_INCONSISTENT;
     if (bm->successor)
@@ -812,6 +845,7 @@ static enum bv_bitmap_status status_locked(const struct bv_dirty_bitmap *bm)
 static void info_locked(const struct bv_dirty_bitmap *bm,
                         struct bv_bitmap_info *info)
 {
+    ASSERT_SOME_SET_LOCKED();
     memset(info, 0, sizeof(*info));
     if (bm->name)
         memcpy(info->name, bm->name, strlen(bm->name) + 1);

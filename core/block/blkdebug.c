@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "bv/blkdebug.h"
+#include "util/lock.h"
 
 struct inject_rule {
     struct bv_blkdebug_inject_error r;   /* normalised: error and iotypes non-zero */
@@ -28,7 +29,7 @@ struct inject_rule {
 };
 
 struct blkdebug {
-    pthread_mutex_t lock;                /* guards every field below */
+    bv_mutex lock;                       /* guards every field below */
     bool lock_ready;                     /* set once lock is initialised (for close) */
     uint32_t state;
     unsigned n_set;
@@ -136,6 +137,7 @@ static bool state_matches(uint32_t rule_state, uint32_t cur)
 /* Arm this event's inject rules; the first one empties the active set. */
 static void activate_locked(struct blkdebug *s, enum bv_block_event ev)
 {
+    BV_ASSERT_HELD(&s->lock);
     bool reset = false;
     for (unsigned i = 0; i < s->n_inject; i++) {
         struct inject_rule *ir = &s->inject[i];
@@ -153,6 +155,7 @@ static void activate_locked(struct blkdebug *s, enum bv_block_event ev)
 /* The state after ev: the first matching set-state rule's, else unchanged. */
 static uint32_t next_state_locked(const struct blkdebug *s, enum bv_block_event ev)
 {
+    BV_ASSERT_HELD(&s->lock);
     for (unsigned i = 0; i < s->n_set; i++)
         if (s->set[i].event == ev && state_matches(s->set[i].state, s->state))
             return s->set[i].new_state;
@@ -162,10 +165,10 @@ static uint32_t next_state_locked(const struct blkdebug *s, enum bv_block_event 
 static void blkdebug_event(bv_node *n, enum bv_block_event ev)
 {
     struct blkdebug *s = n->opaque;
-    pthread_mutex_lock(&s->lock);
+    bv_mutex_lock(&s->lock);
     activate_locked(s, ev);
     s->state = next_state_locked(s, ev);
-    pthread_mutex_unlock(&s->lock);
+    bv_mutex_unlock(&s->lock);
 }
 
 static bool offset_hits(uint64_t rule_off, uint64_t off, uint64_t len)
@@ -176,6 +179,7 @@ static bool offset_hits(uint64_t rule_off, uint64_t off, uint64_t len)
 /* The errno the request must fail with, or 0.  A `once` rule goes away here. */
 static int check_locked(struct blkdebug *s, unsigned iotype, uint64_t off, uint64_t len)
 {
+    BV_ASSERT_HELD(&s->lock);
     for (unsigned i = 0; i < s->n_inject; i++) {
         struct inject_rule *ir = &s->inject[i];
         if (!ir->active || ir->removed || !(ir->r.iotypes & iotype) ||
@@ -194,9 +198,9 @@ static int check_locked(struct blkdebug *s, unsigned iotype, uint64_t off, uint6
 static int inject(bv_node *n, unsigned iotype, uint64_t off, uint64_t len, bv_error **errp)
 {
     struct blkdebug *s = n->opaque;
-    pthread_mutex_lock(&s->lock);
+    bv_mutex_lock(&s->lock);
     int err = check_locked(s, iotype, off, len);
-    pthread_mutex_unlock(&s->lock);
+    bv_mutex_unlock(&s->lock);
     return err ? bv_error_setf(errp, err, "%s", strerror(err)) : 0;
 }
 
@@ -245,7 +249,7 @@ static void bd_close(bv_node *n)
 {
     struct blkdebug *s = n->opaque;
     if (s && s->lock_ready)
-        pthread_mutex_destroy(&s->lock);
+        bv_mutex_destroy(&s->lock);
 }
 
 static const struct bv_driver drv_blkdebug = {
@@ -273,7 +277,7 @@ int bv_filter_blkdebug_open(bv_node *file, const struct bv_blkdebug_config *cfg,
         return r;
     struct blkdebug *s = n->opaque;
     r = bv_blkdebug_config_validate(cfg, errp);
-    if (r == 0 && (r = -pthread_mutex_init(&s->lock, NULL)) < 0)
+    if (r == 0 && (r = bv_mutex_init(&s->lock)) < 0)
         bv_error_setf(errp, -r, "blkdebug: cannot create its lock");
     if (r < 0) {
         bv_node_close(n, NULL);
@@ -294,13 +298,13 @@ int bv_blkdebug_query(bv_node *n, struct bv_blkdebug_status *st, bv_error **errp
         return bv_error_setf(errp, ENOENT, "the node has no blkdebug layer");
     struct blkdebug *s = n->opaque;
     memset(st, 0, sizeof(*st));
-    pthread_mutex_lock(&s->lock);
+    bv_mutex_lock(&s->lock);
     st->state = s->state;
     for (unsigned i = 0; i < s->n_inject; i++) {
         st->inject_rules += !s->inject[i].removed;
         st->active_rules += s->inject[i].active && !s->inject[i].removed;
     }
     st->failures = s->failures;
-    pthread_mutex_unlock(&s->lock);
+    bv_mutex_unlock(&s->lock);
     return 0;
 }
