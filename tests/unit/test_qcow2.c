@@ -2,7 +2,8 @@
  * qcow2 and node layer: round-trips against a shadow buffer at several
  * cluster sizes, backing chains, malformed headers, check/repair, resize,
  * refcount widths and reftable growth, blkdebug events, concurrent writers
- * and readers, the metadata overlap guard.  Where qemu-img is
+ * and readers, the metadata overlap guard, extended L2 subclusters and
+ * zstd compression.  Where qemu-img is
  * installed it is the oracle (check clean, compare identical); without it
  * those assertions are skipped, the rest still runs.
  */
@@ -764,6 +765,218 @@ static void test_overlap_guard(void **st)
     bv_error_free(err);
 }
 
+/* ---- extended L2 (subclusters) and zstd ---- */
+
+static void create_ext(const char *name, uint64_t size, uint32_t cs, const char *backing,
+                       bool extl2, bool zstd)
+{
+    bv_error *err = NULL;
+    struct bv_create_opts o = { .path = tp(name), .format = BV_FMT_QCOW2, .size = size,
+                                .cluster_size = cs, .backing = backing,
+                                .backing_format = backing ? BV_FMT_QCOW2 : BV_FMT_NONE,
+                                .extended_l2 = extl2, .compression_zstd = zstd };
+    int r = bv_image_create(&o, &err);
+    if (r)
+        fprintf(stderr, "create: %s\n", err->msg);
+    assert_int_equal(r, 0);
+}
+
+/* The 128-bit L2 entry of guest cluster ci (first L2 table) read from the file. */
+static void raw_l2_entry(const char *name, uint64_t ci, uint64_t *ent, uint64_t *bm)
+{
+    uint8_t b[16];
+    int fd = open(tp(name), O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, b, 8, 40), 8);
+    assert_int_equal(pread(fd, b, 8, (off_t)ld_be64(b)), 8);
+    uint64_t l2 = ld_be64(b) & 0x00fffffffffffe00ULL;
+    assert_int_equal(pread(fd, b, 16, (off_t)(l2 + 16 * ci)), 16);
+    *ent = ld_be64(b);
+    *bm = ld_be64(b + 8);
+    close(fd);
+}
+
+static void assert_status(bv_node *n, uint64_t off, uint64_t len, uint64_t pnum, int flags)
+{
+    struct bv_block_status bs;
+    assert_int_equal(bv_node_block_status(n, off, len, &bs, NULL), 0);
+    assert_int_equal(bs.pnum, pnum);
+    assert_int_equal(bs.flags, flags);
+}
+
+static void qemu_compare_shadow(const char *img, const uint8_t *shadow, uint64_t size)
+{
+    if (!have_qemu)
+        return;
+    int fd = open(tp("shadow.raw"), O_CREAT | O_TRUNC | O_WRONLY, 0644);
+    assert_int_equal(write(fd, shadow, size), (ssize_t)size);
+    close(fd);
+    assert_int_equal(sh("qemu-img compare -q -f raw -F qcow2 %s %s", tp("shadow.raw"), tp(img)),
+                     0);
+}
+
+/* 64 KiB clusters, 2 KiB subclusters over a backing file: untouched
+ * subclusters read from the backing file, written ones from this layer, and
+ * only the touched subcluster is filled (from the backing file) and marked. */
+static void test_extl2_subclusters(void **st)
+{
+    const uint64_t size = 1 << 20;
+    uint8_t *shadow = malloc(size), buf[4096];
+    fill(shadow, size, 7);
+    create("xb.qcow2", size, 65536, NULL);
+    bv_node *n = open_img("xb.qcow2", false);
+    assert_int_equal(bv_node_pwrite(n, shadow, size, 0, 0, NULL), 0);
+    assert_int_equal(bv_node_close(n, NULL), 0);
+    create_ext("xt.qcow2", 0, 65536, "xb.qcow2", true, false);
+    n = open_img("xt.qcow2", false);
+    struct bv_image_info info;
+    assert_int_equal(bv_node_info(n, &info, NULL), 0);
+    assert_true(info.extended_l2);
+    assert_int_equal(info.incompatible_features, 1u << 4);
+
+    /* a fresh cluster: only subcluster 2 ([4096, 6144)) is written */
+    memset(buf, 0xa1, 100);
+    assert_int_equal(bv_node_pwrite(n, buf, 100, 4196, 0, NULL), 0);
+    memcpy(shadow + 4196, buf, 100);
+    assert_status(n, 0, size, 4096, 0);
+    assert_status(n, 4096, size - 4096, 2048, BV_BS_DATA | BV_BS_ALLOCATED);
+    assert_status(n, 6144, size - 6144, size - 6144, 0);   /* backing until the end */
+    /* the owned cluster: an unallocated subcluster partly written is filled */
+    memset(buf, 0xb2, 10);
+    assert_int_equal(bv_node_pwrite(n, buf, 10, 10000, 0, NULL), 0);
+    memcpy(shadow + 10000, buf, 10);
+    /* whole unallocated cluster zeroed over a backing file: all zero bits, no host */
+    assert_int_equal(bv_node_write_zeroes(n, 65536, 65536, 0, NULL), 0);
+    memset(shadow + 65536, 0, 65536);
+    assert_status(n, 65536, 65536, 65536, BV_BS_ZERO | BV_BS_ALLOCATED);
+    /* a discard past the write falls back to zeros too, reads stay right */
+    assert_int_equal(bv_node_discard(n, 131072, 131072, NULL), 0);
+    memset(shadow + 131072, 0, 131072);
+    assert_reads(n, shadow, size);
+    check_clean(n);
+    assert_int_equal(bv_node_close(n, NULL), 0);
+
+    uint64_t ent, bm;
+    raw_l2_entry("xt.qcow2", 0, &ent, &bm);
+    assert_int_equal(bm, (1u << 2) | (1u << 4));        /* subclusters 2 and 4 allocated */
+    assert_true(ent & (1ULL << 63));                    /* COPIED, with a host cluster */
+    assert_int_not_equal(ent & 0x00fffffffffffe00ULL, 0);
+    raw_l2_entry("xt.qcow2", 1, &ent, &bm);
+    assert_int_equal(ent, 0);
+    assert_int_equal(bm, 0xffffffff00000000ULL);
+    n = open_img("xt.qcow2", true);
+    assert_reads(n, shadow, size);
+    bv_node_close(n, NULL);
+    qemu_check_clean(tp("xt.qcow2"));
+    qemu_compare_shadow("xt.qcow2", shadow, size);
+
+    /* zeroing an owned cluster keeps its host cluster and sets every zero bit */
+    n = open_img("xt.qcow2", false);
+    assert_int_equal(bv_node_write_zeroes(n, 65536, 0, 0, NULL), 0);
+    memset(shadow, 0, 65536);
+    assert_status(n, 0, 65536, 65536, BV_BS_ZERO | BV_BS_ALLOCATED);
+    assert_reads(n, shadow, size);
+    assert_int_equal(bv_node_close(n, NULL), 0);
+    raw_l2_entry("xt.qcow2", 0, &ent, &bm);
+    assert_int_not_equal(ent & 0x00fffffffffffe00ULL, 0);
+    assert_int_equal(bm, 0xffffffff00000000ULL);
+    qemu_check_clean(tp("xt.qcow2"));
+    qemu_compare_shadow("xt.qcow2", shadow, size);
+    free(shadow);
+}
+
+/* A subcluster both allocated and zero is corruption, named as such. */
+static void test_extl2_bad_bitmap(void **st)
+{
+    uint8_t buf[512], b8[8];
+    memset(buf, 3, sizeof(buf));
+    create_ext("xc.qcow2", 1 << 20, 65536, NULL, true, false);
+    bv_node *n = open_img("xc.qcow2", false);
+    assert_int_equal(bv_node_pwrite(n, buf, sizeof(buf), 0, 0, NULL), 0);
+    assert_int_equal(bv_node_close(n, NULL), 0);
+    uint64_t ent, bm;
+    raw_l2_entry("xc.qcow2", 0, &ent, &bm);
+    assert_int_equal(bm, 1);
+    int fd = open(tp("xc.qcow2"), O_RDWR);
+    assert_int_equal(pread(fd, b8, 8, 40), 8);
+    assert_int_equal(pread(fd, b8, 8, (off_t)ld_be64(b8)), 8);
+    uint64_t l2 = ld_be64(b8) & 0x00fffffffffffe00ULL;
+    st_be64(b8, 1 | (1ULL << 32));
+    assert_int_equal(pwrite(fd, b8, 8, (off_t)(l2 + 8)), 8);
+    close(fd);
+    n = open_img("xc.qcow2", true);
+    bv_error *err = NULL;
+    assert_int_equal(bv_node_pread(n, buf, 512, 0, &err), -EIO);
+    assert_non_null(strstr(err->msg, "Invalid cluster entry found"));
+    bv_error_free(err);
+    bv_node_close(n, NULL);
+}
+
+/* zstd: header byte 104 and incompatible bit 3; compressed clusters round-trip. */
+static void test_zstd_compressed(void **st)
+{
+    const uint32_t cs = 65536;
+    uint8_t *data = malloc(cs * 4), *back = malloc(cs * 4), b[112];
+    memset(data, 0x5e, cs * 2);
+    fill(data + cs * 2, cs * 2, 12);
+    create_ext("z.qcow2", 1 << 20, cs, NULL, false, true);
+    bv_node *n = open_img("z.qcow2", false);
+    assert_int_equal(bv_node_pwrite(n, data, cs * 4, 0, BV_WRITE_COMPRESSED, NULL), 0);
+    assert_status(n, 0, cs, cs, BV_BS_DATA | BV_BS_ALLOCATED | BV_BS_COMPRESSED);
+    assert_int_equal(bv_node_pread(n, back, cs * 4, 0, NULL), 0);
+    assert_memory_equal(back, data, cs * 4);
+    struct bv_image_info info;
+    assert_int_equal(bv_node_info(n, &info, NULL), 0);
+    assert_true(info.compression_zstd);
+    check_clean(n);
+    assert_int_equal(bv_node_close(n, NULL), 0);
+    int fd = open(tp("z.qcow2"), O_RDWR);
+    assert_int_equal(pread(fd, b, sizeof(b), 0), (ssize_t)sizeof(b));
+    assert_int_equal(b[104], 1);
+    assert_int_equal(ld_be64(b + 72), 1u << 3);
+    /* the type without its feature bit is refused, with why */
+    st_be64(b + 72, 0);
+    assert_int_equal(pwrite(fd, b + 72, 8, 72), 8);
+    close(fd);
+    bv_error *err = NULL;
+    assert_int_equal(open_err("z.qcow2", true, &err), -EINVAL);
+    assert_string_equal(err->msg, "qcow2: compression type 1 does not match the compression "
+                                  "type incompatible feature bit");
+    bv_error_free(err);
+    if (have_qemu) {        /* qemu's own zstd clusters read back the same */
+        fd = open(tp("z.raw"), O_CREAT | O_TRUNC | O_WRONLY, 0644);
+        assert_int_equal(write(fd, data, cs * 4), (ssize_t)cs * 4);
+        close(fd);
+        assert_int_equal(sh("qemu-img convert -c -f raw -O qcow2 -o compression_type=zstd %s %s",
+                            tp("z.raw"), tp("zq.qcow2")), 0);
+        n = open_img("zq.qcow2", true);
+        assert_int_equal(bv_node_pread(n, back, cs * 4, 0, NULL), 0);
+        assert_memory_equal(back, data, cs * 4);
+        bv_node_close(n, NULL);
+    }
+    free(data);
+    free(back);
+}
+
+/* Where qemu-img refuses the variants, with its words. */
+static void test_extl2_zstd_create_refusals(void **st)
+{
+    bv_error *err = NULL;
+    struct bv_create_opts o = { .path = tp("r.qcow2"), .format = BV_FMT_QCOW2, .size = 1 << 20,
+                                .cluster_size = 8192, .extended_l2 = true };
+    assert_int_equal(bv_image_create(&o, &err), -EINVAL);
+    assert_string_equal(err->msg, "Extended L2 entries are only supported with cluster sizes "
+                                  "of at least 16384 bytes");
+    bv_error_free(err);
+    err = NULL;
+    o = (struct bv_create_opts){ .path = tp("r.qcow2"), .format = BV_FMT_QCOW2, .size = 1 << 20,
+                                 .compat_v2 = true, .compression_zstd = true };
+    assert_int_equal(bv_image_create(&o, &err), -EINVAL);
+    assert_non_null(strstr(err->msg, "Non-zlib compression type is only supported with "
+                                     "compatibility level 1.1"));
+    bv_error_free(err);
+}
+
 static int setup(void **st)
 {
     snprintf(dir, sizeof(dir), "/tmp/bvq2XXXXXX");
@@ -798,6 +1011,10 @@ int main(void)
         cmocka_unit_test(test_blkdebug_events),
         cmocka_unit_test(test_concurrent_writes),
         cmocka_unit_test(test_overlap_guard),
+        cmocka_unit_test(test_extl2_subclusters),
+        cmocka_unit_test(test_extl2_bad_bitmap),
+        cmocka_unit_test(test_zstd_compressed),
+        cmocka_unit_test(test_extl2_zstd_create_refusals),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

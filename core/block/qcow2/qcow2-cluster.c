@@ -109,7 +109,7 @@ static int unit_status(const struct qcow2_state *s, uint64_t ent, uint64_t bm, u
         return 0;
     bool alloc = (bm >> sc) & 1, zero = (bm >> (32 + sc)) & 1;
     if ((alloc && zero) || (alloc && !h))
-        return qcow2_corrupt(errp, h, "Invalid cluster entry found  (L2 entry 0x%016" PRIx64
+        return qcow2_corrupt(errp, h, "Invalid cluster entry found (L2 entry 0x%016" PRIx64
                              ", bitmap 0x%016" PRIx64 ")", ent, bm);
     *t = alloc ? Q_NORMAL : zero ? Q_ZERO : Q_UNALLOC;
     *host = h + ((uint64_t)sc << s->sc_bits);
