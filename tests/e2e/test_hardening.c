@@ -232,12 +232,13 @@ static void test_blank_token_refused(void **state)
     (void)state;
     const char *daemon = getenv("BV_DAEMON");
     assert_non_null(daemon);
-    assert_int_equal(bvh_sh("BLOCKVAULT_TOKEN='   ' %s serve --listen 0.0.0.0:0 --data %s/blank "
-                            ">%s/blank.out 2>&1", daemon, H.dir, H.dir), 2);
+    /* bounded: a daemon that accepts the blank token serves until killed (124) */
+    assert_int_equal(bvh_sh("BLOCKVAULT_TOKEN='   ' timeout 20 %s serve --listen 0.0.0.0:0 "
+                            "--data %s/blank >%s/blank.out 2>&1", daemon, H.dir, H.dir), 2);
     assert_int_equal(bvh_sh("grep -q 'BLOCKVAULT_TOKEN is set but empty or blank' %s/blank.out",
                             H.dir), 0);
-    assert_int_equal(bvh_sh("BLOCKVAULT_TOKEN='' %s serve --listen 127.0.0.1:0 --data %s/blank "
-                            ">/dev/null 2>&1", daemon, H.dir), 2);
+    assert_int_equal(bvh_sh("BLOCKVAULT_TOKEN='' timeout 20 %s serve --listen 127.0.0.1:0 "
+                            "--data %s/blank >/dev/null 2>&1", daemon, H.dir), 2);
 }
 
 /* 8 and 5: auth comes first -- unknown paths and wrong methods under /api
@@ -295,6 +296,7 @@ static void test_unauthenticated_body_not_read(void **state)
 static void test_hostile_sockets_leave_headroom(void **state)
 {
     (void)state;
+    T.token = TOKEN;               /* whatever an earlier failed test left */
     cJSON_Delete(bvh_json(&T, "POST", 201, "/api/v1/drives",
                           "{\"id\":\"hs\",\"format\":\"raw\",\"size\":\"1M\"}"));
     static int fds[HOSTILE];
