@@ -16,7 +16,7 @@
 
 #include "bv/dirty-bitmap.h"
 #include "util/hbitmap.h"
-#include "util/lock.h"
+#include "bv/lock.h"
 
 struct bv_dirty_bitmap {                    /* every field guarded by set->lock */
     struct bv_dirty_bitmap *next;           /* set list, newest first */

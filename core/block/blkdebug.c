@@ -20,7 +20,7 @@
 #include <string.h>
 
 #include "bv/blkdebug.h"
-#include "util/lock.h"
+#include "bv/lock.h"
 
 struct inject_rule {
     struct bv_blkdebug_inject_error r;   /* normalised: error and iotypes non-zero */

@@ -30,6 +30,7 @@
 #include <microhttpd.h>
 
 #include "app.h"
+#include "bv/lock.h"
 #include "http/auth.h"
 #include "http/router.h"
 #include "http/server.h"
@@ -55,7 +56,7 @@ struct bv_http {
     /* bytes of request bodies buffered across all connections (atomic): a
      * ceiling so that many large uploads at once cannot exhaust memory */
     atomic_size_t buffered;
-    pthread_mutex_t addr_lock;     /* guards addrs, naddrs */
+    bv_mutex addr_lock;            /* guards addrs, naddrs */
     struct addr_slot addrs[BV_MAX_CONNECTIONS];
     unsigned naddrs;
 };
@@ -371,6 +372,7 @@ static bool key_is_loopback(const uint8_t key[16])
 
 static struct addr_slot *find_addr_locked(struct bv_http *h, const uint8_t key[16])
 {
+    BV_ASSERT_HELD(&h->addr_lock);
     for (unsigned i = 0; i < h->naddrs; i++)
         if (memcmp(h->addrs[i].addr, key, 16) == 0)
             return &h->addrs[i];
@@ -385,15 +387,16 @@ static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen
     addr_key(addr, key);
     if (key_is_loopback(key))
         return MHD_YES;
-    pthread_mutex_lock(&h->addr_lock);
+    bv_mutex_lock(&h->addr_lock);
     struct addr_slot *s = find_addr_locked(h, key);
     bool ok = !s || s->n < BV_MAX_CONNECTIONS_PER_ADDRESS;
-    pthread_mutex_unlock(&h->addr_lock);
+    bv_mutex_unlock(&h->addr_lock);
     return ok ? MHD_YES : MHD_NO;
 }
 
 static void count_locked(struct bv_http *h, struct sock *sk, bool open)
 {
+    BV_ASSERT_HELD(&h->addr_lock);
     struct addr_slot *s = find_addr_locked(h, sk->addr);
     if (open) {
         if (!s && h->naddrs < BV_MAX_CONNECTIONS) {
@@ -423,18 +426,18 @@ static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_co
             return;
         addr_key(ci ? ci->client_addr : NULL, sk->addr);
         if (!key_is_loopback(sk->addr)) {
-            pthread_mutex_lock(&h->addr_lock);
+            bv_mutex_lock(&h->addr_lock);
             count_locked(h, sk, true);
-            pthread_mutex_unlock(&h->addr_lock);
+            bv_mutex_unlock(&h->addr_lock);
         }
         *socket_context = sk;
         return;
     }
     if (!sk)
         return;
-    pthread_mutex_lock(&h->addr_lock);
+    bv_mutex_lock(&h->addr_lock);
     count_locked(h, sk, false);
-    pthread_mutex_unlock(&h->addr_lock);
+    bv_mutex_unlock(&h->addr_lock);
     free(sk);
     *socket_context = NULL;
 }
@@ -510,9 +513,10 @@ struct bv_http *bv_http_start(struct bv_app *app, uint16_t *port_out, char *err,
     if (!h)
         return NULL;
     h->app = app;
-    pthread_mutex_init(&h->addr_lock, NULL);
+    bv_mutex_init(&h->addr_lock);
+    /* poll, not select: with 1024 connections descriptors pass FD_SETSIZE */
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                     MHD_USE_ERROR_LOG | MHD_USE_ITC | (v6 ? MHD_USE_IPv6 : 0);
+                     MHD_USE_POLL | MHD_USE_ERROR_LOG | MHD_USE_ITC | (v6 ? MHD_USE_IPv6 : 0);
     h->mhd = MHD_start_daemon(flags, app->cfg.port, on_accept, h, on_request, h,
                               MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                               MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
@@ -523,7 +527,7 @@ struct bv_http *bv_http_start(struct bv_app *app, uint16_t *port_out, char *err,
                               MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
                               MHD_OPTION_END);
     if (!h->mhd) {
-        pthread_mutex_destroy(&h->addr_lock);
+        bv_mutex_destroy(&h->addr_lock);
         snprintf(err, errlen, "cannot listen on %s:%u (address in use or not available)",
                  app->cfg.listen_addr, app->cfg.port);
         free(h);
@@ -549,6 +553,6 @@ void bv_http_stop(struct bv_http *h)
         return;
     if (h->mhd)
         MHD_stop_daemon(h->mhd);
-    pthread_mutex_destroy(&h->addr_lock);
+    bv_mutex_destroy(&h->addr_lock);
     free(h);
 }

@@ -1,5 +1,5 @@
 /*
- * Owner-tracking locks behind the *_locked asserts: util/lock.h's bv_mutex
+ * Owner-tracking locks behind the *_locked asserts: bv/lock.h's bv_mutex
  * and the catalog's recursive lock.  Each check would fail if the owner were
  * not recorded, not cleared, or visible to another thread as its own.
  * Debug builds only (release builds compile the tracking out: skipped).
@@ -17,7 +17,7 @@
 #include <cmocka.h>
 
 #include "catalog-int.h"
-#include "util/lock.h"
+#include "bv/lock.h"
 
 static void *held_elsewhere(void *opaque)
 {

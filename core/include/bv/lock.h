@@ -12,8 +12,8 @@
  * wait releases and retakes the mutex.  Cost: two relaxed stores per
  * lock/unlock pair.  Not for recursive mutexes.
  */
-#ifndef BV_UTIL_LOCK_H
-#define BV_UTIL_LOCK_H
+#ifndef BV_LOCK_H
+#define BV_LOCK_H
 
 #include <assert.h>
 #include <pthread.h>
