@@ -845,6 +845,16 @@ static void test_extl2_subclusters(void **st)
     memset(buf, 0xb2, 10);
     assert_int_equal(bv_node_pwrite(n, buf, 10, 10000, 0, NULL), 0);
     memcpy(shadow + 10000, buf, 10);
+    /* zeroing whole subclusters sets their zero bits: owned cluster 0 (10, 11) and
+     * unallocated cluster 5 over the backing file (1); the odd bytes are written */
+    assert_int_equal(bv_node_write_zeroes(n, 4096, 20480, 0, NULL), 0);
+    memset(shadow + 20480, 0, 4096);
+    assert_status(n, 20480, 8192, 4096, BV_BS_ZERO | BV_BS_ALLOCATED);
+    assert_int_equal(bv_node_write_zeroes(n, 2048, 5 * 65536 + 2048, 0, NULL), 0);
+    memset(shadow + 5 * 65536 + 2048, 0, 2048);
+    assert_status(n, 5 * 65536 + 2048, 4096, 2048, BV_BS_ZERO | BV_BS_ALLOCATED);
+    assert_int_equal(bv_node_write_zeroes(n, 100, 5 * 65536 + 30000, 0, NULL), 0);
+    memset(shadow + 5 * 65536 + 30000, 0, 100);
     /* whole unallocated cluster zeroed over a backing file: all zero bits, no host */
     assert_int_equal(bv_node_write_zeroes(n, 65536, 65536, 0, NULL), 0);
     memset(shadow + 65536, 0, 65536);
@@ -858,12 +868,15 @@ static void test_extl2_subclusters(void **st)
 
     uint64_t ent, bm;
     raw_l2_entry("xt.qcow2", 0, &ent, &bm);
-    assert_int_equal(bm, (1u << 2) | (1u << 4));        /* subclusters 2 and 4 allocated */
+    assert_int_equal(bm, (1u << 2) | (1u << 4) | (3ULL << 42));   /* 2, 4 data; 10, 11 zero */
     assert_true(ent & (1ULL << 63));                    /* COPIED, with a host cluster */
     assert_int_not_equal(ent & 0x00fffffffffffe00ULL, 0);
     raw_l2_entry("xt.qcow2", 1, &ent, &bm);
     assert_int_equal(ent, 0);
     assert_int_equal(bm, 0xffffffff00000000ULL);
+    raw_l2_entry("xt.qcow2", 5, &ent, &bm);
+    assert_int_not_equal(ent, 0);             /* the 100 bytes allocated the cluster */
+    assert_int_equal(bm, (1ULL << 33) | (1u << 14));
     n = open_img("xt.qcow2", true);
     assert_reads(n, shadow, size);
     bv_node_close(n, NULL);

@@ -1109,6 +1109,86 @@ static int zero_clusters(bv_node *n, uint64_t a, uint64_t b, bool unmap, bool di
     return r;
 }
 
+/* Extended L2: whole subclusters [off, off + len) of one cluster get their
+ * zero bits under the lock when the cluster has no host data (over a
+ * backing file; without one they read as zeros already) or is owned (their
+ * allocated bits drop); *done is false when neither holds (compressed or
+ * shared: the caller writes zeros). */
+static int zero_subclusters_locked(bv_node *n, uint64_t off, uint64_t len, bool *done,
+                                   bv_error **errp)
+{
+    struct qcow2_state *s = q_state(n);
+    uint64_t ci = off >> s->cluster_bits, l1i = ci >> s->l2_bits;
+    uint64_t l2i = ci & ((1ULL << s->l2_bits) - 1);
+    struct qcow2_cache_entry *e = NULL;
+    bool backing = n->backing != NULL;
+    *done = false;
+    while (inflight_overlaps(s, ci, 1))
+        pthread_cond_wait(&s->cond, &s->lock);
+    int r = qcow2_prepare_write_locked(n, errp);
+    if (r == 0 && (backing || (s->l1[l1i] & L1E_OFFSET_MASK)))
+        r = qcow2_get_l2_locked(n, l1i, backing, &e, errp);
+    if (r < 0 || !e) {
+        *done = r == 0;                /* no table, no backing file: zeros already */
+        return r;
+    }
+    uint64_t ent = l2_get(s, e, l2i), bm = l2_get_bm(s, e, l2i), nbm = bm;
+    uint64_t m = touched_mask(s, off & (s->cluster_size - 1), len);
+    enum q_type t = entry_type(s, ent);
+    if (t == Q_UNALLOC) {
+        nbm = backing ? bm | (m << 32) : bm;
+        *done = true;
+    } else if (t == Q_NORMAL && (ent & QCOW_OFLAG_COPIED)) {
+        nbm = (bm & ~m) | (m << 32);
+        *done = true;
+    }
+    if (*done && nbm != bm) {
+        bv_node_event(n->file, BV_EV_L2_UPDATE);
+        l2_set(s, e, l2i, ent, nbm);
+    }
+    return r;
+}
+
+/* [off, off + len) inside one cluster: zero bits for the whole subclusters
+ * where possible (extended L2), zero bytes written for the rest. */
+static int zero_in_cluster(bv_node *n, uint64_t len, uint64_t off, bv_error **errp)
+{
+    struct qcow2_state *s = q_state(n);
+    uint64_t us = 1ULL << s->sc_bits, end = off + len, a = (off + us - 1) & ~(us - 1);
+    uint64_t b = end == n->size ? ((end + us - 1) & ~(us - 1)) : (end & ~(us - 1));
+    bool done = false;
+    if (!s->extl2 || a >= b)
+        return write_zero_bytes(n, len, off, errp);
+    int r = off < a ? write_zero_bytes(n, a - off, off, errp) : 0;
+    if (r == 0) {
+        pthread_mutex_lock(&s->lock);
+        r = zero_subclusters_locked(n, a, b - a, &done, errp);
+        if (r == 0)
+            r = end_write_locked(n, errp);
+        pthread_mutex_unlock(&s->lock);
+    }
+    if (r == 0 && !done)
+        r = write_zero_bytes(n, b - a, a, errp);
+    if (r == 0 && b < end)
+        r = write_zero_bytes(n, end - b, b, errp);
+    return r;
+}
+
+/* A range with no whole cluster in it, one cluster piece at a time. */
+static int zero_partial(bv_node *n, uint64_t len, uint64_t off, bv_error **errp)
+{
+    struct qcow2_state *s = q_state(n);
+    int r = 0;
+    while (len && r == 0) {
+        uint64_t room = s->cluster_size - (off & (s->cluster_size - 1));
+        uint64_t piece = len < room ? len : room;
+        r = zero_in_cluster(n, piece, off, errp);
+        off += piece;
+        len -= piece;
+    }
+    return r;
+}
+
 static int zero_entry(bv_node *n, uint64_t len, uint64_t off, bool unmap, bool discard,
                       bv_error **errp)
 {
@@ -1116,13 +1196,15 @@ static int zero_entry(bv_node *n, uint64_t len, uint64_t off, bool unmap, bool d
     uint64_t cs = s->cluster_size, end = off + len;
     uint64_t a = (off + cs - 1) & ~(cs - 1);              /* first whole cluster */
     uint64_t b = end == n->size ? ((end + cs - 1) & ~(cs - 1)) : (end & ~(cs - 1));
-    if ((s->version < 3 && n->backing) || a >= b)
+    if (s->version < 3 && n->backing)
         return write_zero_bytes(n, len, off, errp);
-    int r = off < a ? write_zero_bytes(n, a - off, off, errp) : 0;
+    if (a >= b)
+        return zero_partial(n, len, off, errp);
+    int r = off < a ? zero_partial(n, a - off, off, errp) : 0;
     if (r == 0)
         r = zero_clusters(n, a, b, unmap, discard, errp);
     if (r == 0 && b < end)
-        r = write_zero_bytes(n, end - b, b, errp);
+        r = zero_partial(n, end - b, b, errp);
     return r;
 }
 
