@@ -8,6 +8,8 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <ifaddrs.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <setjmp.h>
 #include <stdio.h>
@@ -327,6 +329,70 @@ static void test_hostile_sockets_leave_headroom(void **state)
         close(fds[i]);
 }
 
+/* A local IPv4 address that is not loopback, or false. */
+static bool local_non_loopback(struct in_addr *out)
+{
+    struct ifaddrs *ifs, *i;
+    bool found = false;
+    if (getifaddrs(&ifs) < 0)
+        return false;
+    for (i = ifs; i && !found; i = i->ifa_next) {
+        if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET)
+            continue;
+        *out = ((struct sockaddr_in *)i->ifa_addr)->sin_addr;
+        found = (ntohl(out->s_addr) >> 24) != 127;
+    }
+    freeifaddrs(ifs);
+    return found;
+}
+
+/* 5: one non-loopback address holds at most 64 connections; the ones past
+ * that are closed at accept, and loopback clients still get through. */
+static void test_per_address_cap(void **state)
+{
+    (void)state;
+    enum { EXTRA = 8, N = 64 + EXTRA };
+    struct in_addr ip;
+    if (!local_non_loopback(&ip)) {
+        print_message("no non-loopback IPv4 address on this machine\n");
+        skip();
+    }
+    struct bvh W = { .token = TOKEN };
+    struct bvh_opts o = { .token_file = token_file, .listen = "0.0.0.0:0" };
+    assert_int_equal(bvh_start(&W, &o), 0);
+    struct pollfd p[N];
+    for (int i = 0; i < N; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)W.port),
+                                 .sin_addr = ip };
+        assert_true(fd >= 0);
+        assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+        send(fd, "GET /api/v1/health HTTP/1.1\r\n", 29, MSG_NOSIGNAL);
+        p[i] = (struct pollfd){ .fd = fd, .events = POLLIN | POLLRDHUP };
+    }
+    /* loopback is not capped by that address's share */
+    struct bvh_resp r;
+    assert_int_equal(bvh_request(&W, "GET", "/api/v1/health", NULL, 0, NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    bvh_resp_free(&r);
+    int closed = 0;
+    for (double t0 = now_s(); closed < EXTRA && now_s() - t0 < 5;) {
+        closed = 0;
+        assert_true(poll(p, N, 200) >= 0);
+        for (int i = 0; i < N; i++)
+            closed += (p[i].revents & (POLLIN | POLLRDHUP | POLLHUP)) != 0;
+    }
+    assert_int_equal(closed, EXTRA);
+    assert_true(poll(p, N, 300) >= 0);       /* and no more than those */
+    closed = 0;
+    for (int i = 0; i < N; i++)
+        closed += (p[i].revents & (POLLIN | POLLRDHUP | POLLHUP)) != 0;
+    assert_int_equal(closed, EXTRA);
+    for (int i = 0; i < N; i++)
+        close(p[i].fd);
+    bvh_stop(&W);
+}
+
 /* 7: strings that used to be truncated, echoed as invalid JSON or guessed. */
 static void test_strings_refused(void **state)
 {
@@ -414,6 +480,7 @@ int main(void)
         cmocka_unit_test(test_auth_before_routing),
         cmocka_unit_test(test_unauthenticated_body_not_read),
         cmocka_unit_test(test_hostile_sockets_leave_headroom),
+        cmocka_unit_test(test_per_address_cap),
         cmocka_unit_test(test_strings_refused),
         cmocka_unit_test(test_blkverify_mismatch_status),
     };
