@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include "app.h"
+#include "bv/path.h"
 #include "bvdb/events.h"
 #include "log.h"
 #include "runtime/drives.h"
@@ -38,6 +39,12 @@ int bv_app_open(struct bv_app *app, char *err, size_t errlen)
     snprintf(app->catalog_path, sizeof(app->catalog_path), "%s/catalog.db", app->cfg.data_dir);
     if (make_dir(app->cfg.data_dir, err, errlen) < 0 || make_dir(app->images_dir, err, errlen) < 0)
         return -1;
+    bv_error *e = NULL;
+    if (bv_root_open(app->images_dir, &app->root, &e) < 0) {
+        snprintf(err, errlen, "%s", e ? e->msg : "cannot open the storage directory");
+        bv_error_free(e);
+        return -1;
+    }
     if (bvdb_open(app->catalog_path, &app->db, err, errlen) < 0)
         return -1;
     bvdb_set_log(app->db, db_log, NULL);
@@ -70,6 +77,8 @@ void bv_app_close(struct bv_app *app)
     }
     bvdb_close(app->db);
     app->db = NULL;
+    bv_root_close(app->root);
+    app->root = NULL;
     pthread_cond_destroy(&app->events_cond);
     pthread_mutex_destroy(&app->events_lock);
 }

@@ -22,11 +22,15 @@
 #include "config.h"
 
 struct bv_workers;
+struct bv_root;
 struct bv_registry;
 
 struct bv_app {
     struct bv_config cfg;
     char images_dir[4200];         /* <data>/images: the storage directory */
+    struct bv_root *root;          /* images_dir opened once: every client or recorded file
+                                      name is resolved beneath it (bv/path.h), never by
+                                      re-walking images_dir as a string */
     char catalog_path[4200];
     bvdb *db;
     struct bv_workers *workers;

@@ -2,7 +2,10 @@
  * Image operations that work on files rather than open nodes: create,
  * rebase -u and format probing.  They sit next to node.c because they apply
  * the same confinement rules: with a root, the image and its backing file
- * must resolve inside it.
+ * are resolved beneath it, and a new image is created exclusively (O_EXCL in
+ * its parent directory's descriptor), so two creators of one name cannot
+ * both succeed.  If filling a new confined image fails, it is unlinked again
+ * (beneath the root) so the name can be retried.
  */
 #include "block/driver.h"
 
@@ -28,19 +31,19 @@ int bv_probe_format(bv_node *file, enum bv_format *fmt, bv_error **errp)
 /* Size of the backing image (one layer), its name resolved next to path. */
 static int backing_size(const struct bv_create_opts *o, uint64_t *size, bv_error **errp)
 {
-    char *self = NULL, *dir = NULL, *real = NULL;
+    char *self = NULL, *dir = NULL;
     bv_node *b = NULL;
-    int r = bv_path_resolve(o->root, NULL, o->path, BV_PATH_MAY_NOT_EXIST, &self, errp);
+    int r = bv_path_name(o->root, NULL, o->path, 0, &self, errp);
     if (r < 0)
         goto out;
     dir = bv_path_dirname(self);
-    r = bv_path_resolve(o->root, dir, o->backing, BV_PATH_ALLOW_ABSOLUTE | BV_PATH_ALLOW_DOTDOT,
-                        &real, errp);
-    if (r < 0)
+    if (!dir) {
+        r = bv_error_setf(errp, ENOMEM, "out of memory");
         goto out;
-    struct bv_open_opts bo = { .path = real, .format = o->backing_format, .read_only = true,
-                               .no_backing = true };
-    r = bv_node_open(&bo, &b, errp);
+    }
+    struct bv_open_opts bo = { .path = o->backing, .format = o->backing_format,
+                               .root = o->root, .read_only = true, .no_backing = true };
+    r = bv_node_open_recorded(&bo, dir, &b, errp);
     if (r < 0)
         goto out;
     *size = bv_node_size(b);
@@ -50,7 +53,6 @@ out:
     bv_node_close(b, NULL);
     free(self);
     free(dir);
-    free(real);
     return r;
 }
 
@@ -77,6 +79,29 @@ static int validate_create(const struct bv_create_opts *o, bv_error **errp)
     return 0;
 }
 
+/* Create (confined: exclusively) and open the new file. */
+static int open_new(const struct bv_create_opts *o, int *fd, bv_error **errp)
+{
+    bv_error *e = NULL;
+    int oflags = O_RDWR | O_CREAT | (o->root ? O_EXCL : O_TRUNC);
+    int r = bv_path_open(o->root, NULL, o->path, 0, oflags, 0644, fd, NULL, &e);
+    if (r == -EEXIST)
+        r = bv_error_setf(errp, EEXIST, "Image '%s' already exists", o->path);
+    else if (r < 0)
+        bv_error_propagate(errp, &e);
+    bv_error_free(e);
+    return r;
+}
+
+static int fill_new(const struct bv_create_opts *o, int fd, uint64_t size, bv_error **errp)
+{
+    if (o->format != BV_FMT_RAW)
+        return bv_qcow2_create(fd, o, size, errp);
+    if (ftruncate(fd, (off_t)size) < 0)
+        return bv_error_setf(errp, errno, "Could not resize '%s': %s", o->path, strerror(errno));
+    return 0;
+}
+
 int bv_image_create(const struct bv_create_opts *o, bv_error **errp)
 {
     int fd = -1;
@@ -95,23 +120,18 @@ int bv_image_create(const struct bv_create_opts *o, bv_error **errp)
     }
     if (!ck_align_up(size, 512, &size) || size > BV_MAX_IMAGE_SIZE)
         return bv_error_setf(errp, EINVAL, "Image size is too large");
-    r = bv_path_open(o->root, NULL, o->path, BV_PATH_MAY_NOT_EXIST,
-                     O_RDWR | O_CREAT | O_TRUNC, 0644, &fd, NULL, errp);
+    r = open_new(o, &fd, errp);
     if (r < 0)
         return r;
-    if (o->format == BV_FMT_RAW) {
-        if (ftruncate(fd, (off_t)size) < 0)
-            r = bv_error_setf(errp, errno, "Could not resize '%s': %s", o->path,
-                              strerror(errno));
-    } else {
-        r = bv_qcow2_create(fd, o, size, errp);
-    }
+    r = fill_new(o, fd, size, errp);
     if (close(fd) < 0 && r == 0)
         r = bv_error_setf(errp, errno, "close of '%s' failed: %s", o->path, strerror(errno));
+    if (r < 0 && o->root)
+        bv_path_unlink(o->root, o->path, NULL);    /* ours: O_EXCL made it */
     return r;
 }
 
-int bv_image_rebase_unsafe(const char *path, const char *root, const char *backing,
+int bv_image_rebase_unsafe(const char *path, const struct bv_root *root, const char *backing,
                            enum bv_format backing_format, bv_error **errp)
 {
     bv_node *n = NULL;

@@ -87,7 +87,9 @@ struct bv_node {
     void *opaque;                    /* driver instance state, instance_size bytes */
     bv_node *file;                   /* FORMAT/FILTER: child (owned) */
     bv_node *backing;                /* FORMAT: backing node (owned, read-only) or NULL */
-    char *filename;                  /* canonical host path of the image file */
+    char *filename;                  /* the image file: root-relative name when confined,
+                                        canonical host path otherwise */
+    uint64_t file_dev, file_ino;     /* PROTOCOL: identity of the open file (fstat) */
     char *backing_name;              /* FORMAT: as recorded in the image, or NULL */
     enum bv_format backing_format;   /* FORMAT: recorded backing format, or NONE */
     uint64_t size;                   /* FORMAT: virtual size; PROTOCOL: length at open */
@@ -133,6 +135,11 @@ extern const struct bv_driver bv_drv_qcow2;
 
 /* Probe the format of an opened protocol node by magic (raw if nothing matches). */
 int bv_probe_format(bv_node *file, enum bv_format *fmt, bv_error **errp);
+
+/* Open one layer whose name was recorded in an image (o->path: absolute or with
+ * ".." allowed, still beneath o->root), relative to base_dir (node.c). */
+int bv_node_open_recorded(const struct bv_open_opts *o, const char *base_dir, bv_node **out,
+                          bv_error **errp);
 
 /* qcow2 helpers behind the image operations (qcow2.c). */
 int bv_qcow2_create(int fd, const struct bv_create_opts *o, uint64_t size, bv_error **errp);

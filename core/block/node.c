@@ -8,7 +8,10 @@
  * opened with the format recorded in its overlay (never probed, so a raw
  * file cannot pretend to be qcow2), relative to the overlay's directory,
  * read-only, at most BV_MAX_CHAIN_DEPTH deep, and a file already in the
- * chain is a loop.  With a root, every file must resolve inside it.
+ * chain (same st_dev/st_ino) is a loop.  With a root, every file is opened
+ * beneath it (bv/path.h) and node file names are root-relative; a backing
+ * name is resolved relative to its overlay's name, so ".." walks physically
+ * from there and may not climb out of the root.
  */
 #include "block/driver.h"
 
@@ -18,6 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 
 #include "bv/path.h"
 #include "util/checked.h"
@@ -168,37 +172,55 @@ void bv_node_event(bv_node *file, enum bv_block_event ev)
 /* ---------------- open ---------------- */
 
 struct chain_ctx {
-    const char *root;
+    const struct bv_root *root;
     bool no_backing;
     bool no_sync;
     int depth;
-    const char *names[BV_MAX_CHAIN_DEPTH + 1];   /* canonical paths above this layer */
+    struct bv_file_id ids[BV_MAX_CHAIN_DEPTH + 1];   /* the files above this layer */
 };
+
+/* Identify the file behind fd; a directory or a file already in the chain
+ * above is refused. */
+static int check_file(const struct chain_ctx *c, int fd, const char *path,
+                      struct bv_file_id *id, bv_error **errp)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return bv_error_setf(errp, errno, "Could not open '%s': %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode))
+        return bv_error_setf(errp, EISDIR, "'%s' is a directory", path);
+    id->dev = (uint64_t)st.st_dev;
+    id->ino = (uint64_t)st.st_ino;
+    for (int i = 0; i < c->depth; i++)
+        if (c->ids[i].dev == id->dev && c->ids[i].ino == id->ino)
+            return bv_error_setf(errp, ELOOP, "Backing file loop: '%s' is already in the chain",
+                                 path);
+    return 0;
+}
 
 static int open_protocol(const struct chain_ctx *c, const char *base_dir, const char *path,
                          unsigned pflags, bool read_only, bv_node **out, bv_error **errp)
 {
     int fd = -1;
-    char *real = NULL;
+    char *name = NULL;
     bv_node *n = NULL;
+    struct bv_file_id id;
     int r = bv_path_open(c->root, base_dir, path, pflags, read_only ? O_RDONLY : O_RDWR, 0,
-                         &fd, &real, errp);
+                         &fd, &name, errp);
     if (r < 0)
         return r;
-    for (int i = 0; i < c->depth; i++) {
-        if (strcmp(c->names[i], real) == 0) {
-            r = bv_error_setf(errp, ELOOP, "Backing file loop: '%s' is already in the chain",
-                              path);
-            goto fail;
-        }
-    }
+    r = check_file(c, fd, path, &id, errp);
+    if (r < 0)
+        goto fail;
     r = node_alloc(&bv_drv_file, &n, errp);
     if (r < 0)
         goto fail;
-    n->filename = real;
+    n->filename = name;
     n->read_only = read_only;
     n->no_sync = c->no_sync;
-    real = NULL;
+    n->file_dev = id.dev;
+    n->file_ino = id.ino;
+    name = NULL;
     r = n->drv->open(n, fd, errp);
     fd = -1;
     if (r < 0)
@@ -208,7 +230,7 @@ static int open_protocol(const struct chain_ctx *c, const char *base_dir, const 
 fail:
     if (fd >= 0)
         close(fd);
-    free(real);
+    free(name);
     node_free(n);
     return r;
 }
@@ -231,9 +253,9 @@ static int open_backing(struct chain_ctx *c, bv_node *n, bv_error **errp)
     char *dir = bv_path_dirname(n->filename);
     if (!dir)
         return bv_error_setf(errp, ENOMEM, "out of memory");
-    c->names[c->depth++] = n->filename;
-    int r = open_layer(c, dir, n->backing_name, BV_PATH_ALLOW_ABSOLUTE | BV_PATH_ALLOW_DOTDOT,
-                       n->backing_format, true, NULL, &n->backing, errp);
+    bv_node_file_id(n, &c->ids[c->depth++]);
+    int r = open_layer(c, dir, n->backing_name, BV_PATH_RECORDED, n->backing_format, true, NULL,
+                       &n->backing, errp);
     c->depth--;
     free(dir);
     if (r < 0)
@@ -296,7 +318,8 @@ fail:
     return r;
 }
 
-int bv_node_open(const struct bv_open_opts *o, bv_node **out, bv_error **errp)
+static int open_top(const struct bv_open_opts *o, const char *base_dir, unsigned pflags,
+                    bv_node **out, bv_error **errp)
 {
     *out = NULL;
     if (!o || !o->path)
@@ -307,9 +330,29 @@ int bv_node_open(const struct bv_open_opts *o, bv_node **out, bv_error **errp)
     c->root = o->root;
     c->no_backing = o->no_backing;
     c->no_sync = o->no_sync;
-    int r = open_layer(c, NULL, o->path, 0, o->format, o->read_only, o->blkdebug, out, errp);
+    int r = open_layer(c, base_dir, o->path, pflags, o->format, o->read_only, o->blkdebug, out,
+                       errp);
     free(c);
     return r;
+}
+
+int bv_node_open(const struct bv_open_opts *o, bv_node **out, bv_error **errp)
+{
+    return open_top(o, NULL, 0, out, errp);
+}
+
+int bv_node_open_recorded(const struct bv_open_opts *o, const char *base_dir, bv_node **out,
+                          bv_error **errp)
+{
+    return open_top(o, base_dir, BV_PATH_RECORDED, out, errp);
+}
+
+void bv_node_file_id(const bv_node *n, struct bv_file_id *id)
+{
+    while (n && n->file)
+        n = n->file;
+    id->dev = n ? n->file_dev : 0;
+    id->ino = n ? n->file_ino : 0;
 }
 
 int bv_node_close(bv_node *n, bv_error **errp)

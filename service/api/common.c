@@ -3,6 +3,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "api/common.h"
 #include "app.h"
@@ -56,27 +57,13 @@ cJSON *api_read_body(struct bv_request *req, struct bv_reply *rep,
     return obj;
 }
 
-char *api_resolve(struct bv_request *req, struct bv_reply *rep, const char *path,
-                  bool must_exist)
+int api_file_id(struct bv_app *app, const char *path, struct bv_file_id *id, bv_error **errp)
 {
-    char *out = NULL;
-    bv_error *e = NULL;
-    int r = bv_path_resolve(req->app->images_dir, NULL, path,
-                            must_exist ? 0 : BV_PATH_MAY_NOT_EXIST, &out, &e);
-    if (r < 0) {
-        api_fail(rep, 400, r, e);
-        return NULL;
+    struct stat st;
+    int r = bv_path_stat(app->root, path, &st, errp);
+    if (r == 0) {
+        id->dev = (uint64_t)st.st_dev;
+        id->ino = (uint64_t)st.st_ino;
     }
-    return out;
-}
-
-const char *api_relpath(struct bv_request *req, const char *abs)
-{
-    char root[PATH_MAX];
-    if (!realpath(req->app->images_dir, root))
-        return abs;
-    size_t n = strlen(root);
-    if (strncmp(abs, root, n) == 0 && abs[n] == '/')
-        return abs + n + 1;
-    return abs;
+    return r;
 }

@@ -22,14 +22,11 @@ void api_fail(struct bv_reply *rep, int status, int r, bv_error *e);
 cJSON *api_read_body(struct bv_request *req, struct bv_reply *rep,
                      const struct bvj_field *fields, size_t n);
 
-/* A client path (relative to the storage dir) made canonical and confined.
- * must_exist false: the parent must exist.  NULL after sending a 400. */
-char *api_resolve(struct bv_request *req, struct bv_reply *rep, const char *path,
-                  bool must_exist);
-
-/* The path of an absolute canonical file relative to the storage dir
- * (pointer into abs), or abs itself when it lies elsewhere. */
-const char *api_relpath(struct bv_request *req, const char *abs);
+/* Identity of the file a client names (relative to the storage directory),
+ * resolved beneath it (bv_path_stat): for "is this file in use" checks. */
+struct bv_app;
+struct bv_file_id;
+int api_file_id(struct bv_app *app, const char *path, struct bv_file_id *id, bv_error **errp);
 
 /* ---- drives and bitmaps (api/drives.c, api/bitmaps.c) ---- */
 struct bv_drive_entry;

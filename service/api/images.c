@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <limits.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,18 +23,12 @@
 
 #define MAX_LISTED_IMAGES 10000
 
-/* abs: a canonical path inside the storage directory */
-static int open_image(struct bv_app *app, const char *abs, bool no_backing, bool rw,
+/* rel: a client name, resolved beneath the storage directory */
+static int open_image(struct bv_app *app, const char *rel, bool no_backing, bool rw,
                       bv_node **out, bv_error **errp)
 {
-    char root[4200];
-    if (!realpath(app->images_dir, root))
-        return bv_error_setf(errp, EIO, "storage directory is not accessible");
-    size_t n = strlen(root);
-    if (strncmp(abs, root, n) != 0 || abs[n] != '/')
-        return bv_error_setf(errp, EACCES, "'%s' is outside the storage directory", abs);
     struct bv_open_opts o = {
-        .path = abs + n + 1, .format = BV_FMT_NONE, .root = app->images_dir,
+        .path = rel, .format = BV_FMT_NONE, .root = app->root,
         .read_only = !rw, .no_backing = no_backing,
     };
     return bv_node_open(&o, out, errp);
@@ -67,15 +62,15 @@ cJSON *api_image_info_json(const char *rel, bv_node *n, bv_error **errp)
 }
 
 static void reply_info(struct bv_request *req, struct bv_reply *rep, int status,
-                       const char *abs)
+                       const char *rel)
 {
     bv_node *n = NULL;
     bv_error *e = NULL;
-    int r = open_image(req->app, abs, true, false, &n, &e);
-    cJSON *o = r < 0 ? NULL : api_image_info_json(api_relpath(req, abs), n, &e);
+    int r = open_image(req->app, rel, true, false, &n, &e);
+    cJSON *o = r < 0 ? NULL : api_image_info_json(rel, n, &e);
     bv_node_close(n, NULL);
     if (!o) {
-        api_fail(rep, 400, r, e);
+        api_fail(rep, r == -ENOENT ? 404 : 400, r, e);
         return;
     }
     bv_reply_json(rep, status, o);
@@ -98,7 +93,6 @@ void api_images_create(struct bv_request *req, struct bv_reply *rep)
     cJSON *body = api_read_body(req, rep, f, BVJ_COUNT(f));
     if (!body)
         return;
-    char *abs = NULL, *babs = NULL;
     if (!have_size && !backing) {
         bv_reply_error(rep, 400, NULL, "Parameter 'size' is missing (required without a backing file)");
         goto out;
@@ -107,16 +101,8 @@ void api_images_create(struct bv_request *req, struct bv_reply *rep)
         bv_reply_error(rep, 400, NULL, "Backing file specified without backing format");
         goto out;
     }
-    if (backing && !(babs = api_resolve(req, rep, backing, true)))
-        goto out;
-    if (!(abs = api_resolve(req, rep, file, false)))
-        goto out;
-    if (access(abs, F_OK) == 0) {
-        bv_reply_error(rep, 409, NULL, "Image '%s' already exists", file);
-        goto out;
-    }
     struct bv_create_opts co = {
-        .path = file, .root = req->app->images_dir, .format = api_format(fmt),
+        .path = file, .root = req->app->root, .format = api_format(fmt),
         .size = size, .cluster_size = (uint32_t)cluster, .backing = backing,
         .backing_format = bfmt >= 0 ? api_format(bfmt) : BV_FMT_NONE,
     };
@@ -125,29 +111,19 @@ void api_images_create(struct bv_request *req, struct bv_reply *rep)
         goto out;
     }
     bv_error *e = NULL;
-    int r = bv_image_create(&co, &e);
+    int r = bv_image_create(&co, &e);       /* O_EXCL: "already exists" is -EEXIST */
     if (r < 0) {
-        api_fail(rep, 400, r, e);
+        api_fail(rep, r == -EEXIST ? 409 : 400, r, e);
         goto out;
     }
-    reply_info(req, rep, 201, abs);
+    reply_info(req, rep, 201, file);
 out:
-    free(abs);
-    free(babs);
     cJSON_Delete(body);
 }
 
 void api_images_get(struct bv_request *req, struct bv_reply *rep)
 {
-    char *abs = NULL;
-    bv_error *e = NULL;
-    int r = bv_path_resolve(req->app->images_dir, NULL, req->params[0], 0, &abs, &e);
-    if (r < 0) {
-        api_fail(rep, r == -ENOENT ? 404 : 400, r, e);
-        return;
-    }
-    reply_info(req, rep, 200, abs);
-    free(abs);
+    reply_info(req, rep, 200, req->params[0]);
 }
 
 struct walk {
@@ -156,73 +132,87 @@ struct walk {
     unsigned n;
 };
 
-static void walk_dir(struct walk *w, const char *dir, int depth)
+static void walk_entry(struct walk *w, int dfd, const char *rel, const char *name, int depth);
+
+/* List rel (a directory beneath the storage dir) through its own descriptor. */
+static void walk_dir(struct walk *w, const char *rel, int depth)
 {
-    DIR *d = opendir(dir);
-    if (!d)
+    int fd = -1;
+    if (bv_path_open(w->req->app->root, NULL, rel, 0, O_RDONLY | O_DIRECTORY, 0, &fd, NULL,
+                     NULL) < 0)
         return;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return;
+    }
     struct dirent *de;
     while ((de = readdir(d)) && w->n < MAX_LISTED_IMAGES) {
         if (de->d_name[0] == '.')
             continue;
         char path[4608];
-        if (snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) >= (int)sizeof(path))
+        if (snprintf(path, sizeof(path), "%s%s%s", strcmp(rel, ".") ? rel : "",
+                     strcmp(rel, ".") ? "/" : "", de->d_name) >= (int)sizeof(path))
             continue;
-        struct stat st;
-        if (lstat(path, &st) < 0)
-            continue;
-        if (S_ISDIR(st.st_mode) && depth < 8) {
-            walk_dir(w, path, depth + 1);
-            continue;
-        }
-        if (!S_ISREG(st.st_mode))
-            continue;
-        bv_node *n = NULL;
-        if (open_image(w->req->app, path, true, false, &n, NULL) == 0) {
-            cJSON *o = api_image_info_json(api_relpath(w->req, path), n, NULL);
-            if (o) {
-                cJSON_AddItemToArray(w->arr, o);
-                w->n++;
-            }
-        }
-        bv_node_close(n, NULL);
+        walk_entry(w, dirfd(d), path, de->d_name, depth);
     }
     closedir(d);
 }
 
-void api_images_list(struct bv_request *req, struct bv_reply *rep)
+static void walk_entry(struct walk *w, int dfd, const char *rel, const char *name, int depth)
 {
-    char *root = NULL;
-    if (bv_path_resolve(NULL, NULL, req->app->images_dir, 0, &root, NULL) < 0) {
-        bv_reply_error(rep, 500, NULL, "storage directory is not readable");
+    struct stat st;
+    if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return;
+    if (S_ISDIR(st.st_mode) && depth < 8) {
+        walk_dir(w, rel, depth + 1);
         return;
     }
+    if (!S_ISREG(st.st_mode))
+        return;
+    bv_node *n = NULL;
+    if (open_image(w->req->app, rel, true, false, &n, NULL) == 0) {
+        cJSON *o = api_image_info_json(rel, n, NULL);
+        if (o) {
+            cJSON_AddItemToArray(w->arr, o);
+            w->n++;
+        }
+    }
+    bv_node_close(n, NULL);
+}
+
+void api_images_list(struct bv_request *req, struct bv_reply *rep)
+{
     struct walk w = { .req = req, .arr = cJSON_CreateArray() };
-    walk_dir(&w, root, 0);
-    free(root);
+    walk_dir(&w, ".", 0);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddItemToObject(o, "images", w.arr);
     bv_reply_json(rep, 200, o);
 }
 
+/* 409 (after replying) if a drive keeps the file open. */
+static bool in_use(struct bv_request *req, struct bv_reply *rep, const char *file)
+{
+    struct bv_file_id id;
+    char who[300];
+    if (api_file_id(req->app, file, &id, NULL) < 0 ||
+        !bv_registry_file_in_use(req->app, &id, who, sizeof(who)))
+        return false;
+    bv_reply_error(rep, 409, NULL, "Image '%s' is in use by %s", file, who);
+    return true;
+}
+
 void api_images_delete(struct bv_request *req, struct bv_reply *rep)
 {
-    char *abs = NULL;
+    const char *file = req->params[0];
     bv_error *e = NULL;
-    int r = bv_path_resolve(req->app->images_dir, NULL, req->params[0], 0, &abs, &e);
-    if (r < 0) {
-        api_fail(rep, r == -ENOENT ? 404 : 400, r, e);
+    if (in_use(req, rep, file))
         return;
-    }
-    char who[300];
-    if (bv_registry_file_in_use(req->app, abs, who, sizeof(who))) {
-        bv_reply_error(rep, 409, NULL, "Image '%s' is in use by %s", req->params[0], who);
-    } else if (unlink(abs) < 0) {
-        bv_reply_error(rep, 500, NULL, "cannot delete '%s': %s", req->params[0], strerror(errno));
-    } else {
+    int r = bv_path_unlink(req->app->root, file, &e);   /* unlinkat beneath the storage dir */
+    if (r < 0)
+        api_fail(rep, r == -ENOENT ? 404 : 0, r, e);    /* a directory: 400 */
+    else
         bv_reply_empty(rep, 204);
-    }
-    free(abs);
 }
 
 /* {"file","format"?} → an open node, or NULL after replying. */
@@ -240,13 +230,9 @@ static bv_node *open_side(struct bv_request *req, struct bv_reply *rep, const cJ
         bv_reply_error(rep, 400, NULL, "'%s': %s", what, err);
         return NULL;
     }
-    char *abs = api_resolve(req, rep, file, true);
-    if (!abs)
-        return NULL;
-    free(abs);
     struct bv_open_opts o = {
         .path = file, .format = fmt >= 0 ? api_format(fmt) : BV_FMT_NONE,
-        .root = req->app->images_dir, .read_only = true,
+        .root = req->app->root, .read_only = true,
     };
     bv_node *n = NULL;
     bv_error *e = NULL;
@@ -305,18 +291,12 @@ void api_images_check(struct bv_request *req, struct bv_reply *rep)
     cJSON *body = api_read_body(req, rep, f, BVJ_COUNT(f));
     if (!body)
         return;
-    char *abs = api_resolve(req, rep, file, true);
     bv_node *n = NULL;
     bv_error *e = NULL;
     int r = 0;
-    if (!abs)
+    if (repair && in_use(req, rep, file))
         goto out;
-    char who[300];
-    if (repair && bv_registry_file_in_use(req->app, abs, who, sizeof(who))) {
-        bv_reply_error(rep, 409, NULL, "Image '%s' is in use by %s", file, who);
-        goto out;
-    }
-    r = open_image(req->app, abs, true, repair, &n, &e);
+    r = open_image(req->app, file, true, repair, &n, &e);
     if (r < 0) {
         api_fail(rep, 400, r, e);
         goto out;
@@ -339,7 +319,6 @@ void api_images_check(struct bv_request *req, struct bv_reply *rep)
     bv_reply_json(rep, 200, o);
 out:
     bv_node_close(n, NULL);
-    free(abs);
     cJSON_Delete(body);
 }
 
@@ -357,30 +336,27 @@ void api_images_rebase(struct bv_request *req, struct bv_reply *rep)
     cJSON *body = api_read_body(req, rep, f, BVJ_COUNT(f));
     if (!body)
         return;
-    char *abs = NULL, *babs = NULL;
     if (!unsafe) {
         bv_reply_error(rep, 400, NULL, "only an unsafe rebase (\"unsafe\":true, qemu-img rebase -u) "
                        "is supported: it rewrites the backing file name without copying data");
         goto out;
     }
-    if (!(abs = api_resolve(req, rep, file, true)))
-        goto out;
-    if (backing[0] && !(babs = api_resolve(req, rep, backing, true)))
-        goto out;
-    char who[300];
-    if (bv_registry_file_in_use(req->app, abs, who, sizeof(who))) {
-        bv_reply_error(rep, 409, NULL, "Image '%s' is in use by %s", file, who);
+    bv_error *e = NULL;
+    struct stat st;
+    int r = 0;
+    if ((r = bv_path_stat(req->app->root, file, &st, &e)) < 0 ||
+        (backing[0] && (r = bv_path_stat(req->app->root, backing, &st, &e)) < 0)) {
+        api_fail(rep, 400, r, e);
         goto out;
     }
-    bv_error *e = NULL;
-    int r = bv_image_rebase_unsafe(file, req->app->images_dir, backing, api_format(bfmt), &e);
+    if (in_use(req, rep, file))
+        goto out;
+    r = bv_image_rebase_unsafe(file, req->app->root, backing, api_format(bfmt), &e);
     if (r < 0) {
         api_fail(rep, 400, r, e);
         goto out;
     }
-    reply_info(req, rep, 200, abs);
+    reply_info(req, rep, 200, file);
 out:
-    free(abs);
-    free(babs);
     cJSON_Delete(body);
 }

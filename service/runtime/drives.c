@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "app.h"
@@ -47,16 +48,26 @@ int bv_drive_id_check(const char *id, bv_error **errp)
                          "digits, '-', '.' or '_' (at most %d)", id, BV_DRIVE_ID_MAX);
 }
 
-static void add_file(struct bv_drive_entry *e, const char *abs)
+static void add_file(struct bv_drive_entry *e, const struct bv_file_id *id)
 {
-    if (abs && e->nfiles < BV_DRIVE_MAX_FILES)
-        e->files[e->nfiles++] = strdup(abs);
+    if (e->nfiles < BV_DRIVE_MAX_FILES)
+        e->files[e->nfiles++] = *id;
 }
 
 static void add_chain(struct bv_drive_entry *e, bv_node *n)
 {
-    for (; n; n = bv_node_backing(n))
-        add_file(e, bv_node_filename(n));
+    for (; n; n = bv_node_backing(n)) {
+        struct bv_file_id id;
+        bv_node_file_id(n, &id);
+        add_file(e, &id);
+    }
+}
+
+static void add_named(struct bv_app *app, struct bv_drive_entry *e, const char *file)
+{
+    struct stat st;
+    if (bv_path_stat(app->root, file, &st, NULL) == 0)
+        add_file(e, &(struct bv_file_id){ .dev = (uint64_t)st.st_dev, .ino = (uint64_t)st.st_ino });
 }
 
 static int open_plain(struct bv_app *app, struct bv_drive_entry *e,
@@ -64,7 +75,7 @@ static int open_plain(struct bv_app *app, struct bv_drive_entry *e,
 {
     struct bv_open_opts o = {
         .path = e->file, .format = bv_format_from_index((int)e->format),
-        .root = app->images_dir, .blkdebug = f && f->has_blkdebug ? &f->blkdebug : NULL,
+        .root = app->root, .blkdebug = f && f->has_blkdebug ? &f->blkdebug : NULL,
     };
     int r = bv_node_open(&o, out, errp);
     if (r == 0)
@@ -78,19 +89,13 @@ static int open_verify(struct bv_app *app, struct bv_drive_entry *e,
     if (!f || !f->has_blkverify)
         return bv_error_setf(errp, EINVAL, "a blkverify drive needs \"test\" and \"raw\"");
     struct bv_blkverify_opts o = {
-        .test = { .path = f->test_file, .format = f->test_format, .root = app->images_dir },
-        .raw = { .path = f->raw_file, .format = BV_FMT_RAW, .root = app->images_dir },
+        .test = { .path = f->test_file, .format = f->test_format, .root = app->root },
+        .raw = { .path = f->raw_file, .format = BV_FMT_RAW, .root = app->root },
         .report = bv_reports_blkverify,
         .opaque = e,
     };
-    char *abs = NULL;
-    if (bv_path_resolve(app->images_dir, NULL, f->test_file, 0, &abs, NULL) == 0)
-        add_file(e, abs);
-    free(abs);
-    abs = NULL;
-    if (bv_path_resolve(app->images_dir, NULL, f->raw_file, 0, &abs, NULL) == 0)
-        add_file(e, abs);
-    free(abs);
+    add_named(app, e, f->test_file);
+    add_named(app, e, f->raw_file);
     char *file = strdup(f->test_file);
     if (!file)
         return bv_error_setf(errp, ENOMEM, "out of memory");
@@ -136,30 +141,26 @@ static int drive_open(struct bv_app *app, const struct bv_drive_spec *s, const c
     return 0;
 }
 
-/* Create the image file for a new drive; *abs_out gets its canonical path. */
+/* Create the image file for a new drive (exclusively: an existing file, even
+ * one made a moment ago by POST /images, is -EEXIST); *created gets its name. */
 static int create_image(struct bv_app *app, const struct bv_drive_spec *s, const char *file,
-                        char **abs_out, bv_error **errp)
+                        char **created, bv_error **errp)
 {
-    char *abs = NULL;
-    int r = bv_path_resolve(app->images_dir, NULL, file, BV_PATH_MAY_NOT_EXIST, &abs, errp);
-    if (r < 0)
-        return r;
-    if (access(abs, F_OK) == 0) {
-        free(abs);
-        return bv_error_setf(errp, EEXIST, "Image '%s' already exists; use \"existing\":true "
-                             "to open it", file);
-    }
     struct bv_create_opts co = {
-        .path = file, .root = app->images_dir, .format = bv_format_from_index((int)s->format),
+        .path = file, .root = app->root, .format = bv_format_from_index((int)s->format),
         .size = s->size, .cluster_size = s->cluster_size,
     };
-    r = bv_image_create(&co, errp);
-    if (r < 0) {
-        free(abs);
-        return r;
-    }
-    *abs_out = abs;
-    return 0;
+    bv_error *e = NULL;
+    int r = bv_image_create(&co, &e);
+    if (r == -EEXIST)
+        r = bv_error_setf(errp, EEXIST, "Image '%s' already exists; use \"existing\":true "
+                          "to open it", file);
+    else if (r < 0)
+        bv_error_propagate(errp, &e);
+    bv_error_free(e);
+    if (r == 0 && !(*created = strdup(file)))
+        r = bv_error_setf(errp, ENOMEM, "out of memory");
+    return r;
 }
 
 static int record_drive(struct bv_app *app, struct bv_drive_entry *e, bv_error **errp)
@@ -217,7 +218,7 @@ int bv_drives_create(struct bv_app *app, const struct bv_drive_spec *s,
     goto out;
 undo:
     if (created)
-        unlink(created);
+        bv_path_unlink(app->root, created, NULL);
 out:
     free(created);
     return r;
@@ -248,12 +249,12 @@ int bv_drives_remove(struct bv_app *app, const char *id, bool delete_file, bv_er
         goto out;
     }
     if (delete_file && e->format != BV_DRIVE_BLKVERIFY)
-        bv_path_resolve(app->images_dir, NULL, e->file, 0, &path, NULL);
+        path = strdup(e->file);
     bv_registry_unlink(app, e);
 out:
     bv_registry_put(app, e);     /* closes the drive once no request uses it */
     if (path)
-        unlink(path);
+        bv_path_unlink(app->root, path, NULL);
     free(path);
     return r;
 }

@@ -35,8 +35,6 @@ void bv_drive_entry_free(struct bv_drive_entry *e)
         log_error("drive '%s': flush at close failed: %s", e->id, err ? err->msg : "?");
         bv_error_free(err);
     }
-    for (unsigned i = 0; i < e->nfiles; i++)
-        free(e->files[i]);
     free(e->id);
     free(e->file);
     free(e->filters);
@@ -136,14 +134,15 @@ size_t bv_registry_all(struct bv_app *app, struct bv_drive_entry ***out)
     return i;
 }
 
-bool bv_registry_file_in_use(struct bv_app *app, const char *abs, char *who, size_t len)
+bool bv_registry_file_in_use(struct bv_app *app, const struct bv_file_id *id, char *who,
+                             size_t len)
 {
     struct bv_registry *reg = app->registry;
     bool used = false;
     pthread_mutex_lock(&reg->lock);
     for (struct bv_drive_entry *e = reg->head; e && !used; e = e->next) {
         for (unsigned i = 0; i < e->nfiles && !used; i++) {
-            if (strcmp(e->files[i], abs) == 0) {
+            if (e->files[i].dev == id->dev && e->files[i].ino == id->ino) {
                 snprintf(who, len, "drive '%s'", e->id);
                 used = true;
             }

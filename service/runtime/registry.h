@@ -15,6 +15,7 @@
 #include <stddef.h>
 
 #include "bv/drive.h"
+#include "bv/path.h"
 #include "bv/image.h"
 
 struct bv_app;
@@ -39,7 +40,7 @@ struct bv_drive_entry {
     char *file;                  /* relative to the storage directory */
     char *filters;               /* JSON text as stored in the catalog */
     bv_drive *drive;             /* owned */
-    char *files[BV_DRIVE_MAX_FILES];  /* canonical paths this drive keeps open */
+    struct bv_file_id files[BV_DRIVE_MAX_FILES];  /* the files this drive keeps open */
     unsigned nfiles;
     /* registry-private (reg->lock) */
     unsigned refs;
@@ -64,7 +65,8 @@ void bv_registry_unlink(struct bv_app *app, struct bv_drive_entry *e);
 size_t bv_registry_all(struct bv_app *app, struct bv_drive_entry ***out);
 
 /* Is this canonical path open by a drive?  who gets "drive 'd0'". */
-bool bv_registry_file_in_use(struct bv_app *app, const char *abs, char *who, size_t len);
+bool bv_registry_file_in_use(struct bv_app *app, const struct bv_file_id *id, char *who,
+                             size_t len);
 
 /* Free an entry that never made it into the registry (closes the drive). */
 void bv_drive_entry_free(struct bv_drive_entry *e);

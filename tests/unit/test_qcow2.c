@@ -25,6 +25,7 @@
 
 #include "bv/blkdebug.h"
 #include "bv/image.h"
+#include "bv/path.h"
 #include "util/endian.h"
 
 static char dir[128];
@@ -286,7 +287,9 @@ static void test_root_confinement(void **st)
     create("outside.qcow2", 1 << 20, 65536, NULL);
     create("jail/in.qcow2", 1 << 20, 65536, "../outside.qcow2");
     bv_node *n = NULL;
-    struct bv_open_opts o = { .path = "in.qcow2", .root = sub, .read_only = true };
+    struct bv_root *root = NULL;
+    assert_int_equal(bv_root_open(sub, &root, NULL), 0);
+    struct bv_open_opts o = { .path = "in.qcow2", .root = root, .read_only = true };
     assert_int_equal(bv_node_open(&o, &n, &err), -EACCES);
     bv_error_free(err);
     err = NULL;
@@ -296,6 +299,7 @@ static void test_root_confinement(void **st)
     o.path = tp("jail/in.qcow2");            /* absolute client path */
     assert_int_equal(bv_node_open(&o, &n, &err), -EACCES);
     bv_error_free(err);
+    bv_root_close(root);
 }
 
 /* ---- malformed images ---- */

@@ -30,6 +30,8 @@
 
 typedef struct bv_node bv_node;
 struct bv_blkdebug_config;               /* bv/blkdebug.h */
+struct bv_root;                          /* bv/path.h */
+struct bv_file_id;                       /* bv/path.h */
 
 enum bv_format {
     BV_FMT_NONE = 0,                     /* "probe" when opening a top image */
@@ -58,8 +60,9 @@ enum bv_format bv_format_parse(const char *name);
 struct bv_open_opts {
     const char *path;            /* the file; relative paths are relative to root if set, else cwd */
     enum bv_format format;       /* BV_FMT_NONE: probe by magic (top image only) */
-    const char *root;            /* if set: this file and every backing file must resolve inside root
-                                    (".." and symlinks leading out are refused) */
+    const struct bv_root *root;  /* if set: this file and every backing file are resolved beneath
+                                    it (bv/path.h: ".." and symlinks leading out are refused,
+                                    file names are root-relative) */
     bool read_only;
     bool no_backing;             /* do not open the backing chain (rebase -u, info of one layer) */
     const struct bv_blkdebug_config *blkdebug; /* if set: a blkdebug filter between format and file */
@@ -108,7 +111,10 @@ uint64_t bv_node_size(const bv_node *n);
 enum bv_format bv_node_format(const bv_node *n);
 /* 0 for raw (no cluster notion). */
 uint32_t bv_node_cluster_size(const bv_node *n);
+/* Root-relative name for a confined open, canonical host path otherwise. */
 const char *bv_node_filename(const bv_node *n);
+/* Identity (st_dev, st_ino) of the file under this node's filters. */
+void bv_node_file_id(const bv_node *n, struct bv_file_id *id);
 bv_node *bv_node_backing(const bv_node *n);   /* borrowed; NULL if none */
 
 /* Block status of [off, off+len) in THIS layer: sets *pnum to the length of
@@ -132,7 +138,9 @@ int bv_node_block_status(bv_node *n, uint64_t off, uint64_t len,
 
 struct bv_create_opts {
     const char *path;            /* created (or truncated); relative to root if set */
-    const char *root;            /* confinement as in bv_open_opts (backing must be inside too) */
+    const struct bv_root *root;  /* confinement as in bv_open_opts (backing must be inside too);
+                                    with a root an existing file is -EEXIST (O_EXCL), without
+                                    one it is overwritten as qemu-img create does */
     enum bv_format format;
     uint64_t size;               /* 0 with a backing file: take the backing image's size */
     uint32_t cluster_size;       /* 0 = 64 KiB; qcow2 only */
@@ -200,7 +208,7 @@ int bv_image_convert(bv_node *src, const char *dst_path, const struct bv_convert
                      bv_error **errp);
 
 /* qemu-img rebase -u: rewrite the backing file name and format only. */
-int bv_image_rebase_unsafe(const char *path, const char *root, const char *backing,
+int bv_image_rebase_unsafe(const char *path, const struct bv_root *root, const char *backing,
                            enum bv_format backing_format, bv_error **errp);
 
 struct bv_map_entry {
