@@ -738,6 +738,44 @@ static void test_concurrent_writes(void **st)
     free(after);
 }
 
+/* The same writers and readers over an extended-L2 image (16 KiB clusters,
+ * 512-byte subclusters): writers share clusters and, at unaligned run ends,
+ * subclusters.  Every cluster first gets one allocated subcluster, so phase 1
+ * writes into owned clusters with unallocated subclusters (the fill path),
+ * phase 2 in place. */
+static void test_concurrent_writes_extl2(void **st)
+{
+    uint8_t *before = calloc(1, CC_SIZE), *after = calloc(1, CC_SIZE);
+    create("ccxb.qcow2", CC_SIZE, 65536, NULL);
+    bv_node *n = open_img("ccxb.qcow2", false);
+    fill(before, CC_SIZE * 3 / 4, 50);
+    assert_int_equal(bv_node_pwrite(n, before, CC_SIZE * 3 / 4, 0, 0, NULL), 0);
+    assert_int_equal(bv_node_close(n, NULL), 0);
+    bv_error *err = NULL;
+    struct bv_create_opts o = { .path = tp("ccxt.qcow2"), .format = BV_FMT_QCOW2,
+                                .cluster_size = 16384, .backing = "ccxb.qcow2",
+                                .backing_format = BV_FMT_QCOW2, .extended_l2 = true };
+    assert_int_equal(bv_image_create(&o, &err), 0);
+    n = open_img("ccxt.qcow2", false);
+    for (uint64_t off = 0; off < CC_SIZE; off += 16384)
+        assert_int_equal(bv_node_pwrite(n, before + off + 1024, 512, off + 1024, 0, NULL), 0);
+    memcpy(after, before, CC_SIZE);
+    cc_model(after, 51, false);
+    struct cc_phase ph = { .n = n, .before = before, .after = after, .compress = false };
+    cc_run_phase(&ph);
+    memcpy(before, after, CC_SIZE);
+    cc_model(after, 52, false);
+    cc_run_phase(&ph);
+    check_clean(n);
+    assert_int_equal(bv_node_close(n, NULL), 0);
+    qemu_check_clean(tp("ccxt.qcow2"));
+    n = open_img("ccxt.qcow2", true);
+    assert_reads(n, after, CC_SIZE);
+    bv_node_close(n, NULL);
+    free(before);
+    free(after);
+}
+
 /* A data write that would land on metadata fails and marks the image corrupt. */
 static void test_overlap_guard(void **st)
 {
@@ -1032,6 +1070,7 @@ int main(void)
         cmocka_unit_test(test_extl2_bad_bitmap),
         cmocka_unit_test(test_zstd_compressed),
         cmocka_unit_test(test_extl2_zstd_create_refusals),
+        cmocka_unit_test(test_concurrent_writes_extl2),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
