@@ -143,7 +143,9 @@ bool bvimg_parse_o(char *str, const char *allowed, struct bvimg_opts *o)
         if (!strcmp(kv, "cluster_size")) {
             if (!bvimg_parse_size(v, &n) || n > UINT32_MAX)
                 return false;
-            o->cluster_size = (uint32_t)n;
+            /* 0 means "default" in the engine's options, but an explicit 0 is a size
+             * qemu-img refuses: pass one the engine refuses with the same words */
+            o->cluster_size = n ? (uint32_t)n : 1;
         } else if (!strcmp(kv, "compat")) {
             o->compat_v2 = !strcmp(v, "0.10") || !strcmp(v, "v2");
             if (!o->compat_v2 && strcmp(v, "1.1") && strcmp(v, "v3")) {

@@ -25,6 +25,8 @@ struct ck {
     uint32_t *refs;
     uint64_t nclusters;
     uint8_t *buf;             /* one cluster */
+    uint8_t *bad_rb;          /* per reftable entry: 1 = bad, reported once, range skipped */
+    bool active;              /* walking the active L1 (not a snapshot's) */
 };
 
 static void msg(struct ck *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -72,7 +74,7 @@ static void check_l2_entry(struct ck *c, uint64_t e)
         uint64_t coff, clen;
         qcow2_compressed_range(s, e, &coff, &clen);
         add_ref(c, coff, clen);
-        c->res->allocated_clusters++;
+        c->res->allocated_clusters += c->active;
         return;
     }
     uint64_t off = e & L2E_OFFSET_MASK;
@@ -85,6 +87,8 @@ static void check_l2_entry(struct ck *c, uint64_t e)
         return;
     }
     add_ref(c, off, s->cluster_size);
+    if (!c->active)           /* shared with the active L1: COPIED is its business */
+        return;
     if (!(e & QCOW_OFLAG_ZERO) || s->version < 3)
         c->res->allocated_clusters++;
     if (copied_check(c, off, e & QCOW_OFLAG_COPIED, &rc) == 1) {
@@ -93,13 +97,15 @@ static void check_l2_entry(struct ck *c, uint64_t e)
     }
 }
 
-static int check_l1(struct ck *c)
+/* Count an L1 table (host order), its L2 tables and what they map.  The
+ * active L1 also gets the COPIED checks; snapshot L1s share tables with it. */
+static void walk_l1(struct ck *c, const uint64_t *l1, uint32_t l1_size, uint64_t l1_off)
 {
     struct qcow2_state *s = q_state(c->n);
     uint64_t per = 1ULL << s->l2_bits, rc;
-    add_ref(c, s->l1_offset, (uint64_t)s->l1_size * 8);
-    for (uint64_t i = 0; i < s->l1_size; i++) {
-        uint64_t e = s->l1[i], off = e & L1E_OFFSET_MASK;
+    add_ref(c, l1_off, (uint64_t)l1_size * 8);
+    for (uint64_t i = 0; i < l1_size; i++) {
+        uint64_t e = l1[i], off = e & L1E_OFFSET_MASK;
         if (e & L1E_RESERVED_MASK) {
             msg(c, "ERROR found L1 entry with reserved bits set: %016" PRIx64, e);
             c->res->corruptions++;
@@ -114,7 +120,7 @@ static int check_l1(struct ck *c)
             continue;
         }
         add_ref(c, off, s->cluster_size);
-        if (copied_check(c, off, e & QCOW_OFLAG_COPIED, &rc) == 1) {
+        if (c->active && copied_check(c, off, e & QCOW_OFLAG_COPIED, &rc) == 1) {
             msg(c, "ERROR OFLAG_COPIED L2 cluster: l1_index=%" PRIu64 " l1_entry=%" PRIx64
                 " refcount=%" PRIu64, i, e, rc);
             c->res->corruptions++;
@@ -127,7 +133,63 @@ static int check_l1(struct ck *c)
         for (uint64_t j = 0; j < per; j++)
             check_l2_entry(c, qcow2_l2e(s, c->buf, j));   /* 8- or 16-byte entries */
     }
-    return 0;
+}
+
+static void check_l1(struct ck *c)
+{
+    struct qcow2_state *s = q_state(c->n);
+    c->active = true;
+    walk_l1(c, s->l1, s->l1_size, s->l1_offset);
+    c->active = false;
+}
+
+/* One snapshot's L1 table, read from the file and walked like the active one. */
+static void check_snapshot_l1(struct ck *c, const struct qcow2_snapshot *sn)
+{
+    struct qcow2_state *s = q_state(c->n);
+    if (sn->l1_size > QCOW2_MAX_L1_BYTES / 8) {
+        msg(c, "ERROR snapshot %s (%s) l1_size=%#" PRIx32 ": L1 size is too large; snapshot "
+            "table entry corrupted", sn->id, sn->name, sn->l1_size);
+        c->res->corruptions++;
+        return;
+    }
+    if (sn->l1_offset & (s->cluster_size - 1)) {
+        msg(c, "ERROR snapshot %s (%s) l1_offset=%#" PRIx64 ": L1 table is not cluster "
+            "aligned; snapshot table entry corrupted", sn->id, sn->name, sn->l1_offset);
+        c->res->corruptions++;
+        return;
+    }
+    uint64_t *l1 = malloc((uint64_t)sn->l1_size * 8 + 8);
+    if (!l1 || bv_child_pread(c->n->file, l1, (uint64_t)sn->l1_size * 8, sn->l1_offset,
+                              NULL) < 0) {
+        c->res->check_errors++;
+        free(l1);
+        return;
+    }
+    for (uint32_t i = 0; i < sn->l1_size; i++)
+        l1[i] = ld_be64(&l1[i]);
+    walk_l1(c, l1, sn->l1_size, sn->l1_offset);
+    free(l1);
+}
+
+/* The snapshot table and every snapshot's L1 tree are in use too. */
+static void check_snapshots(struct ck *c)
+{
+    struct qcow2_state *s = q_state(c->n);
+    struct qcow2_snapshot *sn;
+    uint32_t count;
+    uint64_t bytes;
+    bv_error *err = NULL;
+    if (qcow2_snapshots_read_locked(c->n, &sn, &count, &bytes, &err) < 0) {
+        msg(c, "ERROR %s", err ? err->msg : "cannot read the snapshot table");
+        c->res->corruptions++;
+        bv_error_free(err);
+        return;
+    }
+    add_ref(c, s->snapshots_offset, bytes);
+    for (uint32_t i = 0; i < count; i++)
+        check_snapshot_l1(c, &sn[i]);
+    qcow2_snapshots_free(sn, count);
 }
 
 static void check_reftable(struct ck *c)
@@ -136,15 +198,22 @@ static void check_reftable(struct ck *c)
     add_ref(c, s->reftable_offset, (uint64_t)s->reftable_clusters << s->cluster_bits);
     for (uint64_t i = 0; i < s->reftable_entries; i++) {
         uint64_t off = s->reftable[i] & REFT_OFFSET_MASK;
-        if (!off)
+        if (s->reftable[i] == 0)
             continue;
-        if (off & (s->cluster_size - 1)) {
+        c->bad_rb[i] = 1;
+        if (s->reftable[i] & ~REFT_OFFSET_MASK) {
+            msg(c, "ERROR refcount table entry %" PRIu64 " has reserved bits set", i);
+        } else if (off & (s->cluster_size - 1)) {
             msg(c, "ERROR refcount block %" PRIu64 " is not cluster aligned; refcount table "
                 "entry corrupted", i);
-            c->res->corruptions++;
+        } else if ((off >> s->cluster_bits) >= c->nclusters) {
+            msg(c, "ERROR refcount block %" PRIu64 " is outside image", i);
+        } else {
+            c->bad_rb[i] = 0;
+            add_ref(c, off, s->cluster_size);
             continue;
         }
-        add_ref(c, off, s->cluster_size);
+        c->res->corruptions++;
     }
 }
 
@@ -183,36 +252,44 @@ static void check_bitmaps(struct ck *c)
     }
 }
 
+/* Stored against counted refcounts, for the clusters of the file only (as
+ * QEMU: a refcount past the end is no cluster's); a bad refblock was reported
+ * once by check_reftable and its clusters are skipped, so the work is bounded
+ * by the file's size, not by what a reftable entry claims to cover. */
+static void compare_one(struct ck *c, uint64_t i, bool repair, uint64_t *end, bv_error **errp)
+{
+    uint64_t rc, ref = c->refs[i];
+    if (qcow2_rc_get_locked(c->n, i, &rc, NULL) < 0) {
+        c->res->check_errors++;
+        return;
+    }
+    if (ref)
+        *end = i + 1;
+    if (rc > ref) {
+        msg(c, "Leaked cluster %" PRIu64 " refcount=%" PRIu64 " reference=%" PRIu64,
+            i, rc, ref);
+        c->res->leaks++;
+        if (repair && qcow2_rc_update_locked(c->n, i, -(int64_t)(rc - ref), errp) == 0)
+            c->res->leaks_fixed++;
+    } else if (rc < ref) {
+        msg(c, "ERROR cluster %" PRIu64 " refcount=%" PRIu64 " reference=%" PRIu64,
+            i, rc, ref);
+        c->res->corruptions++;
+    }
+}
+
 static int compare(struct ck *c, bool repair, bv_error **errp)
 {
     struct qcow2_state *s = q_state(c->n);
-    uint64_t end = 0, limit = s->reftable_entries << s->rb_bits;
-    if (limit < c->nclusters)
-        limit = c->nclusters;
-    for (uint64_t i = 0; i < limit; i++) {
-        uint64_t rc, ref = i < c->nclusters ? c->refs[i] : 0;
-        if ((i & ((1ULL << s->rb_bits) - 1)) == 0 && i >= c->nclusters &&
-            (i >> s->rb_bits) < s->reftable_entries && !s->reftable[i >> s->rb_bits]) {
-            i += (1ULL << s->rb_bits) - 1;
+    uint64_t end = 0, per = 1ULL << s->rb_bits;
+    for (uint64_t i = 0; i < c->nclusters;) {
+        uint64_t bi = i >> s->rb_bits;
+        if (bi < s->reftable_entries && c->bad_rb[bi]) {
+            i = (bi + 1) * per;
             continue;
         }
-        if (qcow2_rc_get_locked(c->n, i, &rc, NULL) < 0) {
-            c->res->check_errors++;
-            continue;
-        }
-        if (ref)
-            end = i + 1;
-        if (rc > ref) {
-            msg(c, "Leaked cluster %" PRIu64 " refcount=%" PRIu64 " reference=%" PRIu64,
-                i, rc, ref);
-            c->res->leaks++;
-            if (repair && qcow2_rc_update_locked(c->n, i, -(int64_t)(rc - ref), errp) == 0)
-                c->res->leaks_fixed++;
-        } else if (rc < ref) {
-            msg(c, "ERROR cluster %" PRIu64 " refcount=%" PRIu64 " reference=%" PRIu64,
-                i, rc, ref);
-            c->res->corruptions++;
-        }
+        compare_one(c, i, repair, &end, errp);
+        i++;
     }
     c->res->image_end_offset = end << s->cluster_bits;
     return 0;
@@ -232,11 +309,13 @@ static int run_check(struct ck *c, bool repair, bv_error **errp)
         return bv_error_setf(errp, EFBIG, "qcow2: image file too large to check");
     c->refs = calloc(c->nclusters + 1, sizeof(uint32_t));
     c->buf = malloc(s->cluster_size);
-    if (!c->refs || !c->buf)
+    c->bad_rb = calloc(s->reftable_entries + 1, 1);
+    if (!c->refs || !c->buf || !c->bad_rb)
         return bv_error_setf(errp, ENOMEM, "out of memory");
     c->res->total_clusters = (c->n->size + s->cluster_size - 1) >> s->cluster_bits;
     add_ref(c, 0, s->cluster_size);
     check_l1(c);
+    check_snapshots(c);
     check_reftable(c);
     check_bitmaps(c);
     if (repair)
@@ -260,5 +339,6 @@ int qcow2_check(bv_node *n, bool repair, struct bv_check_result *res, bv_error *
     pthread_mutex_unlock(&s->lock);
     free(c.refs);
     free(c.buf);
+    free(c.bad_rb);
     return r;
 }

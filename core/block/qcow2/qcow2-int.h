@@ -297,4 +297,20 @@ int qcow2_corrupt(bv_error **errp, uint64_t off, const char *fmt, ...)
 /* L1 entries needed for size bytes; l2_bits = log2(entries per L2 table). */
 uint64_t qcow2_l1_entries_for(uint64_t size, uint32_t cluster_bits, uint32_t l2_bits);
 
+/* ---- qcow2-snapshot.c (internal snapshots, read side) ---- */
+struct qcow2_snapshot {
+    uint64_t l1_offset;
+    uint32_t l1_size;
+    char *id, *name;                   /* NUL-terminated copies */
+    uint32_t date_sec, date_nsec;
+    uint64_t vm_clock_nsec;
+    uint64_t vm_state_size;
+    uint64_t icount;                   /* UINT64_MAX when not recorded */
+};
+/* The snapshot table: *count entries (caller frees with qcow2_snapshots_free),
+ * *table_bytes the bytes the table occupies.  Corruption if it does not fit. */
+int qcow2_snapshots_read_locked(bv_node *n, struct qcow2_snapshot **out, uint32_t *count,
+                                uint64_t *table_bytes, bv_error **errp);
+void qcow2_snapshots_free(struct qcow2_snapshot *sn, uint32_t count);
+
 #endif
