@@ -39,8 +39,6 @@ struct blkdebug {
     uint64_t failures;
 };
 
-static const struct bv_driver drv_blkdebug;
-
 /* ---------------- configuration ---------------- */
 
 static int validate_inject(unsigned i, const struct bv_blkdebug_inject_error *r, bv_error **errp)
@@ -252,10 +250,28 @@ static void bd_close(bv_node *n)
         bv_mutex_destroy(&s->lock);
 }
 
-static const struct bv_driver drv_blkdebug = {
+/* node.c has built n over its file; take the rules from spec. */
+static int bd_open(bv_node *n, const struct bv_filter_spec *spec, bv_error **errp)
+{
+    struct blkdebug *s = n->opaque;
+    const struct bv_blkdebug_config *cfg = spec->blkdebug;
+    int r = bv_blkdebug_config_validate(cfg, errp);
+    if (r == 0 && (r = bv_mutex_init(&s->lock)) < 0)
+        bv_error_setf(errp, -r, "blkdebug: cannot create its lock");
+    if (r < 0)
+        return r;
+    s->lock_ready = true;
+    load_rules(s, cfg);
+    blkdebug_event(n, BV_EV_NONE);   /* QEMU signals "none" once at open */
+    return 0;
+}
+
+const struct bv_driver bv_drv_blkdebug = {
     .name = "blkdebug",
     .kind = BV_DRV_FILTER,
+    .filter = BV_FILTER_BLKDEBUG,
     .instance_size = sizeof(struct blkdebug),
+    .filter_open = bd_open,
     .close = bd_close,
     .pread = bd_pread,
     .pwrite = bd_pwrite,
@@ -266,33 +282,11 @@ static const struct bv_driver drv_blkdebug = {
     .event = blkdebug_event,
 };
 
-/* ---------------- construction and query ---------------- */
-
-int bv_filter_blkdebug_open(bv_node *file, const struct bv_blkdebug_config *cfg, bv_node **out,
-                            bv_error **errp)
-{
-    bv_node *n = NULL;
-    int r = bv_node_new_filter(&drv_blkdebug, file, &n, errp);   /* owns file from here */
-    if (r < 0)
-        return r;
-    struct blkdebug *s = n->opaque;
-    r = bv_blkdebug_config_validate(cfg, errp);
-    if (r == 0 && (r = bv_mutex_init(&s->lock)) < 0)
-        bv_error_setf(errp, -r, "blkdebug: cannot create its lock");
-    if (r < 0) {
-        bv_node_close(n, NULL);
-        return r;
-    }
-    s->lock_ready = true;
-    load_rules(s, cfg);
-    blkdebug_event(n, BV_EV_NONE);   /* QEMU signals "none" once at open */
-    *out = n;
-    return 0;
-}
+/* ---------------- query ---------------- */
 
 int bv_blkdebug_query(bv_node *n, struct bv_blkdebug_status *st, bv_error **errp)
 {
-    while (n && n->drv != &drv_blkdebug)
+    while (n && n->drv != &bv_drv_blkdebug)
         n = n->file;
     if (!n)
         return bv_error_setf(errp, ENOENT, "the node has no blkdebug layer");

@@ -265,7 +265,7 @@ static void bvf_close(bv_node *n)
     s->test = NULL;
 }
 
-static const struct bv_driver drv_blkverify = {
+const struct bv_driver bv_drv_blkverify = {
     .name = "blkverify",
     .kind = BV_DRV_FORMAT,
     .format = BV_FMT_NONE,
@@ -290,8 +290,11 @@ static int open_raw_file(const struct bv_open_opts *o, bv_node **out, bv_error *
     if (o->format != BV_FMT_NONE && o->format != BV_FMT_RAW)
         return bv_error_setf(errp, EINVAL, "the raw child must be a raw image, not %s",
                              bv_format_name(o->format));
-    if (o->blkdebug)
-        return bv_error_setf(errp, EINVAL, "the raw child cannot have a blkdebug filter");
+    if (o->filters && o->filters->n) {
+        const char *name = bv_filter_name(o->filters->f[0].kind);
+        return bv_error_setf(errp, EINVAL, "the raw child cannot have a %s filter",
+                             name ? name : "(unknown)");
+    }
     struct bv_open_opts ro = *o;
     ro.format = BV_FMT_RAW;
     ro.no_backing = true;
@@ -351,7 +354,7 @@ int bv_blkverify_open(const struct bv_blkverify_opts *o, bv_node **out, bv_error
     r = check_sizes(test, raw_file, errp);
     if (r < 0)
         goto fail;
-    r = bv_node_new_filter(&drv_blkverify, raw_file, &n, errp);   /* owns raw_file */
+    r = bv_node_new_filter(&bv_drv_blkverify, raw_file, &n, errp);   /* owns raw_file */
     raw_file = NULL;
     if (r < 0)
         goto fail;

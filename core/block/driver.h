@@ -5,12 +5,13 @@
  *
  *     format node (raw | qcow2)  --backing-->  format node (read-only) --> ...
  *          |  file
- *     [filter node (blkdebug)]    optional, passes through by default
- *          |  file
+ *     [filter nodes]              bv_open_opts.filters (blkdebug, ...), f[n-1] on top;
+ *          |  file                  each passes through what it leaves NULL
  *     protocol node (file)        POSIX fd
  *
- * Drivers are `static const struct bv_driver` tables.  node.c is the only
- * caller of their ops: the public bv_node_* functions check the contract
+ * Drivers are `const struct bv_driver` tables, listed once in node.c's
+ * driver table, where a format or a filter kind finds its driver.  node.c is
+ * the only caller of their ops: the public bv_node_* functions check the contract
  * (ranges inside the virtual size, read-only nodes) before calling down.
  * Drivers reach their children only through the bv_child_* helpers below,
  * which have no virtual-size check (metadata may lie past end of file, and
@@ -48,12 +49,17 @@ struct bv_driver {
     const char *name;
     enum bv_driver_kind kind;
     enum bv_format format;           /* FORMAT drivers only */
+    enum bv_filter_kind filter;      /* FILTER drivers only */
     size_t instance_size;            /* bytes of n->opaque, zeroed by node.c */
 
     /* PROTOCOL: adopt fd (owned from then on, even on failure).
      * FORMAT: n->file, n->read_only and n->filename are set; parse, set n->size.
-     * FILTER: opened by its own constructor through bv_node_new_filter. */
+     * FILTER: see filter_open. */
     int (*open)(bv_node *n, int fd, bv_error **errp);
+    /* FILTER: n->file (owned by n), n->size, n->read_only and n->filename are
+     * set, spec->kind is this driver's; configure from spec.  On failure
+     * node.c calls close and frees n with its file. */
+    int (*filter_open)(bv_node *n, const struct bv_filter_spec *spec, bv_error **errp);
     /* Release instance state.  Called once; must not fail (write-back is done
      * by the flush node.c issues before close on writable nodes). */
     void (*close)(bv_node *n);
@@ -114,24 +120,20 @@ int bv_child_block_status(bv_node *c, uint64_t off, uint64_t len, struct bv_bloc
 /* Signal ev to the first node down the file chain that listens. */
 void bv_node_event(bv_node *file, enum bv_block_event ev);
 
-/* ---- for filters ---- */
+/* ---- for nodes built around a child (filters; blkverify's constructor) ---- */
 /* Wrap `file` (ownership passes to the new node, also on failure) in a node
- * of filter driver drv with zeroed instance state; *out is the filter node. */
+ * of driver drv with zeroed instance state; *out is the new node.  No op is
+ * called: a filter from bv_open_opts.filters is then configured by node.c
+ * (filter_open). */
 int bv_node_new_filter(const struct bv_driver *drv, bv_node *file, bv_node **out,
                        bv_error **errp);
 
-/*
- * The blkdebug hook, defined by core/block/blkdebug.c: wraps `file` (owned
- * from the call on, also on failure) with bv_node_new_filter and configures
- * the rules.  node.c inserts it between the top format node and its file.
- */
-int bv_filter_blkdebug_open(bv_node *file, const struct bv_blkdebug_config *cfg, bv_node **out,
-                            bv_error **errp);
-
-/* The built-in drivers. */
-extern const struct bv_driver bv_drv_file;
-extern const struct bv_driver bv_drv_raw;
-extern const struct bv_driver bv_drv_qcow2;
+/* The built-in drivers, each listed once in node.c's driver table. */
+extern const struct bv_driver bv_drv_file;       /* file.c */
+extern const struct bv_driver bv_drv_raw;        /* raw.c */
+extern const struct bv_driver bv_drv_qcow2;      /* qcow2/qcow2.c */
+extern const struct bv_driver bv_drv_blkdebug;   /* blkdebug.c */
+extern const struct bv_driver bv_drv_blkverify;  /* blkverify.c (bv_blkverify_open) */
 
 /* Probe the format of an opened protocol node by magic (raw if nothing matches). */
 int bv_probe_format(bv_node *file, enum bv_format *fmt, bv_error **errp);

@@ -1,6 +1,7 @@
 /*
- * The node layer: builds node stacks (protocol, optional filter, format,
- * backing chain), and is the only caller of driver ops.  Every public data
+ * The node layer: builds node stacks (protocol, the filters of the open
+ * options, format, backing chain) from its one driver table, and is the only
+ * caller of driver ops.  Every public data
  * call is checked here (range inside the virtual size, writable node) so the
  * drivers can trust their arguments.
  *
@@ -45,13 +46,40 @@ enum bv_format bv_format_parse(const char *name)
     return BV_FMT_NONE;
 }
 
+/* ---------------- the driver table ---------------- */
+
+/* Every block driver, once.  A format or a filter kind finds its driver here
+ * (adding a filter is adding its driver to this list); blkverify is built by
+ * bv_blkverify_open and found by no lookup (its format is BV_FMT_NONE). */
+static const struct bv_driver *const drivers[] = {
+    &bv_drv_file,
+    &bv_drv_raw,
+    &bv_drv_qcow2,
+    &bv_drv_blkdebug,
+    &bv_drv_blkverify,
+};
+#define N_DRIVERS (sizeof(drivers) / sizeof(drivers[0]))
+
 static const struct bv_driver *format_driver(enum bv_format f)
 {
-    switch (f) {
-    case BV_FMT_RAW: return &bv_drv_raw;
-    case BV_FMT_QCOW2: return &bv_drv_qcow2;
-    default: return NULL;
-    }
+    for (unsigned i = 0; f != BV_FMT_NONE && i < N_DRIVERS; i++)
+        if (drivers[i]->kind == BV_DRV_FORMAT && drivers[i]->format == f)
+            return drivers[i];
+    return NULL;
+}
+
+static const struct bv_driver *filter_driver(enum bv_filter_kind kind)
+{
+    for (unsigned i = 0; kind != BV_FILTER_NONE && i < N_DRIVERS; i++)
+        if (drivers[i]->kind == BV_DRV_FILTER && drivers[i]->filter == kind)
+            return drivers[i];
+    return NULL;
+}
+
+const char *bv_filter_name(enum bv_filter_kind kind)
+{
+    const struct bv_driver *drv = filter_driver(kind);
+    return drv ? drv->name : NULL;
 }
 
 /* ---------------- node lifetime ---------------- */
@@ -237,7 +265,7 @@ fail:
 
 static int open_layer(struct chain_ctx *c, const char *base_dir, const char *path,
                       unsigned pflags, enum bv_format fmt, bool read_only,
-                      const struct bv_blkdebug_config *blkdebug, bv_node **out, bv_error **errp);
+                      const struct bv_filter_list *filters, bv_node **out, bv_error **errp);
 
 static int open_backing(struct chain_ctx *c, bv_node *n, bv_error **errp)
 {
@@ -263,18 +291,41 @@ static int open_backing(struct chain_ctx *c, bv_node *n, bv_error **errp)
     return r;
 }
 
-static int insert_blkdebug(const struct bv_blkdebug_config *cfg, bv_node **file, bv_error **errp)
+/* Wrap *file in a node of spec's filter.  *file is always the top of what
+ * was built: the filter node, or NULL after a failure (which freed it). */
+static int insert_filter(const struct bv_filter_spec *spec, bv_node **file, bv_error **errp)
 {
-    if (!cfg)
-        return 0;
-    bv_node *f = *file;
-    *file = NULL;
-    return bv_filter_blkdebug_open(f, cfg, file, errp);
+    const struct bv_driver *drv = filter_driver(spec->kind);
+    if (!drv)
+        return bv_error_setf(errp, EINVAL, "unknown filter kind %d", (int)spec->kind);
+    bv_node *n = NULL;
+    int r = bv_node_new_filter(drv, *file, &n, errp);   /* owns *file, also on failure */
+    *file = n;
+    if (r == 0 && drv->filter_open)
+        r = drv->filter_open(n, spec, errp);
+    if (r < 0) {
+        node_free(n);
+        *file = NULL;
+    }
+    return r;
+}
+
+/* Stack the filters of list on *file, f[0] first (same contract for *file). */
+static int insert_filters(const struct bv_filter_list *list, bv_node **file, bv_error **errp)
+{
+    unsigned n = list ? list->n : 0;
+    if (n > BV_MAX_FILTERS)
+        return bv_error_setf(errp, EINVAL, "too many filters (%u, at most %d)", n,
+                             BV_MAX_FILTERS);
+    int r = 0;
+    for (unsigned i = 0; r == 0 && i < n; i++)
+        r = insert_filter(&list->f[i], file, errp);
+    return r;
 }
 
 static int open_layer(struct chain_ctx *c, const char *base_dir, const char *path,
                       unsigned pflags, enum bv_format fmt, bool read_only,
-                      const struct bv_blkdebug_config *blkdebug, bv_node **out, bv_error **errp)
+                      const struct bv_filter_list *filters, bv_node **out, bv_error **errp)
 {
     bv_node *file = NULL, *n = NULL;
     int r = open_protocol(c, base_dir, path, pflags, read_only, &file, errp);
@@ -285,7 +336,7 @@ static int open_layer(struct chain_ctx *c, const char *base_dir, const char *pat
         if (r < 0)
             goto fail;
     }
-    r = insert_blkdebug(blkdebug, &file, errp);
+    r = insert_filters(filters, &file, errp);
     if (r < 0)
         goto fail;
     const struct bv_driver *drv = format_driver(fmt);
@@ -330,7 +381,7 @@ static int open_top(const struct bv_open_opts *o, const char *base_dir, unsigned
     c->root = o->root;
     c->no_backing = o->no_backing;
     c->no_sync = o->no_sync;
-    int r = open_layer(c, base_dir, o->path, pflags, o->format, o->read_only, o->blkdebug, out,
+    int r = open_layer(c, base_dir, o->path, pflags, o->format, o->read_only, o->filters, out,
                        errp);
     free(c);
     return r;

@@ -75,7 +75,8 @@ static int open_plain(struct bv_app *app, struct bv_drive_entry *e,
 {
     struct bv_open_opts o = {
         .path = e->file, .format = bv_format_from_index((int)e->format),
-        .root = app->root, .blkdebug = f && f->has_blkdebug ? &f->blkdebug : NULL,
+        .root = app->root,
+        .filters = BV_FILTERS_BLKDEBUG(f && f->has_blkdebug ? &f->blkdebug : NULL),
     };
     int r = bv_node_open(&o, out, errp);
     if (r == 0)

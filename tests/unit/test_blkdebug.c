@@ -70,7 +70,8 @@ static bv_node *open_with(const char *name, enum bv_format fmt,
 {
     bv_error *err = NULL;
     bv_node *n = NULL;
-    struct bv_open_opts o = { .path = path_of(name), .format = fmt, .blkdebug = cfg };
+    struct bv_open_opts o = { .path = path_of(name), .format = fmt,
+                              .filters = BV_FILTERS_BLKDEBUG(cfg) };
     int r = bv_node_open(&o, &n, &err);
     if (err)
         fprintf(stderr, "open: %s\n", err->msg);
@@ -212,10 +213,47 @@ static void test_open_refuses_bad_config(void **state)
     bv_blkdebug_add_set_state(&cfg, BV_EV_READ_AIO, 0, 0, NULL);
     bv_error *err = NULL;
     bv_node *n = NULL;
-    struct bv_open_opts o = { .path = path_of("bad.raw"), .format = BV_FMT_RAW, .blkdebug = &cfg };
+    struct bv_open_opts o = { .path = path_of("bad.raw"), .format = BV_FMT_RAW,
+                              .filters = BV_FILTERS_BLKDEBUG(&cfg) };
     int r = bv_node_open(&o, &n, &err);
     assert_null(n);
     expect_error(r, err, EINVAL, "set_state[0]: new_state must be at least 1");
+}
+
+/* The typed filter list of bv_open_opts: kinds checked by the driver table, stacking. */
+static void test_filter_list(void **state)
+{
+    (void)state;
+    make_image("list.raw", BV_FMT_RAW, MIB);
+    assert_string_equal(bv_filter_name(BV_FILTER_BLKDEBUG), "blkdebug");
+    assert_null(bv_filter_name(BV_FILTER_NONE));
+    struct bv_filter_list list = { .n = 1 };                     /* kind NONE */
+    struct bv_open_opts o = { .path = path_of("list.raw"), .format = BV_FMT_RAW,
+                              .filters = &list };
+    bv_error *err = NULL;
+    bv_node *n = NULL;
+    int r = bv_node_open(&o, &n, &err);
+    expect_error(r, err, EINVAL, "unknown filter kind 0");
+    list.f[0].kind = BV_FILTER_BLKDEBUG;                         /* no configuration */
+    err = NULL;
+    r = bv_node_open(&o, &n, &err);
+    expect_error(r, err, EINVAL, "no blkdebug configuration given");
+    list.n = BV_MAX_FILTERS + 1;
+    err = NULL;
+    r = bv_node_open(&o, &n, &err);
+    expect_error(r, err, EINVAL, "too many filters (5, at most 4)");
+    assert_null(n);
+
+    /* Two blkdebug layers: f[1] sits under the format node and gets its events. */
+    struct bv_blkdebug_config quiet = { 0 }, armed = { 0 };
+    bv_blkdebug_add_inject_error(&armed, BV_EV_READ_AIO);
+    list = (struct bv_filter_list){ .n = 2, .f = {
+        { .kind = BV_FILTER_BLKDEBUG, .blkdebug = &quiet },
+        { .kind = BV_FILTER_BLKDEBUG, .blkdebug = &armed } } };
+    assert_int_equal(bv_node_open(&o, &n, NULL), 0);
+    read_fails(n, 0, 512, EIO, "Input/output error");
+    assert_int_equal(status_of(n).failures, 1);
+    assert_int_equal(bv_node_close(n, NULL), 0);
 }
 
 static void test_query_without_blkdebug(void **state)
@@ -574,6 +612,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_validate),
         cmocka_unit_test(test_open_refuses_bad_config),
+        cmocka_unit_test(test_filter_list),
         cmocka_unit_test(test_query_without_blkdebug),
         cmocka_unit_test(test_armed_rule_fails_everything),
         cmocka_unit_test(test_once),

@@ -363,7 +363,8 @@ static void test_return_value_mismatch(void **state)
     assert_int_equal(bv_blkdebug_config_validate(&cfg, NULL), 0);
     struct capture cap = { 0 };
     struct bv_blkverify_opts o = {
-        .test = { .path = path_of("rv.test"), .format = BV_FMT_RAW, .blkdebug = &cfg },
+        .test = { .path = path_of("rv.test"), .format = BV_FMT_RAW,
+                  .filters = BV_FILTERS_BLKDEBUG(&cfg) },
         .raw = { .path = path_of("rv.raw") },
         .report = on_report, .opaque = &cap,
     };
@@ -420,10 +421,10 @@ static void test_open_errors(void **state)
                       "blkverify: raw: the raw child must be a raw image, not qcow2");
     o.raw.format = BV_FMT_RAW;
     struct bv_blkdebug_config cfg = { 0 };
-    o.raw.blkdebug = &cfg;
+    o.raw.filters = BV_FILTERS_BLKDEBUG(&cfg);
     expect_open_error(&o, EINVAL,
                       "blkverify: raw: the raw child cannot have a blkdebug filter");
-    o.raw.blkdebug = NULL;
+    o.raw.filters = NULL;
 
     o.test.path = path_of("missing.test");
     bv_error *err = NULL;

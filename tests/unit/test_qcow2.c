@@ -583,7 +583,7 @@ static void test_blkdebug_events(void **st)
         .event = BV_EV_READ_AIO, .error = EIO, .state = 2,
         .offset = BV_BLKDEBUG_ANY_OFFSET, .once = true };
     bv_node *n = NULL;
-    struct bv_open_opts o = { .path = tp("ev.qcow2"), .blkdebug = &cfg };
+    struct bv_open_opts o = { .path = tp("ev.qcow2"), .filters = BV_FILTERS_BLKDEBUG(&cfg) };
     assert_int_equal(bv_node_open(&o, &n, NULL), 0);
     assert_int_equal(bv_node_flush(n, NULL), 0);             /* nothing written: no event */
     assert_int_equal(bv_node_pwrite(n, buf, sizeof(buf), 0, 0, NULL), 0);

@@ -98,7 +98,8 @@ struct bv_blkdebug_status {
 };
 
 /* The status of the blkdebug layer under n (n may be the image node opened with
- * bv_open_opts.blkdebug, or the filter node itself).  -ENOENT if n has none. */
+ * a BV_FILTER_BLKDEBUG entry in bv_open_opts.filters, or the filter node
+ * itself).  -ENOENT if n has none. */
 int bv_blkdebug_query(bv_node *n, struct bv_blkdebug_status *st, bv_error **errp);
 
 #endif

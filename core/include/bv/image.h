@@ -5,7 +5,7 @@
  * the rest of core (drives, jobs), the service and bvimg.
  *
  * A bv_node is one open layer stack: the format node (raw or qcow2) over its
- * protocol node (a POSIX file, possibly wrapped by a filter such as blkdebug),
+ * protocol node (a POSIX file, possibly wrapped by filters such as blkdebug),
  * with an optional backing node (opened read-only, recursively).
  *
  * Threads: a node may be used from several threads at once.  Each format
@@ -57,6 +57,40 @@ enum bv_format bv_format_parse(const char *name);
 #define BV_MAX_CLUSTER_SIZE  (2u << 20)
 #define BV_DEFAULT_CLUSTER   65536
 
+/*
+ * Filters a node stack may hold between the top format node and its file,
+ * typed by kind.  core/block/node.c finds each kind's driver in its one
+ * driver table (a filter's name is its driver's name); adding a filter is a
+ * kind here, a member of the spec's union and a table entry.
+ */
+enum bv_filter_kind {
+    BV_FILTER_NONE = 0,                  /* a zeroed spec: refused */
+    BV_FILTER_BLKDEBUG,
+};
+
+struct bv_filter_spec {
+    enum bv_filter_kind kind;
+    union {                              /* the member named by kind; borrowed for the open */
+        const struct bv_blkdebug_config *blkdebug;   /* BV_FILTER_BLKDEBUG (required) */
+    };
+};
+
+#define BV_MAX_FILTERS 4
+struct bv_filter_list {
+    unsigned n;                          /* at most BV_MAX_FILTERS */
+    struct bv_filter_spec f[BV_MAX_FILTERS];   /* f[0] sits on the file, f[n-1] under the
+                                                  format node */
+};
+
+/* A list holding one blkdebug filter with rules cfg, or no filter when cfg is
+ * NULL (a compound literal: it lives until the end of the enclosing block). */
+#define BV_FILTERS_BLKDEBUG(cfg)                                                  \
+    (&(const struct bv_filter_list){ .n = (cfg) != NULL,                           \
+        .f = { { .kind = BV_FILTER_BLKDEBUG, .blkdebug = (cfg) } } })
+
+/* "blkdebug"; NULL for BV_FILTER_NONE or an unknown kind. */
+const char *bv_filter_name(enum bv_filter_kind kind);
+
 struct bv_open_opts {
     const char *path;            /* the file; relative paths are relative to root if set, else cwd */
     enum bv_format format;       /* BV_FMT_NONE: probe by magic (top image only) */
@@ -65,7 +99,8 @@ struct bv_open_opts {
                                     file names are root-relative) */
     bool read_only;
     bool no_backing;             /* do not open the backing chain (rebase -u, info of one layer) */
-    const struct bv_blkdebug_config *blkdebug; /* if set: a blkdebug filter between format and file */
+    const struct bv_filter_list *filters;  /* if set: filters between the top format node and
+                                              its file (backing files get none) */
     bool no_sync;                /* cache=unsafe: never fdatasync this image, not even for the
                                     qcow2 metadata ordering; flush and close only write cached
                                     metadata back to the OS.  A crash may leave the file
