@@ -1,7 +1,8 @@
 /*
  * The route table.  Order matters only where patterns overlap: literal
  * routes come before captures at the same depth, and the static catch-all
- * is last.
+ * is last.  The fifth field lists the query parameters a route takes
+ * (BV_QUERY(...)); a route that leaves it out takes none (router.h).
  */
 #include "api/api.h"
 #include "http/router.h"
@@ -11,7 +12,7 @@
 
 const struct bv_route bv_routes[] = {
     { "GET", "/api/v1/health", api_health, 0 },
-    { "GET", "/api/v1/events", api_events_list, 0 },
+    { "GET", "/api/v1/events", api_events_list, 0, BV_QUERY("after", "wait", "name", "limit") },
     { "GET", "/metrics", api_metrics, 0 },
 
     { "POST", "/api/v1/images", api_images_create, 0 },
@@ -25,10 +26,10 @@ const struct bv_route bv_routes[] = {
     { "POST", "/api/v1/drives", api_drives_create, 0 },
     { "GET", "/api/v1/drives", api_drives_list, 0 },
     { "GET", D, api_drives_get, 0 },
-    { "DELETE", D, api_drives_delete, 0 },
+    { "DELETE", D, api_drives_delete, 0, BV_QUERY("delete_file") },
     { "POST", D "/resize", api_drives_resize, 0 },
-    { "PUT", D "/data", api_drives_data_put, BV_ROUTE_BINARY },
-    { "GET", D "/data", api_drives_data_get, 0 },
+    { "PUT", D "/data", api_drives_data_put, BV_ROUTE_BINARY, BV_QUERY("offset", "flush") },
+    { "GET", D "/data", api_drives_data_get, 0, BV_QUERY("offset", "length") },
     { "POST", D "/io", api_drives_io, 0 },
 
     { "GET", D "/bitmaps", api_bitmaps_list, 0 },
@@ -45,7 +46,7 @@ const struct bv_route bv_routes[] = {
     { "GET", "/api/v1/reports/{rid}", api_reports_get, 0 },
 
     /* the web UI: everything else that is not under /api */
-    { "GET", "/", api_static, BV_ROUTE_PUBLIC },
-    { "GET", "/{*path}", api_static, BV_ROUTE_PUBLIC },
+    { "GET", "/", api_static, BV_ROUTE_PUBLIC | BV_ROUTE_ANY_QUERY },
+    { "GET", "/{*path}", api_static, BV_ROUTE_PUBLIC | BV_ROUTE_ANY_QUERY },
 };
 const size_t bv_nroutes = sizeof(bv_routes) / sizeof(bv_routes[0]);

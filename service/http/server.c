@@ -5,8 +5,9 @@
  * Order of checks, all on the headers (the first call of the access
  * handler), before any body byte is accepted: auth (every /api and
  * /metrics path, known or not), then the URL's strings (no NUL, UTF-8),
- * then routing (404/405), then the body's declared size.  A request refused
- * there is answered at once and its body is never read or buffered.
+ * then routing (404/405) and the route's query names (router.h), then the
+ * body's declared size.  A request refused there is answered at once and its
+ * body is never read or buffered.
  *
  * Connection slots: a total of BV_MAX_CONNECTIONS, at most
  * BV_MAX_CONNECTIONS_PER_ADDRESS of them for one non-loopback address
@@ -243,7 +244,7 @@ static bool check_headers(struct bv_http *h, struct conn *c, struct MHD_Connecti
         bv_reply_error(rep, 405, NULL, "method %s is not allowed on %s", req->method, req->path);
         return false;
     }
-    return true;
+    return bv_route_query_ok(c->route, req, rep);
 }
 
 static void dispatch(struct conn *c, struct bv_reply *rep)

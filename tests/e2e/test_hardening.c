@@ -393,7 +393,8 @@ static void test_per_address_cap(void **state)
     bvh_stop(&W);
 }
 
-/* 7: strings that used to be truncated, echoed as invalid JSON or guessed. */
+/* 7: strings that used to be truncated, echoed as invalid JSON or guessed,
+ * and query parameters that used to be ignored. */
 static void test_strings_refused(void **state)
 {
     (void)state;
@@ -409,6 +410,19 @@ static void test_strings_refused(void **state)
         { "GET", "/api/v1/events?name=%c3%28", NULL, "query parameter 'name' is not valid UTF-8" },
         { "PUT", "/api/v1/drives/pe0/data?offset=0&flush=maybe", "x",
           "query parameter 'flush' must be true or false, got 'maybe'" },
+        /* queries are strict like bodies: names each route lists, once, with a value */
+        { "GET", "/api/v1/events?after=0&afterr=1", NULL,
+          "query parameter 'afterr' is unexpected (this call takes: after, wait, name, limit)" },
+        { "GET", "/api/v1/health?verbose=1", NULL,
+          "query parameter 'verbose' is unexpected (this call takes: none)" },
+        { "PUT", "/api/v1/drives/pe0/data?offset=0&Flush=true", "y",
+          "query parameter 'Flush' is unexpected (this call takes: offset, flush)" },
+        { "DELETE", "/api/v1/drives/pe0?delete_file=false&delete_file=true", NULL,
+          "query parameter 'delete_file' is given more than once" },
+        { "PUT", "/api/v1/drives/pe0/data?offset=0&flush", "y",
+          "query parameter 'flush' needs a value ('flush=...')" },
+        { "GET", "/api/v1/drives/pe0/data?offset=0&&length=1", NULL,
+          "the query contains a parameter without a name ('&&' or '&=')" },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct bvh_resp r;
@@ -423,6 +437,10 @@ static void test_strings_refused(void **state)
                      cases[i].desc);
         bvh_resp_free(&r);
     }
+    /* the refused PUTs wrote nothing; the refused DELETE kept the drive */
+    unsigned char first;
+    read_bytes(&H, "pe0", 0, 1, &first);
+    assert_int_not_equal(first, 'y');
     /* nothing was created under a truncated name */
     struct bvh_resp r;
     assert_int_equal(bvh_request(&H, "GET", "/api/v1/images/x", NULL, 0, NULL, NULL, &r), 0);
