@@ -50,21 +50,6 @@ static void make_image(const char *name, enum bv_format fmt, uint64_t size)
     assert_null(err);
 }
 
-/* qcow2 is someone else's work in progress: skip qcow2 cases until it opens. */
-static bool qcow2_works(void)
-{
-    bv_error *err = NULL;
-    bv_node *n = NULL;
-    struct bv_create_opts o = { .path = path_of("probe.qcow2"), .format = BV_FMT_QCOW2,
-                                .size = MIB };
-    bool ok = bv_image_create(&o, &err) == 0;
-    struct bv_open_opts oo = { .path = o.path, .format = BV_FMT_QCOW2 };
-    ok = ok && bv_node_open(&oo, &n, &err) == 0;
-    bv_node_close(n, NULL);
-    bv_error_free(err);
-    return ok;
-}
-
 static bv_node *open_with(const char *name, enum bv_format fmt,
                           const struct bv_blkdebug_config *cfg)
 {
@@ -559,8 +544,6 @@ static void test_flush_without_writes_fires_nothing(void **state)
 static void test_seed_qcow2(void **state)
 {
     (void)state;
-    if (!qcow2_works())
-        skip();
     run_seed_scenario("seed.qcow2", BV_FMT_QCOW2, false);
     run_seed_scenario("seed-imm.qcow2", BV_FMT_QCOW2, true);
 }
@@ -569,8 +552,6 @@ static void test_seed_qcow2(void **state)
 static void test_qcow2_offset_is_host_offset(void **state)
 {
     (void)state;
-    if (!qcow2_works())
-        skip();
     make_image("host.qcow2", BV_FMT_QCOW2, MIB);
     bv_node *n = open_with("host.qcow2", BV_FMT_QCOW2, NULL);
     write_ok(n, 0, 65536);
@@ -596,8 +577,6 @@ static void test_qcow2_offset_is_host_offset(void **state)
 static void test_qcow2_unallocated_fires_nothing(void **state)
 {
     (void)state;
-    if (!qcow2_works())
-        skip();
     make_image("unalloc.qcow2", BV_FMT_QCOW2, MIB);
     struct bv_blkdebug_config cfg = { 0 };
     bv_blkdebug_add_inject_error(&cfg, BV_EV_READ_AIO);
