@@ -127,11 +127,8 @@ int bvh_start(struct bvh *h, const struct bvh_opts *o)
         curl_global_init(CURL_GLOBAL_DEFAULT);
         curl_ready = true;
     }
-    const char *tok = h->token;
-    bool keep = h->keep_dir;
-    memset(h, 0, sizeof(*h));
-    h->token = tok;
-    h->keep_dir = keep;
+    struct bvh set = { .token = h->token, .keep_dir = h->keep_dir, .path_as_is = h->path_as_is };
+    *h = set;
     if (o && o->data_dir) {
         snprintf(h->dir, sizeof(h->dir), "%s", o->data_dir);
     } else {
@@ -241,6 +238,7 @@ int bvh_request(struct bvh *h, const char *method, const char *path, const void 
     curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 300L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_PATH_AS_IS, h->path_as_is ? 1L : 0L);
     if (body) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);

@@ -25,6 +25,7 @@ struct bvh {
     char base[64];             /* http://127.0.0.1:PORT */
     const char *token;         /* sent as Bearer when set */
     bool keep_dir;
+    bool path_as_is;           /* send paths as written: curl folds no "." or ".." segments */
 };
 
 struct bvh_opts {

@@ -1,11 +1,12 @@
 /*
  * The storage directory holds against a symlink race (issue 9, defect 2): a
  * thread keeps swapping a directory inside <data>/images with a symlink to a
- * directory outside while POST /images, GET /images/{file}, DELETE
- * /images/{file} and POST /drives run through it; nothing outside may ever be
- * created, deleted or read.  Also: a file is created exclusively (a
- * concurrent POST /drives and POST /images of one name: one 201, one 409),
- * and deleting a directory is a 400 that says so (defect 8).
+ * directory outside while CLIENTS concurrent clients run POST /images, GET
+ * /images/{file}, DELETE /images/{file} and POST /drives through it; nothing
+ * outside may ever be created, deleted or read (before the fd-confined paths,
+ * these rounds did all three, dozens of times each).  Also: a file is created
+ * exclusively (a concurrent POST /drives and POST /images of one name: one
+ * 201, one 409), and deleting a directory is a 400 that says so (defect 8).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,7 +24,8 @@
 
 #include "harness.h"
 
-#define SWAP_ROUNDS 150
+#define SWAP_ROUNDS 1200            /* split over CLIENTS concurrent clients */
+#define CLIENTS 4
 #define CREATE_ROUNDS 30
 #define INSIDE_SIZE 1048576         /* d/secret.raw inside; the outside one is 2 MiB */
 
@@ -36,6 +38,7 @@ static int setup(void **state)
     snprintf(outside, sizeof(outside), "/tmp/bv-paths-outside-XXXXXX");
     if (!mkdtemp(outside))
         return -1;
+    H.path_as_is = true;                 /* DELETE /images/. reaches the daemon as written */
     return bvh_start(&H, NULL);
 }
 
@@ -175,15 +178,35 @@ struct escapes {
     unsigned get_ok, post_ok, drive_ok;   /* the inside path worked meanwhile */
 };
 
+/* One client: its own names (rounds first, first + CLIENTS, ...) and counts.
+ * No cmocka asserts here: they may only fail on the test's own thread. */
+struct client {
+    pthread_t t;
+    int first;
+    struct escapes x;
+};
+
 static void race_get(struct escapes *x)
 {
     struct bvh_resp r;
     if (call("GET", "/api/v1/images/d/secret.raw", NULL, &r) == 200) {
         x->get_ok++;
-        if (bvh_num(r.json, "virtual_size") != INSIDE_SIZE)
+        if (cJSON_GetNumberValue(cJSON_GetObjectItem(r.json, "virtual_size")) != INSIDE_SIZE)
             x->read++;
     }
     bvh_resp_free(&r);
+}
+
+/* victim.raw exists only outside: a DELETE that reaches it is an escape */
+static void race_delete(struct escapes *x)
+{
+    char victim[128];
+    call("DELETE", "/api/v1/images/d/victim.raw", NULL, NULL);
+    if (exists_at(outside, "victim.raw"))
+        return;
+    x->deleted++;
+    snprintf(victim, sizeof(victim), "%s/victim.raw", outside);
+    close(open(victim, O_WRONLY | O_CREAT, 0644));
 }
 
 static void race_round(int i, struct escapes *x)
@@ -204,10 +227,15 @@ static void race_round(int i, struct escapes *x)
     }
     snprintf(name, sizeof(name), "drv%d.raw", i);
     x->created += exists_at(outside, name);
-    call("DELETE", "/api/v1/images/d/victim.raw", NULL, NULL);   /* exists only outside */
-    x->deleted += !exists_at(outside, "victim.raw");
-    if (!exists_at(outside, "victim.raw"))
-        bvh_sh("truncate -s 512 %s/victim.raw", outside);
+    race_delete(x);
+}
+
+static void *client_loop(void *opaque)
+{
+    struct client *c = opaque;
+    for (int i = c->first; i < SWAP_ROUNDS; i += CLIENTS)
+        race_round(i, &c->x);
+    return NULL;
 }
 
 static void test_symlink_swap_race(void **state)
@@ -222,9 +250,21 @@ static void test_symlink_swap_race(void **state)
     snprintf(s.link, sizeof(s.link), "%s/d.link", H.images);
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, swap_loop, &s), 0);
+    struct client c[CLIENTS];
+    for (int k = 0; k < CLIENTS; k++) {
+        c[k] = (struct client){ .first = k };
+        assert_int_equal(pthread_create(&c[k].t, NULL, client_loop, &c[k]), 0);
+    }
     struct escapes x = { 0 };
-    for (int i = 0; i < SWAP_ROUNDS; i++)
-        race_round(i, &x);
+    for (int k = 0; k < CLIENTS; k++) {
+        pthread_join(c[k].t, NULL);
+        x.created += c[k].x.created;
+        x.read += c[k].x.read;
+        x.deleted += c[k].x.deleted;
+        x.get_ok += c[k].x.get_ok;
+        x.post_ok += c[k].x.post_ok;
+        x.drive_ok += c[k].x.drive_ok;
+    }
     atomic_store(&s.stop, true);
     pthread_join(t, NULL);
     print_message("swaps %u; outside: created %u, read %u, deleted %u; inside: get %u, "
