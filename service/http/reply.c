@@ -1,5 +1,4 @@
 /* Replies and the error envelope: see reply.h. */
-#include <errno.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -118,21 +117,4 @@ void bv_reply_error_report(struct bv_reply *rep, int status, const char *cls,
     va_start(ap, fmt);
     reply_error_v(rep, status, cls, report_id, fmt, ap);
     va_end(ap);
-}
-
-int bv_status_for_errno(int err)
-{
-    if (err < 0)
-        err = -err;
-    switch (err) {
-    case EINVAL: case ENOENT: case ERANGE: case ENOTSUP: case ENAMETOOLONG:
-    case ELOOP: case EACCES: case EPERM: case ENOTDIR: case EISDIR:
-        return 400;
-    case EEXIST: case EBUSY: case EALREADY:
-        return 409;
-    case EFBIG: case E2BIG:
-        return 413;
-    default:
-        return 500;
-    }
 }

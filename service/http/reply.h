@@ -69,8 +69,4 @@ void bv_reply_error_report(struct bv_reply *rep, int status, const char *cls,
                            const char *report_id, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
-/* Status for a core/db errno in a "body reference" context:
- * EINVAL/ENOENT/ERANGE… → 400, EEXIST/EBUSY → 409, EFBIG → 413, else 500. */
-int bv_status_for_errno(int err);
-
 #endif
