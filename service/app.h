@@ -40,6 +40,9 @@ struct bv_app {
     pthread_mutex_t events_lock;
     pthread_cond_t events_cond;
     int64_t events_head;           /* last seq appended (guarded by events_lock) */
+    unsigned open_streams;         /* GET /events/stream responses not yet freed (guarded
+                                      by events_lock; a change signals events_cond): at
+                                      shutdown main waits, bounded, for them to end */
 
     atomic_uint_fast64_t http_requests;
     atomic_uint_fast64_t corruption_reports;

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "app.h"
 #include "http/server.h"
@@ -22,6 +23,26 @@ static void usage(FILE *f)
         "  --token-file FILE   require 'Authorization: Bearer <token>' (or BLOCKVAULT_TOKEN)\n"
         "  --workers N         worker threads for jobs (default 2)\n"
         "  --web DIR           static UI directory (default: the source tree's web/)\n");
+}
+
+/* Give the event streams (woken by stopping) a bounded moment to send
+ * their last bytes and the chunked end before the server closes their
+ * sockets, so that a reader sees a complete response. */
+static void wait_streams(struct bv_app *app, int max_ms)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += max_ms / 1000;
+    dl.tv_nsec += (long)(max_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&app->events_lock);
+    while (app->open_streams > 0)
+        if (pthread_cond_timedwait(&app->events_cond, &app->events_lock, &dl) != 0)
+            break;
+    pthread_mutex_unlock(&app->events_lock);
 }
 
 static int serve(int argc, char **argv)
@@ -75,6 +96,8 @@ out:
         pthread_mutex_unlock(&app.events_lock);
     }
     bv_http_quiesce(http);
+    if (app.db)
+        wait_streams(&app, 2000);
     bv_http_stop(http);
     if (app.db)
         bv_app_close(&app);

@@ -7,6 +7,7 @@
 void api_health(struct bv_request *req, struct bv_reply *rep);
 void api_metrics(struct bv_request *req, struct bv_reply *rep);
 void api_events_list(struct bv_request *req, struct bv_reply *rep);
+void api_events_stream(struct bv_request *req, struct bv_reply *rep);
 void api_static(struct bv_request *req, struct bv_reply *rep);
 
 void api_images_create(struct bv_request *req, struct bv_reply *rep);

@@ -13,6 +13,7 @@
 const struct bv_route bv_routes[] = {
     { "GET", "/api/v1/health", api_health, 0 },
     { "GET", "/api/v1/events", api_events_list, 0, BV_QUERY("after", "wait", "name", "limit") },
+    { "GET", "/api/v1/events/stream", api_events_stream, 0, BV_QUERY("after") },
     { "GET", "/metrics", api_metrics, 0 },
 
     { "POST", "/api/v1/images", api_images_create, 0 },
