@@ -18,6 +18,11 @@
 #include "bv/path.h"
 #include "util/checked.h"
 
+/* texts used twice here; the service and bvimg show them as they are */
+static const char no_backing_format[] = "Backing file specified without backing format";
+static const char bad_backing_name[] = "Backing file name must be 1..1023 bytes";
+static const char too_large[] = "Image size is too large";
+
 int bv_probe_format(bv_node *file, enum bv_format *fmt, bv_error **errp)
 {
     uint8_t magic[4];
@@ -66,11 +71,11 @@ static int validate_create(const struct bv_create_opts *o, bv_error **errp)
         return bv_error_setf(errp, ENOTSUP, "Backing file not supported for file format '%s'",
                              bv_format_name(o->format));
     if (o->backing && (!*o->backing || strlen(o->backing) > 1023))
-        return bv_error_setf(errp, EINVAL, "Backing file name must be 1..1023 bytes");
+        return bv_error_setf(errp, EINVAL, "%s", bad_backing_name);
     if (o->backing && o->backing_format == BV_FMT_NONE)
-        return bv_error_setf(errp, EINVAL, "Backing file specified without backing format");
+        return bv_error_setf(errp, EINVAL, "%s", no_backing_format);
     if (o->size > BV_MAX_IMAGE_SIZE)
-        return bv_error_setf(errp, EINVAL, "Image size is too large");
+        return bv_error_setf(errp, EINVAL, "%s", too_large);
     uint32_t cs = o->cluster_size;
     if (o->format == BV_FMT_QCOW2 && cs &&
         (!is_pow2_u64(cs) || cs < BV_MIN_CLUSTER_SIZE || cs > BV_MAX_CLUSTER_SIZE))
@@ -119,7 +124,7 @@ int bv_image_create(const struct bv_create_opts *o, bv_error **errp)
             size = bsize;
     }
     if (!ck_align_up(size, 512, &size) || size > BV_MAX_IMAGE_SIZE)
-        return bv_error_setf(errp, EINVAL, "Image size is too large");
+        return bv_error_setf(errp, EINVAL, "%s", too_large);
     r = open_new(o, &fd, errp);
     if (r < 0)
         return r;
@@ -138,9 +143,9 @@ int bv_image_rebase_unsafe(const char *path, const struct bv_root *root, const c
     if (backing && !*backing)
         backing = NULL;
     if (backing && backing_format == BV_FMT_NONE)
-        return bv_error_setf(errp, EINVAL, "Backing file specified without backing format");
+        return bv_error_setf(errp, EINVAL, "%s", no_backing_format);
     if (backing && strlen(backing) > 1023)
-        return bv_error_setf(errp, EINVAL, "Backing file name too long");
+        return bv_error_setf(errp, EINVAL, "%s", bad_backing_name);
     struct bv_open_opts oo = { .path = path, .root = root, .no_backing = true };
     int r = bv_node_open(&oo, &n, errp);
     if (r < 0)

@@ -227,8 +227,7 @@ int bvimg_cmd_check(int argc, char **argv)
     int r = check_repair(n, a.repair != NULL, a.json, &res, &err);
     int status;
     if (r == -ENOTSUP) {
-        bv_error_free(err);
-        bvimg_errorf("This image format does not support checks");
+        bvimg_report(err, r, NULL);     /* the engine says the format has no checks */
         status = 63;
     } else if (r < 0) {
         bvimg_report(err, r, "Check failed");

@@ -67,10 +67,6 @@ static bool fill_create_opts(const struct create_args *a, struct bv_create_opts 
     }
     if (!bvimg_parse_format(a->fmt, &co->format))
         return false;
-    if (a->backing && !a->backing_fmt) {
-        bvimg_errorf("Backing file specified without backing format");
-        return false;
-    }
     if (a->backing_fmt && !bvimg_parse_format(a->backing_fmt, &co->backing_format))
         return false;
     if (a->size && !bvimg_parse_size(a->size, &co->size))
@@ -88,7 +84,10 @@ int bvimg_cmd_create(int argc, char **argv)
     struct bv_create_opts co;
     if (!parse_create_args(argc, argv, &a) || !fill_create_opts(&a, &co))
         return 1;
-    if (!a.quiet) {
+    /* qemu-img refuses a backing file without its format before it announces
+     * the image; the engine refuses it (in its words) before it creates */
+    bool refused = co.backing && co.backing_format == BV_FMT_NONE;
+    if (!a.quiet && !refused) {
         printf("Formatting '%s', fmt=%s", a.file, bv_format_name(co.format));
         if (co.format == BV_FMT_QCOW2)
             printf(" cluster_size=%" PRIu32, co.cluster_size ? co.cluster_size : BV_DEFAULT_CLUSTER);
@@ -99,9 +98,7 @@ int bvimg_cmd_create(int argc, char **argv)
     bv_error *err = NULL;
     int r = bv_image_create(&co, &err);
     if (r < 0) {
-        char prefix[300];
-        snprintf(prefix, sizeof(prefix), "%s", a.file);
-        bvimg_report(err, r, prefix);
+        bvimg_report(err, r, a.file);
         return 1;
     }
     return 0;

@@ -127,6 +127,45 @@ static bool key_allowed(const char *allowed, const char *key)
     return false;
 }
 
+/* One "-o key=value" whose key is allowed: 1 set, 0 refused (printed),
+ * -1 not a key this parser knows. */
+static int parse_o_value(const char *k, const char *v, struct bvimg_opts *o)
+{
+    uint64_t n;
+    if (!strcmp(k, "cluster_size")) {
+        if (!bvimg_parse_size(v, &n))
+            return 0;
+        /* 0 means "default" in the engine's options, but an explicit 0 (or one past
+         * 32 bits) is a size qemu-img refuses: pass one the engine refuses in its words */
+        o->cluster_size = n == 0 ? 1 : n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+    } else if (!strcmp(k, "compat")) {
+        o->compat_v2 = !strcmp(v, "0.10") || !strcmp(v, "v2");
+        if (!o->compat_v2 && strcmp(v, "1.1") && strcmp(v, "v3")) {
+            bvimg_errorf("Invalid compatibility level: '%s'", v);
+            return 0;
+        }
+    } else if (!strcmp(k, "compression_type")) {
+        o->compression_zstd = !strcmp(v, "zstd");
+        if (!o->compression_zstd && strcmp(v, "zlib")) {
+            bvimg_errorf("Invalid parameter '%s' for compression_type", v);
+            return 0;
+        }
+    } else if (!strcmp(k, "extended_l2")) {
+        o->extended_l2 = !strcmp(v, "on");
+        if (!o->extended_l2 && strcmp(v, "off")) {
+            bvimg_errorf("Parameter 'extended_l2' expects 'on' or 'off'");
+            return 0;
+        }
+    } else if (!strcmp(k, "backing_file")) {
+        o->backing_file = v;
+    } else if (!strcmp(k, "backing_fmt")) {
+        o->backing_fmt = v;
+    } else {
+        return -1;
+    }
+    return 1;
+}
+
 bool bvimg_parse_o(char *str, const char *allowed, struct bvimg_opts *o)
 {
     char *save = NULL;
@@ -134,44 +173,11 @@ bool bvimg_parse_o(char *str, const char *allowed, struct bvimg_opts *o)
         char *eq = strchr(kv, '=');
         if (eq)
             *eq = '\0';
-        if (!eq || !key_allowed(allowed, kv)) {
+        int r = eq && key_allowed(allowed, kv) ? parse_o_value(kv, eq + 1, o) : -1;
+        if (r < 0)
             bvimg_errorf("Invalid option '%s' (accepted: %s)", kv, allowed);
+        if (r <= 0)
             return false;
-        }
-        const char *v = eq + 1;
-        uint64_t n;
-        if (!strcmp(kv, "cluster_size")) {
-            if (!bvimg_parse_size(v, &n) || n > UINT32_MAX)
-                return false;
-            /* 0 means "default" in the engine's options, but an explicit 0 is a size
-             * qemu-img refuses: pass one the engine refuses with the same words */
-            o->cluster_size = n ? (uint32_t)n : 1;
-        } else if (!strcmp(kv, "compat")) {
-            o->compat_v2 = !strcmp(v, "0.10") || !strcmp(v, "v2");
-            if (!o->compat_v2 && strcmp(v, "1.1") && strcmp(v, "v3")) {
-                bvimg_errorf("Invalid compatibility level: '%s'", v);
-                return false;
-            }
-        } else if (!strcmp(kv, "compression_type")) {
-            o->compression_zstd = !strcmp(v, "zstd");
-            if (!o->compression_zstd && strcmp(v, "zlib")) {
-                bvimg_errorf("Invalid parameter '%s' for compression_type", v);
-                return false;
-            }
-        } else if (!strcmp(kv, "extended_l2")) {
-            o->extended_l2 = !strcmp(v, "on");
-            if (!o->extended_l2 && strcmp(v, "off")) {
-                bvimg_errorf("Parameter 'extended_l2' expects 'on' or 'off'");
-                return false;
-            }
-        } else if (!strcmp(kv, "backing_file")) {
-            o->backing_file = v;
-        } else if (!strcmp(kv, "backing_fmt")) {
-            o->backing_fmt = v;
-        } else {
-            bvimg_errorf("Invalid option '%s' (accepted: %s)", kv, allowed);
-            return false;
-        }
     }
     return true;
 }

@@ -97,19 +97,14 @@ void api_images_create(struct bv_request *req, struct bv_reply *rep)
         bv_reply_error(rep, 400, NULL, "Parameter 'size' is missing (required without a backing file)");
         goto out;
     }
-    if (backing && bfmt < 0) {
-        bv_reply_error(rep, 400, NULL, "Backing file specified without backing format");
-        goto out;
-    }
+    /* the engine checks the options and words the refusals (a backing file
+     * without its format; a cluster size out of range: one past 32 bits
+     * saturates to a value it refuses) */
     struct bv_create_opts co = {
         .path = file, .root = req->app->root, .format = api_format(fmt),
-        .size = size, .cluster_size = (uint32_t)cluster, .backing = backing,
-        .backing_format = bfmt >= 0 ? api_format(bfmt) : BV_FMT_NONE,
+        .size = size, .cluster_size = cluster > UINT32_MAX ? UINT32_MAX : (uint32_t)cluster,
+        .backing = backing, .backing_format = bfmt >= 0 ? api_format(bfmt) : BV_FMT_NONE,
     };
-    if (cluster > BV_MAX_CLUSTER_SIZE) {
-        bv_reply_error(rep, 400, NULL, "Cluster size must be a power of two between 512 and 2048k");
-        goto out;
-    }
     bv_error *e = NULL;
     int r = bv_image_create(&co, &e);       /* O_EXCL: "already exists" is -EEXIST */
     if (r < 0) {

@@ -169,6 +169,9 @@ static void test_images_roundtrip(void **state)
                  409, "GenericError", "already exists");
     expect_error("POST", "/api/v1/images", "{\"file\":\"x.qcow2\",\"format\":\"qcow2\",\"backing\":"
                  "\"base.qcow2\"}", 400, "GenericError", "Backing file specified without backing format");
+    expect_error("POST", "/api/v1/images", "{\"file\":\"cs.qcow2\",\"format\":\"qcow2\",\"size\":512,"
+                 "\"cluster_size\":8589934592}", 400, "GenericError",
+                 "Cluster size must be a power of two between 512 and 2048k");
     j = bvh_json(&H, "POST", 200, "/api/v1/images/compare",
                  "{\"a\":{\"file\":\"base.qcow2\"},\"b\":{\"file\":\"top.qcow2\"}}");
     assert_true(bvh_bool(j, "identical"));
