@@ -587,6 +587,28 @@ int bv_node_info(bv_node *n, struct bv_image_info *info, bv_error **errp)
     return r;
 }
 
+int bv_node_snapshots(bv_node *n, struct bv_snapshot_list *out, bv_error **errp)
+{
+    memset(out, 0, sizeof(*out));
+    int r = check_req(n, 0, 0, false, errp);
+    if (r < 0 || !n->drv->snapshots)
+        return r;
+    return n->drv->snapshots(n, out, errp);
+}
+
+void bv_snapshot_list_free(struct bv_snapshot_list *l)
+{
+    if (!l)
+        return;
+    for (uint32_t i = 0; i < l->count; i++) {
+        free(l->sn[i].id);
+        free(l->sn[i].name);
+    }
+    free(l->sn);
+    l->sn = NULL;
+    l->count = 0;
+}
+
 int bv_image_check(bv_node *n, bool repair_leaks, struct bv_check_result *res, bv_error **errp)
 {
     memset(res, 0, sizeof(*res));

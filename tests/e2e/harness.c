@@ -280,6 +280,26 @@ cJSON *bvh_json(struct bvh *h, const char *method, long expect_status, const cha
     return j;
 }
 
+void bvh_blkverify_mismatch_drive(struct bvh *h, const char *id, const char *test,
+                                  const char *ref)
+{
+    char path[512];
+    static unsigned char cd[1 << 20];
+    memset(cd, 0xcd, sizeof(cd));
+    snprintf(path, sizeof(path), "%s/%s", h->images, ref);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(cd, 1, sizeof(cd), f), sizeof(cd));
+    assert_int_equal(fclose(f), 0);
+    cJSON_Delete(bvh_json(h, "POST", 201, "/api/v1/images",
+                          "{\"file\":\"%s\",\"format\":\"qcow2\",\"size\":\"1M\"}", test));
+    cJSON *d = bvh_json(h, "POST", 201, "/api/v1/drives",
+                        "{\"id\":\"%s\",\"format\":\"blkverify\",\"test\":{\"file\":\"%s\","
+                        "\"format\":\"qcow2\"},\"raw\":{\"file\":\"%s\"}}", id, test, ref);
+    assert_string_equal(bvh_str(d, "format"), "blkverify");
+    cJSON_Delete(d);
+}
+
 void bvh_assert_error(const struct bvh_resp *r, long status, const char *cls)
 {
     if (r->status != status)

@@ -62,6 +62,12 @@ int bvh_request(struct bvh *h, const char *method, const char *path, const void 
 cJSON *bvh_json(struct bvh *h, const char *method, long expect_status, const char *path,
                 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
+/* A blkverify drive `id` whose reads all mismatch from sector 0 on: `test`, a
+ * new 1 MiB qcow2 image (zeros), against `ref`, a 1 MiB raw file of 0xcd bytes
+ * written into h->images.  Asserts each step. */
+void bvh_blkverify_mismatch_drive(struct bvh *h, const char *id, const char *test,
+                                  const char *ref);
+
 /* Asserts r is the contract's error envelope with this status and class. */
 void bvh_assert_error(const struct bvh_resp *r, long status, const char *cls);
 

@@ -394,24 +394,10 @@ static void test_blkdebug_idle_flush(void **state)
 static void test_blkverify_mismatch_report(void **state)
 {
     (void)state;
-    char path[512];
-    snprintf(path, sizeof(path), "%s/ref.raw", H.images);
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    static unsigned char cd[1 << 20];
-    memset(cd, 0xcd, sizeof(cd));
-    assert_int_equal(fwrite(cd, 1, sizeof(cd), f), sizeof(cd));
-    fclose(f);
-    cJSON_Delete(bvh_json(&H, "POST", 201, "/api/v1/images",
-                          "{\"file\":\"test.qcow2\",\"format\":\"qcow2\",\"size\":\"1M\"}"));
     cJSON *head = bvh_json(&H, "GET", 200, "/api/v1/events?after=latest", NULL);
     int after = (int)bvh_num(head, "next");
     cJSON_Delete(head);
-
-    cJSON *d = bvh_json(&H, "POST", 201, "/api/v1/drives", "{\"id\":\"v0\",\"format\":\"blkverify\","
-                        "\"test\":{\"file\":\"test.qcow2\",\"format\":\"qcow2\"},\"raw\":{\"file\":\"ref.raw\"}}");
-    assert_string_equal(bvh_str(d, "format"), "blkverify");
-    cJSON_Delete(d);
+    bvh_blkverify_mismatch_drive(&H, "v0", "test.qcow2", "ref.raw");
     const cJSON *res;
     cJSON *j = io_one("v0", "read 0 4k", &res);
     assert_false(bvh_bool(res, "ok"));
@@ -452,7 +438,10 @@ static void test_blkverify_mismatch_report(void **state)
     /* writes reach both sides; then the same read verifies */
     io_ok("v0", "[\"write -P 0x77 0 64k\",\"read -P 0x77 0 4k\"]");
     /* a difference at byte 4096+7 reports sector 8 */
-    f = fopen(path, "r+b");
+    char path[512];
+    snprintf(path, sizeof(path), "%s/ref.raw", H.images);
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
     fseek(f, 4096 + 7, SEEK_SET);
     fputc(0x01, f);
     fclose(f);

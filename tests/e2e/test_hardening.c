@@ -458,19 +458,7 @@ static void test_strings_refused(void **state)
 static void test_blkverify_mismatch_status(void **state)
 {
     (void)state;
-    char path[512];
-    snprintf(path, sizeof(path), "%s/bvref.raw", H.images);
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    static unsigned char cd[1 << 20];
-    memset(cd, 0xcd, sizeof(cd));
-    assert_int_equal(fwrite(cd, 1, sizeof(cd), f), sizeof(cd));
-    fclose(f);
-    cJSON_Delete(bvh_json(&H, "POST", 201, "/api/v1/images",
-                          "{\"file\":\"bvtest.qcow2\",\"format\":\"qcow2\",\"size\":\"1M\"}"));
-    cJSON_Delete(bvh_json(&H, "POST", 201, "/api/v1/drives", "{\"id\":\"bv\",\"format\":\"blkverify\","
-                          "\"test\":{\"file\":\"bvtest.qcow2\",\"format\":\"qcow2\"},"
-                          "\"raw\":{\"file\":\"bvref.raw\"}}"));
+    bvh_blkverify_mismatch_drive(&H, "bv", "bvtest.qcow2", "bvref.raw");
     struct bvh_resp r;
     assert_int_equal(bvh_request(&H, "GET", "/api/v1/drives/bv/data?offset=0&length=512", NULL, 0,
                                  NULL, NULL, &r), 0);
