@@ -81,6 +81,8 @@ struct bv_driver {
     int (*block_status)(bv_node *n, uint64_t off, uint64_t len, struct bv_block_status *bs,
                         bv_error **errp);
     int (*info)(bv_node *n, struct bv_image_info *info, bv_error **errp);
+    /* FORMAT: fill *out (zeroed by node.c; left empty on failure). */
+    int (*snapshots)(bv_node *n, struct bv_snapshot_list *out, bv_error **errp);
     int (*check)(bv_node *n, bool repair, struct bv_check_result *res, bv_error **errp);
     uint32_t (*cluster_size)(const bv_node *n);
     /* FILTER: an event signalled by the format node above. */

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 enum { OPT_OUTPUT = 256 };
 
@@ -57,11 +58,34 @@ static bool parse_view_args(int argc, char **argv, const char *optstr, struct vi
 
 /* ---- info ---- */
 
-static void print_info_json(const char *file, const struct bv_image_info *in)
+static void print_snapshot_json(const struct bv_snapshot_info *sn, bool last)
+{
+    printf("        {\n");
+    if (sn->icount != UINT64_MAX)
+        printf("            \"icount\": %" PRIu64 ",\n", sn->icount);
+    printf("            \"vm-clock-nsec\": %" PRIu64 ",\n            \"name\": ",
+           sn->vm_clock_ns % 1000000000);
+    bvimg_json_string(sn->name);
+    printf(",\n            \"date-sec\": %" PRIu32 ",\n            \"date-nsec\": %" PRIu32
+           ",\n            \"vm-clock-sec\": %" PRIu64 ",\n            \"id\": ",
+           sn->date_sec, sn->date_nsec, sn->vm_clock_ns / 1000000000);
+    bvimg_json_string(sn->id);
+    printf(",\n            \"vm-state-size\": %" PRIu64 "\n        }%s\n", sn->vm_state_size,
+           last ? "" : ",");
+}
+
+static void print_info_json(const char *file, const struct bv_image_info *in,
+                            const struct bv_snapshot_list *sl)
 {
     printf("{\n");
     if (in->backing[0] && in->backing_format != BV_FMT_NONE)
         printf("    \"backing-filename-format\": \"%s\",\n", bv_format_name(in->backing_format));
+    if (sl->count) {
+        printf("    \"snapshots\": [\n");
+        for (uint32_t i = 0; i < sl->count; i++)
+            print_snapshot_json(&sl->sn[i], i + 1 == sl->count);
+        printf("    ],\n");
+    }
     printf("    \"virtual-size\": %" PRIu64 ",\n    \"filename\": ", in->virtual_size);
     bvimg_json_string(file);
     printf(",\n");
@@ -89,7 +113,37 @@ static void print_info_json(const char *file, const struct bv_image_info *in)
     printf("    \"dirty-flag\": %s\n}\n", in->dirty ? "true" : "false");
 }
 
-static void print_info_human(const char *file, const struct bv_image_info *in)
+/* One row of qemu's snapshot table (bdrv_snapshot_dump): the date in local
+ * time, the VM clock as h:mm:ss.ms, ICOUNT blank when not recorded; qemu
+ * keeps at most 127 bytes of an id and 255 of a name. */
+static void print_snapshot_human(const struct bv_snapshot_info *sn)
+{
+    char size[32], date[64] = "", clock[64], icount[32] = "";
+    struct tm tm;
+    time_t t = (time_t)sn->date_sec;
+    if (localtime_r(&t, &tm))
+        strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
+    uint64_t secs = sn->vm_clock_ns / 1000000000;
+    snprintf(clock, sizeof(clock), "%02d:%02d:%02d.%03d", (int)(secs / 3600),
+             (int)((secs / 60) % 60), (int)(secs % 60), (int)((sn->vm_clock_ns / 1000000) % 1000));
+    bvimg_human_size(sn->vm_state_size, size, sizeof(size));
+    if (sn->icount != UINT64_MAX)
+        snprintf(icount, sizeof(icount), "%" PRIu64, sn->icount);
+    printf("%-9.127s %-16.255s %8s%20s%13s%11s\n", sn->id, sn->name, size, date, clock, icount);
+}
+
+static void print_snapshots_human(const struct bv_snapshot_list *sl)
+{
+    if (!sl->count)
+        return;
+    printf("Snapshot list:\n%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE",
+           "VM CLOCK", "ICOUNT");
+    for (uint32_t i = 0; i < sl->count; i++)
+        print_snapshot_human(&sl->sn[i]);
+}
+
+static void print_info_human(const char *file, const struct bv_image_info *in,
+                             const struct bv_snapshot_list *sl)
 {
     char vs[32], ds[32];
     bvimg_human_size(in->virtual_size, vs, sizeof(vs));
@@ -104,6 +158,7 @@ static void print_info_human(const char *file, const struct bv_image_info *in)
         printf("backing file format: %s\n", bv_format_name(in->backing_format));
     if (in->dirty)
         printf("cleanly shut down: no\n");
+    print_snapshots_human(sl);
     if (in->format != BV_FMT_QCOW2)
         return;
     printf("Format specific information:\n    compat: %s\n    compression type: %s\n",
@@ -126,15 +181,19 @@ int bvimg_cmd_info(int argc, char **argv)
     if (bvimg_open(a.file, fmt, true, true, &n) < 0)
         return 1;
     struct bv_image_info in;
+    struct bv_snapshot_list sl = { 0 };
     memset(&in, 0, sizeof(in));
     bv_error *err = NULL;
     int r = bv_node_info(n, &in, &err);
+    if (r == 0)
+        r = bv_node_snapshots(n, &sl, &err);
     if (r < 0)
         bvimg_report(err, r, a.file);
     else if (a.json)
-        print_info_json(a.file, &in);
+        print_info_json(a.file, &in, &sl);
     else
-        print_info_human(a.file, &in);
+        print_info_human(a.file, &in, &sl);
+    bv_snapshot_list_free(&sl);
     bv_node_close(n, NULL);
     return r < 0 ? 1 : 0;
 }

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "api/api.h"
@@ -32,6 +33,50 @@ static int open_image(struct bv_app *app, const char *rel, bool no_backing, bool
         .read_only = !rw, .no_backing = no_backing,
     };
     return bv_node_open(&o, out, errp);
+}
+
+/* A name read from an image file: bytes that are not UTF-8 would make the
+ * reply invalid JSON, so such a name shows its non-ASCII bytes as '?'. */
+static void add_file_string(cJSON *o, const char *key, const char *s)
+{
+    size_t n = strlen(s);
+    char *copy = bvj_utf8_valid(s, n) ? NULL : strdup(s);
+    for (size_t i = 0; copy && i < n; i++)
+        if ((unsigned char)copy[i] >= 0x80)
+            copy[i] = '?';
+    cJSON_AddStringToObject(o, key, copy ? copy : bvj_utf8_valid(s, n) ? s : "");
+    free(copy);
+}
+
+/* {"id","name","vm_state_size","date" (RFC 3339, UTC),"vm_clock_ns"} */
+static cJSON *snapshot_json(const struct bv_snapshot_info *sn)
+{
+    char date[32] = "";
+    struct tm tm;
+    time_t t = (time_t)sn->date_sec;
+    if (gmtime_r(&t, &tm))
+        strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    cJSON *o = cJSON_CreateObject();
+    add_file_string(o, "id", sn->id);
+    add_file_string(o, "name", sn->name);
+    cJSON_AddNumberToObject(o, "vm_state_size", (double)sn->vm_state_size);
+    cJSON_AddStringToObject(o, "date", date);
+    cJSON_AddNumberToObject(o, "vm_clock_ns", (double)sn->vm_clock_ns);
+    return o;
+}
+
+/* "snapshots":[…] on o, only when the image has internal snapshots. */
+static int add_snapshots(cJSON *o, bv_node *n, bv_error **errp)
+{
+    struct bv_snapshot_list sl;
+    int r = bv_node_snapshots(n, &sl, errp);
+    if (r < 0 || sl.count == 0)
+        return r;
+    cJSON *arr = cJSON_AddArrayToObject(o, "snapshots");
+    for (uint32_t i = 0; arr && i < sl.count; i++)
+        cJSON_AddItemToArray(arr, snapshot_json(&sl.sn[i]));
+    bv_snapshot_list_free(&sl);
+    return 0;
 }
 
 /* Info object for an open node; rel is the client-visible file name. */
@@ -58,6 +103,10 @@ cJSON *api_image_info_json(const char *rel, bv_node *n, bv_error **errp)
         cJSON_AddNullToObject(o, "backing_format");
     }
     cJSON_AddBoolToObject(o, "dirty", info.dirty);
+    if (add_snapshots(o, n, errp) < 0) {
+        cJSON_Delete(o);
+        return NULL;
+    }
     return o;
 }
 

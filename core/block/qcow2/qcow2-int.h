@@ -312,5 +312,7 @@ struct qcow2_snapshot {
 int qcow2_snapshots_read_locked(bv_node *n, struct qcow2_snapshot **out, uint32_t *count,
                                 uint64_t *table_bytes, bv_error **errp);
 void qcow2_snapshots_free(struct qcow2_snapshot *sn, uint32_t count);
+/* The driver's snapshots op: the table as public entries (takes the lock). */
+int qcow2_snapshot_list(bv_node *n, struct bv_snapshot_list *out, bv_error **errp);
 
 #endif

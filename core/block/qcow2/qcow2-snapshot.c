@@ -2,7 +2,8 @@
  * qcow2 internal snapshots, read side: the snapshot table that check needs
  * to account for (each snapshot's L1 table shares L2 tables and data
  * clusters with the active one, hence refcounts > 1) and that info lists.
- * Images with snapshots open read-only, so nothing here writes.
+ * Images with snapshots open read-only, so nothing here writes.  The
+ * driver's `snapshots` op (qcow2_snapshot_list) hands the table to info.
  *
  * On-disk entry (big-endian, qemu-semantics / the qcow2 spec), 8-aligned:
  *   0 l1_table_offset u64   8 l1_size u32      12 id_str_size u16
@@ -128,4 +129,39 @@ int qcow2_snapshots_read_locked(bv_node *n, struct qcow2_snapshot **out, uint32_
     *out = sn;
     *count = s->nb_snapshots;
     return 0;
+}
+
+/* Move the table's entries into the public list (the strings change owner). */
+static void to_list(struct qcow2_snapshot *sn, uint32_t count, struct bv_snapshot_info *out)
+{
+    for (uint32_t i = 0; i < count; i++) {
+        out[i] = (struct bv_snapshot_info){
+            .id = sn[i].id, .name = sn[i].name, .vm_state_size = sn[i].vm_state_size,
+            .date_sec = sn[i].date_sec, .date_nsec = sn[i].date_nsec,
+            .vm_clock_ns = sn[i].vm_clock_nsec, .icount = sn[i].icount,
+        };
+        sn[i].id = sn[i].name = NULL;
+    }
+}
+
+int qcow2_snapshot_list(bv_node *n, struct bv_snapshot_list *out, bv_error **errp)
+{
+    struct qcow2_state *s = q_state(n);
+    struct qcow2_snapshot *sn = NULL;
+    uint32_t count = 0;
+    uint64_t bytes;
+    pthread_mutex_lock(&s->lock);
+    int r = qcow2_snapshots_read_locked(n, &sn, &count, &bytes, errp);
+    pthread_mutex_unlock(&s->lock);
+    if (r < 0 || count == 0)
+        return r;
+    out->sn = calloc(count, sizeof(*out->sn));
+    if (!out->sn) {
+        r = bv_error_setf(errp, ENOMEM, "out of memory for the snapshot list");
+    } else {
+        to_list(sn, count, out->sn);
+        out->count = count;
+    }
+    qcow2_snapshots_free(sn, count);
+    return r;
 }

@@ -626,6 +626,7 @@ const struct bv_driver bv_drv_qcow2 = {
     .truncate = qcow2_truncate,
     .block_status = qcow2_block_status,
     .info = qcow2_info,
+    .snapshots = qcow2_snapshot_list,
     .check = qcow2_check,
     .cluster_size = qcow2_cluster_size,
 };

@@ -205,6 +205,26 @@ struct bv_image_info {
 };
 int bv_node_info(bv_node *n, struct bv_image_info *info, bv_error **errp);
 
+/* An internal snapshot of a qcow2 image (made by qemu-img snapshot -c or a VM's
+ * savevm), as qemu-img info lists it. */
+struct bv_snapshot_info {
+    char *id, *name;             /* NUL-terminated; owned by the list */
+    uint64_t vm_state_size;      /* bytes of saved VM state (0 for disk-only snapshots) */
+    uint32_t date_sec, date_nsec;   /* wall-clock time it was taken (Unix epoch) */
+    uint64_t vm_clock_ns;        /* guest clock at that time */
+    uint64_t icount;             /* instruction count, UINT64_MAX when not recorded */
+};
+struct bv_snapshot_list {
+    uint32_t count;              /* at most 65536 (the qcow2 table's bound) */
+    struct bv_snapshot_info *sn; /* count entries in table order; NULL when count is 0 */
+};
+/* The snapshots of n's own image (not its backing files): none for raw and
+ * for qcow2 images without any.  A table that does not fit the file is
+ * corruption.  *out is always initialised; on success it owns what it holds
+ * (bv_snapshot_list_free, also fine on an empty list), on failure it is empty. */
+int bv_node_snapshots(bv_node *n, struct bv_snapshot_list *out, bv_error **errp);
+void bv_snapshot_list_free(struct bv_snapshot_list *l);
+
 #define BV_CHECK_MAX_MESSAGES 64
 struct bv_check_result {
     uint64_t corruptions;
