@@ -9,6 +9,7 @@
 #include "bvdb/events.h"
 #include "log.h"
 #include "runtime/drives.h"
+#include "runtime/jobs.h"
 #include "runtime/registry.h"
 #include "runtime/workers.h"
 
@@ -62,11 +63,16 @@ int bv_app_open(struct bv_app *app, char *err, size_t errlen)
         snprintf(err, errlen, "cannot start %u worker threads", app->cfg.workers);
         return -1;
     }
+    if (bv_jobs_init(app) < 0) {
+        snprintf(err, errlen, "cannot start the job engine");
+        return -1;
+    }
     return 0;
 }
 
 void bv_app_close(struct bv_app *app)
 {
+    bv_jobs_shutdown(app);         /* jobs cancelled and off the workers first */
     bv_workers_stop(app->workers);
     app->workers = NULL;
     bv_drives_stop_saver(app);

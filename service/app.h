@@ -24,6 +24,8 @@
 struct bv_workers;
 struct bv_root;
 struct bv_registry;
+struct bv_job_ctx;
+struct jobs_svc;
 
 struct bv_app {
     struct bv_config cfg;
@@ -48,6 +50,8 @@ struct bv_app {
     atomic_uint_fast64_t corruption_reports;
 
     struct bv_registry *registry;  /* open drives (own lock, see runtime/registry.h) */
+    struct bv_job_ctx *jobs;       /* the job engine (own lock, see bv/job.h) */
+    struct jobs_svc *jobs_svc;     /* the service's job records (runtime/jobs.c) */
 
     /* periodic bitmap saver (runtime/drives.c); saver_lock guards nothing but
      * the wait on saver_cond */

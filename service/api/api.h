@@ -37,6 +37,17 @@ void api_bitmaps_disable(struct bv_request *req, struct bv_reply *rep);
 void api_bitmaps_merge(struct bv_request *req, struct bv_reply *rep);
 void api_bitmaps_extents(struct bv_request *req, struct bv_reply *rep);
 
+void api_jobs_create(struct bv_request *req, struct bv_reply *rep);
+void api_jobs_list(struct bv_request *req, struct bv_reply *rep);
+void api_jobs_get(struct bv_request *req, struct bv_reply *rep);
+void api_jobs_pause(struct bv_request *req, struct bv_reply *rep);
+void api_jobs_resume(struct bv_request *req, struct bv_reply *rep);
+void api_jobs_cancel(struct bv_request *req, struct bv_reply *rep);
+void api_jobs_finalize(struct bv_request *req, struct bv_reply *rep);
+void api_jobs_dismiss(struct bv_request *req, struct bv_reply *rep);
+void api_jobs_set_speed(struct bv_request *req, struct bv_reply *rep);
+void api_transactions_run(struct bv_request *req, struct bv_reply *rep);
+
 void api_reports_list(struct bv_request *req, struct bv_reply *rep);
 void api_reports_get(struct bv_request *req, struct bv_reply *rep);
 

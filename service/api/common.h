@@ -45,4 +45,13 @@ cJSON *api_bitmaps_array(bv_drive *d);
 #define api_format_names bv_format_names
 static inline enum bv_format api_format(int idx) { return bv_format_from_index(idx); }
 
+/* ---- jobs (api/jobs.c) ---- */
+struct bv_backup_spec;
+struct bv_job_view;
+/* Read a backup job's body (with_type: POST /jobs, else a transaction's
+ * drive-backup data) into *s (strings borrowed from obj).  -1 with err. */
+int api_backup_spec_read(const cJSON *obj, bool with_type, struct bv_backup_spec *s, char *err,
+                         size_t errlen);
+cJSON *api_job_json(const struct bv_job_view *v);
+
 #endif

@@ -5,6 +5,7 @@
 
 #include "api/api.h"
 #include "app.h"
+#include "runtime/jobs.h"
 #include "runtime/registry.h"
 
 void api_health(struct bv_request *req, struct bv_reply *rep)
@@ -75,6 +76,7 @@ void api_metrics(struct bv_request *req, struct bv_reply *rep)
                "blockvault_corruption_reports_total %llu\n",
             (unsigned long long)atomic_load(&req->app->corruption_reports));
     write_bitmap_metrics(req->app, f);
+    bv_jobs_metrics(req->app, f);
     fclose(f);
     bv_reply_bytes(rep, 200, "text/plain; version=0.0.4", text, len);
 }

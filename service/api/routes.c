@@ -43,6 +43,17 @@ const struct bv_route bv_routes[] = {
     { "POST", B "/disable", api_bitmaps_disable, 0 },
     { "POST", B "/merge", api_bitmaps_merge, 0 },
 
+    { "POST", "/api/v1/jobs", api_jobs_create, 0 },
+    { "GET", "/api/v1/jobs", api_jobs_list, 0, BV_QUERY("status", "type", "history") },
+    { "GET", "/api/v1/jobs/{jid}", api_jobs_get, 0 },
+    { "POST", "/api/v1/jobs/{jid}/pause", api_jobs_pause, 0 },
+    { "POST", "/api/v1/jobs/{jid}/resume", api_jobs_resume, 0 },
+    { "POST", "/api/v1/jobs/{jid}/cancel", api_jobs_cancel, 0 },
+    { "POST", "/api/v1/jobs/{jid}/finalize", api_jobs_finalize, 0 },
+    { "POST", "/api/v1/jobs/{jid}/dismiss", api_jobs_dismiss, 0 },
+    { "POST", "/api/v1/jobs/{jid}/set_speed", api_jobs_set_speed, 0 },
+    { "POST", "/api/v1/transactions", api_transactions_run, 0 },
+
     { "GET", "/api/v1/reports", api_reports_list, 0 },
     { "GET", "/api/v1/reports/{rid}", api_reports_get, 0 },
 
