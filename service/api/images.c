@@ -260,8 +260,41 @@ void api_images_delete(struct bv_request *req, struct bv_reply *rep)
 }
 
 /* {"file","format"?} → an open node, or NULL after replying. */
+/* A side of a compare: a plain open, or the node of the drive that has the
+ * file open (its view includes metadata not yet written back). */
+struct side {
+    bv_node *node;                      /* owned unless drive is set */
+    struct bv_drive_entry *drive;       /* a reference, or NULL */
+};
+
+static void close_side(struct bv_app *app, struct side *s)
+{
+    if (s->drive)
+        bv_registry_put(app, s->drive);
+    else
+        bv_node_close(s->node, NULL);
+}
+
+static bool drive_side(struct bv_app *app, const char *file, int fmt, struct side *out)
+{
+    struct bv_file_id id;
+    if (api_file_id(app, file, &id, NULL) < 0)
+        return false;
+    struct bv_drive_entry *e = bv_registry_get_by_image(app, &id);
+    if (!e)
+        return false;
+    bv_node *n = bv_drive_node(e->drive);
+    if (fmt >= 0 && bv_node_format(n) != api_format(fmt)) {
+        bv_registry_put(app, e);
+        return false;
+    }
+    out->node = n;
+    out->drive = e;
+    return true;
+}
+
 static bv_node *open_side(struct bv_request *req, struct bv_reply *rep, const cJSON *side,
-                          const char *what)
+                          const char *what, struct side *out)
 {
     const char *file = NULL;
     int fmt = -1;
@@ -274,6 +307,9 @@ static bv_node *open_side(struct bv_request *req, struct bv_reply *rep, const cJ
         bv_reply_error(rep, 400, NULL, "'%s': %s", what, err);
         return NULL;
     }
+    out->drive = NULL;
+    if (drive_side(req->app, file, fmt, out))
+        return out->node;
     struct bv_open_opts o = {
         .path = file, .format = fmt >= 0 ? api_format(fmt) : BV_FMT_NONE,
         .root = req->app->root, .read_only = true,
@@ -285,6 +321,7 @@ static bv_node *open_side(struct bv_request *req, struct bv_reply *rep, const cJ
         api_fail(rep, 400, r, e);
         return NULL;
     }
+    out->node = n;
     return n;
 }
 
@@ -300,8 +337,9 @@ void api_images_compare(struct bv_request *req, struct bv_reply *rep)
     cJSON *body = api_read_body(req, rep, f, BVJ_COUNT(f));
     if (!body)
         return;
-    bv_node *na = open_side(req, rep, a, "a");
-    bv_node *nb = na ? open_side(req, rep, b, "b") : NULL;
+    struct side sa = { NULL, NULL }, sb = { NULL, NULL };
+    bv_node *na = open_side(req, rep, a, "a", &sa);
+    bv_node *nb = na ? open_side(req, rep, b, "b", &sb) : NULL;
     if (na && nb) {
         bool same = false;
         uint64_t first = UINT64_MAX;
@@ -319,8 +357,8 @@ void api_images_compare(struct bv_request *req, struct bv_reply *rep)
             bv_reply_json(rep, 200, o);
         }
     }
-    bv_node_close(na, NULL);
-    bv_node_close(nb, NULL);
+    close_side(req->app, &sa);
+    close_side(req->app, &sb);
     cJSON_Delete(body);
 }
 

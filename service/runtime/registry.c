@@ -151,3 +151,20 @@ bool bv_registry_file_in_use(struct bv_app *app, const struct bv_file_id *id, ch
     pthread_mutex_unlock(&reg->lock);
     return used;
 }
+
+struct bv_drive_entry *bv_registry_get_by_image(struct bv_app *app, const struct bv_file_id *id)
+{
+    struct bv_registry *reg = app->registry;
+    struct bv_drive_entry *found = NULL;
+    pthread_mutex_lock(&reg->lock);
+    for (struct bv_drive_entry *e = reg->head; e && !found; e = e->next) {
+        if (e->removed || e->format == BV_DRIVE_BLKVERIFY || e->nfiles == 0)
+            continue;
+        if (e->files[0].dev == id->dev && e->files[0].ino == id->ino) {
+            e->refs++;
+            found = e;
+        }
+    }
+    pthread_mutex_unlock(&reg->lock);
+    return found;
+}

@@ -68,6 +68,11 @@ size_t bv_registry_all(struct bv_app *app, struct bv_drive_entry ***out);
 bool bv_registry_file_in_use(struct bv_app *app, const struct bv_file_id *id, char *who,
                              size_t len);
 
+/* The drive whose own image (the top of its chain; not a blkverify pair) is
+ * this file, with a reference, or NULL: readers of that file go through the
+ * drive's node, which sees metadata the drive has not written back yet. */
+struct bv_drive_entry *bv_registry_get_by_image(struct bv_app *app, const struct bv_file_id *id);
+
 /* Free an entry that never made it into the registry (closes the drive). */
 void bv_drive_entry_free(struct bv_drive_entry *e);
 
