@@ -500,6 +500,24 @@ int bv_node_flush(bv_node *n, bv_error **errp)
     return 0;
 }
 
+/* A grown area reads as zeros, never as what a longer backing file holds
+ * there (nor as bytes a COW or an earlier shrink left in the old last
+ * cluster): QEMU's bdrv_co_truncate zero-fills it when the backing file is
+ * longer than the old size.  Past the backing file's end (and its last
+ * cluster) it reads as zeros anyway, so only the part the backing file
+ * covers is zeroed: a huge grow does not allocate L2 tables for nothing. */
+static int zero_grown_area(bv_node *n, uint64_t old, uint64_t size, bv_error **errp)
+{
+    uint64_t cs = bv_node_cluster_size(n) ? bv_node_cluster_size(n) : 1;
+    uint64_t bsize = bv_node_size(n->backing);
+    uint64_t end = bsize ? (bsize + cs - 1) / cs * cs : 0;   /* with the rest of its cluster */
+    if (end > size)
+        end = size;
+    if (end <= old)
+        return 0;
+    return bv_node_write_zeroes(n, end - old, old, 0, errp);
+}
+
 int bv_node_truncate(bv_node *n, uint64_t size, bool allow_shrink, bv_error **errp)
 {
     int r = check_req(n, 0, 0, true, errp);
@@ -512,9 +530,12 @@ int bv_node_truncate(bv_node *n, uint64_t size, bool allow_shrink, bv_error **er
                              "operation.");
     if (!n->drv->truncate)
         return bv_error_setf(errp, ENOTSUP, "Image format driver does not support resize");
+    uint64_t old = n->size;
     r = n->drv->truncate(n, size, allow_shrink, errp);
     if (r >= 0)
         wrote(n);
+    if (r >= 0 && size > old)
+        r = zero_grown_area(n, old, size, errp);
     return r;
 }
 

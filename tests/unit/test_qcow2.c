@@ -523,6 +523,50 @@ static void test_truncate(void **st)
     qemu_check_clean(tp("tr.qcow2"));
 }
 
+/* Growing over a longer backing file: the new area reads as zeros, as
+ * QEMU's truncate makes it (found by fuzz_qcow2_write; before, the backing
+ * file's bytes showed through, and so did what a COW had copied past the
+ * old end into the last cluster). */
+static void assert_zeros(bv_node *n, uint64_t off, uint64_t len)
+{
+    uint8_t *buf = malloc(len), *zero = calloc(1, len);
+    assert_int_equal(bv_node_pread(n, buf, len, off, NULL), 0);
+    assert_memory_equal(buf, zero, len);
+    free(buf);
+    free(zero);
+}
+
+static void test_truncate_over_longer_backing(void **st)
+{
+    const uint64_t bsize = 2 << 20, old = 508 << 10;     /* old end inside a 64 KiB cluster */
+    uint8_t *data = malloc(bsize);
+    memset(data, 0x77, bsize);
+    create("trb.qcow2", bsize, 4096, NULL);
+    bv_node *n = open_img("trb.qcow2", false);
+    assert_int_equal(bv_node_pwrite(n, data, bsize, 0, 0, NULL), 0);
+    bv_node_close(n, NULL);
+    create("trt.qcow2", old, 65536, "trb.qcow2");
+    n = open_img("trt.qcow2", false);
+    memset(data, 0x11, 4096);
+    assert_int_equal(bv_node_pwrite(n, data, 4096, 448 << 10, 0, NULL), 0);  /* COW of the tail */
+    assert_int_equal(bv_node_truncate(n, 1536 << 10, false, NULL), 0);
+    assert_zeros(n, old, (1536 << 10) - old);
+    assert_int_equal(bv_node_truncate(n, 256 << 10, true, NULL), 0);      /* shrink, regrow */
+    assert_int_equal(bv_node_truncate(n, 3 << 20, false, NULL), 0);       /* past the backing */
+    assert_zeros(n, 256 << 10, (3 << 20) - (256 << 10));
+    uint8_t rb[4096], want[4096];
+    memset(want, 0x77, sizeof(want));                 /* below the shrink: still the backing */
+    assert_int_equal(bv_node_pread(n, rb, 4096, 0, NULL), 0);
+    assert_memory_equal(rb, want, 4096);
+    check_clean(n);
+    bv_node_close(n, NULL);
+    qemu_check_clean(tp("trt.qcow2"));
+    n = open_img("trt.qcow2", true);
+    assert_zeros(n, 256 << 10, (3 << 20) - (256 << 10));
+    bv_node_close(n, NULL);
+    free(data);
+}
+
 static void test_refcount_widths_and_growth(void **st)
 {
     if (!qemu())
@@ -1073,6 +1117,7 @@ int main(void)
         cmocka_unit_test(test_corrupt_tables),
         cmocka_unit_test(test_check_leak_and_corruption),
         cmocka_unit_test(test_truncate),
+        cmocka_unit_test(test_truncate_over_longer_backing),
         cmocka_unit_test(test_refcount_widths_and_growth),
         cmocka_unit_test(test_qemu_v2_and_compressed_images),
         cmocka_unit_test(test_blkdebug_events),
