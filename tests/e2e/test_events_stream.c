@@ -315,27 +315,7 @@ static int setup(void **state)
     if (bvh_start(&H, &o) < 0)
         return -1;
     /* v0: a blkverify drive whose raw side is 0xcd and test side zeros */
-    char path[600];
-    snprintf(path, sizeof(path), "%s/ref.raw", H.images);
-    FILE *f = fopen(path, "wb");
-    if (!f)
-        return -1;
-    static unsigned char cd[1 << 20];
-    memset(cd, 0xcd, sizeof(cd));
-    size_t w = fwrite(cd, 1, sizeof(cd), f);
-    fclose(f);
-    if (w != sizeof(cd))
-        return -1;
-    struct bvh_resp r;
-    const char *img = "{\"file\":\"test.qcow2\",\"format\":\"qcow2\",\"size\":\"1M\"}";
-    const char *drv = "{\"id\":\"v0\",\"format\":\"blkverify\",\"test\":{\"file\":\"test.qcow2\","
-                      "\"format\":\"qcow2\"},\"raw\":{\"file\":\"ref.raw\"}}";
-    if (bvh_request(&H, "POST", "/api/v1/images", img, strlen(img), NULL, NULL, &r) || r.status != 201)
-        return -1;
-    bvh_resp_free(&r);
-    if (bvh_request(&H, "POST", "/api/v1/drives", drv, strlen(drv), NULL, NULL, &r) || r.status != 201)
-        return -1;
-    bvh_resp_free(&r);
+    bvh_blkverify_mismatch_drive(&H, "v0", "test.qcow2", "ref.raw");
     return 0;
 }
 
