@@ -59,12 +59,20 @@ struct backup {
     bool active;                         /* lock: CBW copies while set */
     /* the background loop's shared state (lock) */
     uint64_t cursor;
+    unsigned launched;                   /* chunks claimed this pass */
     int err;                             /* first error of this round, 0 if none */
     bool err_write;
     bool stop;                           /* copy threads: leave now */
     /* rate limit: 100 ms slices (lock) */
     uint64_t slice_start_ns, slice_bytes;
 };
+
+/* QEMU's block-copy starts up to 64 chunk tasks at once and, after an
+ * error, lets those in flight finish but starts no more.  The first 64
+ * chunks of a pass count as in flight from its start, so a failing read
+ * among them leaves the others copied (what §4.5's "always" outcome and the
+ * job's offset at failure show), whatever our thread timing. */
+#define BACKUP_WINDOW 64
 
 static uint64_t mono_ns(void)
 {
@@ -153,11 +161,13 @@ static int copy_data(struct backup *bk, uint8_t *buf, uint64_t off, uint64_t len
 
 /* Copy [off, off+len) (job-cluster aligned, clipped to the disk). */
 static int copy_range(struct backup *bk, uint8_t *buf, uint64_t off, uint64_t len,
-                      bool *op_write, bv_error **errp)
+                      bool *op_write, bool *did_read, bv_error **errp)
 {
     uint64_t end = off + len;
     int r = 0;
     *op_write = false;
+    if (did_read)
+        *did_read = false;
     while (off < end && r == 0) {
         uint64_t pnum;
         bool zero, top;
@@ -169,8 +179,11 @@ static int copy_range(struct backup *bk, uint8_t *buf, uint64_t off, uint64_t le
         else if (zero) {
             r = put_zeroes(bk, off, pnum, errp);
             *op_write = r < 0;
-        } else
+        } else {
             r = copy_data(bk, buf, off, pnum, op_write, errp);
+            if (did_read)
+                *did_read = true;
+        }
         off += pnum;
     }
     return r;
@@ -245,7 +258,7 @@ static int cbw_before_write(void *opaque, uint64_t off, uint64_t len, bv_error *
             r = bv_error_setf(errp, ENOMEM, "out of memory");
         } else {
             bool op_write;
-            r = copy_range(bk, buf, f.off, n, &op_write, errp);
+            r = copy_range(bk, buf, f.off, n, &op_write, NULL, errp);
         }
         if (r == 0)
             bv_job_progress_add(bk->job, f.len);
@@ -293,9 +306,10 @@ static bool should_stop(struct backup *bk)
     return bv_job_is_cancelled(bk->job) || bv_job_should_pause(bk->job);
 }
 
-static void *copy_thread(void *arg)
+/* Copy chunks until none is left; with until_read, return after the first
+ * chunk that read the source. */
+static void copy_chunks(struct backup *bk, bool until_read)
 {
-    struct backup *bk = arg;
     uint8_t *buf = malloc(bk->chunk);
     bv_error *err = NULL;
     for (;;) {
@@ -303,15 +317,19 @@ static void *copy_thread(void *arg)
         /* under a speed limit, one cluster per request keeps the pace even */
         uint64_t max = bv_job_speed(bk->job) ? bk->cluster : bk->chunk;
         pthread_mutex_lock(&bk->lock);
-        bool got = !bk->stop && buf && claim_locked(bk, bk->cursor, bk->size, max, &f);
-        if (got)
+        /* after an error, only chunks QEMU would already have in flight still go */
+        bool got = !bk->stop && buf && (!bk->err || bk->launched < BACKUP_WINDOW) &&
+                   claim_locked(bk, bk->cursor, bk->size, max, &f);
+        if (got) {
             bk->cursor = f.off + f.len;
+            bk->launched++;
+        }
         pthread_mutex_unlock(&bk->lock);
         if (!got)
             break;
         uint64_t n = f.off + f.len > bk->size ? bk->size - f.off : f.len;
-        bool op_write = false;
-        int r = copy_range(bk, buf, f.off, n, &op_write, &err);
+        bool op_write = false, did_read = false;
+        int r = copy_range(bk, buf, f.off, n, &op_write, &did_read, &err);
         bv_error_free(err);
         err = NULL;
         if (r == 0)
@@ -322,8 +340,6 @@ static void *copy_thread(void *arg)
             bk->err = -r;
             bk->err_write = op_write;
         }
-        if (r < 0)
-            bk->stop = true;
         pthread_mutex_unlock(&bk->lock);
         if (r == 0)
             ratelimit(bk, f.len);
@@ -332,25 +348,38 @@ static void *copy_thread(void *arg)
             bk->stop = true;
             pthread_mutex_unlock(&bk->lock);
         }
+        if (until_read && did_read)
+            break;
     }
     free(buf);
+}
+
+static void *copy_thread(void *arg)
+{
+    copy_chunks(arg, false);
     return NULL;
 }
 
 /* One pass over the copy bitmap with bk->threads copiers (this thread is
- * one of them).  Returns the first error (positive errno) or 0. */
+ * one of them).  The pass starts alone until its first source read is done:
+ * as in QEMU, whose tasks issue their reads in order, the first data read
+ * of a pass is that of the first chunk with data (blkdebug's "fail the
+ * first read" then hits the same cluster QEMU's does).  Returns the first
+ * error (positive errno) or 0. */
 static int copy_pass(struct backup *bk, bool *err_write)
 {
     bk->cursor = 0;
+    bk->launched = 0;
     bk->err = 0;
     bk->stop = false;
     unsigned extra = bv_job_speed(bk->job) ? 0 : bk->threads - 1;
     pthread_t tids[64];
     unsigned started = 0;
+    copy_chunks(bk, true);
     for (unsigned i = 0; i < extra && i < 64; i++)
         if (pthread_create(&tids[i], NULL, copy_thread, bk) == 0)
             started++;
-    copy_thread(bk);
+    copy_chunks(bk, false);
     for (unsigned i = 0; i < started; i++)
         pthread_join(tids[i], NULL);
     *err_write = bk->err_write;

@@ -569,7 +569,6 @@ static void finish_run(struct bv_job *job, int r, const bv_error *err)
     struct batch b = { .n = 0, .dead = NULL };
     bv_mutex_lock(&ctx->lock);
     job->on_worker = false;
-    ctx->on_worker--;
     if (r == BV_JOB_YIELD && !job->cancelled) {
         if (job->user_paused) {
             transition_locked(job, BV_JOB_PAUSED, &b);
@@ -587,19 +586,30 @@ static void finish_run(struct bv_job *job, int r, const bv_error *err)
         (void)err;
         completed_locked(job, &b);
     }
-    pthread_cond_broadcast(&ctx->idle);
     if (unref_locked(job))                       /* the run's reference */
         bury_locked(job, &b);
     unlock_flush(ctx, &b);
 }
 
+/* The worker is done with the engine (the job may be freed already):
+ * shutdown waits for this. */
+static void worker_done(struct bv_job_ctx *ctx)
+{
+    bv_mutex_lock(&ctx->lock);
+    ctx->on_worker--;
+    pthread_cond_broadcast(&ctx->idle);
+    bv_mutex_unlock(&ctx->lock);
+}
+
 static void run_entry(void *arg)
 {
     struct bv_job *job = arg;
+    struct bv_job_ctx *ctx = job->ctx;
     bv_error *err = NULL;
     int r = job->drv->run(job, &err);
     finish_run(job, r, err);
     bv_error_free(err);
+    worker_done(ctx);
 }
 
 static void run_dropped(void *arg)
@@ -607,8 +617,10 @@ static void run_dropped(void *arg)
     struct bv_job *job = arg;
     bv_mutex_lock(&job->ctx->lock);
     job->cancelled = true;
-    bv_mutex_unlock(&job->ctx->lock);
+    struct bv_job_ctx *ctx = job->ctx;
+    bv_mutex_unlock(&ctx->lock);
     finish_run(job, -ECANCELED, NULL);
+    worker_done(ctx);
 }
 
 /* ---- completion: the transaction's path ----------------------------- */
