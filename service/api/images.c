@@ -20,6 +20,7 @@
 #include "app.h"
 #include "bv/image.h"
 #include "bv/path.h"
+#include "runtime/jobs.h"
 #include "runtime/registry.h"
 
 #define MAX_LISTED_IMAGES 10000
@@ -234,13 +235,14 @@ void api_images_list(struct bv_request *req, struct bv_reply *rep)
     bv_reply_json(rep, 200, o);
 }
 
-/* 409 (after replying) if a drive keeps the file open. */
+/* 409 (after replying) if a drive keeps the file open or a job writes it. */
 static bool in_use(struct bv_request *req, struct bv_reply *rep, const char *file)
 {
     struct bv_file_id id;
     char who[300];
     if (api_file_id(req->app, file, &id, NULL) < 0 ||
-        !bv_registry_file_in_use(req->app, &id, who, sizeof(who)))
+        (!bv_registry_file_in_use(req->app, &id, who, sizeof(who)) &&
+         !bv_jobs_file_in_use(req->app, &id, who, sizeof(who))))
         return false;
     bv_reply_error(rep, 409, NULL, "Image '%s' is in use by %s", file, who);
     return true;

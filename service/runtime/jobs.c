@@ -38,6 +38,7 @@ struct svc_job {
     struct bv_app *app;
     int64_t rowid;                   /* catalog row; 0 until `created` is recorded */
     char type[16];
+    char id[129];
     char params[2048];
     struct bv_drive_entry *entry;    /* reference held while the job's state lives */
     struct bv_file_id target;
@@ -311,13 +312,16 @@ static void svc_job_release(void *opaque)
     free(sj);
 }
 
-static bool target_in_use(struct bv_app *app, const struct bv_file_id *id)
+bool bv_jobs_file_in_use(struct bv_app *app, const struct bv_file_id *id, char *who, size_t len)
 {
     struct jobs_svc *svc = svc_of(app);
     bool used = false;
     pthread_mutex_lock(&svc->lock);
-    for (struct svc_job *sj = svc->jobs; sj && !used; sj = sj->next)
+    for (struct svc_job *sj = svc->jobs; sj && !used; sj = sj->next) {
         used = sj->has_target && sj->target.dev == id->dev && sj->target.ino == id->ino;
+        if (used && who)
+            snprintf(who, len, "job '%s'", sj->id);
+    }
     pthread_mutex_unlock(&svc->lock);
     return used;
 }
@@ -459,7 +463,7 @@ static int check_target_use(struct bv_app *app, struct bv_drive_entry *e,
     char who[160];
     if (bv_registry_file_in_use(app, id, who, sizeof(who)))
         return bv_error_setf(errp, EBUSY, "Target '%s' is in use by %s", s->target, who);
-    if (target_in_use(app, id))
+    if (bv_jobs_file_in_use(app, id, NULL, 0))
         return bv_error_setf(errp, EBUSY, "Target '%s' is in use by another job", s->target);
     return 0;
 }
@@ -545,6 +549,7 @@ int bv_jobs_backup_prepare(struct bv_app *app, struct bv_drive_entry *e,
     if (r < 0)
         goto fail;
     params_json(sj, s, bv_format_name(t.format));
+    snprintf(sj->id, sizeof(sj->id), "%s", s->job_id ? s->job_id : e->id);
     struct stat st;
     if (bv_path_stat(app->root, s->target, &st, NULL) == 0) {
         sj->target = (struct bv_file_id){ (uint64_t)st.st_dev, (uint64_t)st.st_ino };
@@ -559,6 +564,14 @@ int bv_jobs_backup_prepare(struct bv_app *app, struct bv_drive_entry *e,
         .on_target_error = s->on_target_error, .job_cluster = bv_backup_job_cluster(t.node),
         .release = svc_job_release, .release_opaque = sj,
     };
+    /* Bench-only knobs (bench/bench_backup.sh sweeps them to choose the
+     * defaults): copy requests in flight and bytes per request.  Unset in
+     * normal use, so 0 = the defaults of bv/backup.h.  Not part of the API. */
+    const char *ev = getenv("BV_BACKUP_THREADS");
+    if (ev)
+        bo.copy_threads = (unsigned)strtoul(ev, NULL, 0);
+    if ((ev = getenv("BV_BACKUP_CHUNK")))
+        bo.chunk = (uint32_t)strtoul(ev, NULL, 0);
     struct bv_job_opts jo = {
         .id = s->job_id ? s->job_id : e->id, .device = e->id, .speed = s->speed,
         .auto_finalize = s->auto_finalize, .auto_dismiss = s->auto_dismiss, .user = sj,

@@ -92,6 +92,11 @@ size_t bv_jobs_list(struct bv_app *app, bool history, const char *status, const 
 /* Snapshot of a job with the service's fields. */
 void bv_jobs_view(struct bv_app *app, struct bv_job *job, struct bv_job_view *out);
 
+/* Is this file the target of a job whose state still lives?  who gets
+ * "job 'j0'". */
+struct bv_file_id;
+bool bv_jobs_file_in_use(struct bv_app *app, const struct bv_file_id *id, char *who, size_t len);
+
 /* Metrics (Prometheus text exposition) written to f. */
 void bv_jobs_metrics(struct bv_app *app, FILE *f);
 
