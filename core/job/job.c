@@ -275,6 +275,8 @@ int bv_job_ctx_new(const struct bv_job_hooks *hooks, struct bv_job_ctx **out, bv
     return 0;
 }
 
+static void txn_unref_locked(struct bv_job_txn *txn);
+
 static void job_free(struct bv_job *job)
 {
     if (job->drv->free)
@@ -291,6 +293,8 @@ void bv_job_ctx_free(struct bv_job_ctx *ctx)
     struct bv_job *j = ctx->live;
     while (j) {
         struct bv_job *next = j->next;
+        if (j->txn)                      /* each job holds one reference on its txn */
+            txn_unref_locked(j->txn);
         job_free(j);
         j = next;
     }
@@ -531,6 +535,7 @@ static bool submit_locked(struct bv_job *job)
     job->refs--;
     ctx->on_worker--;
     job->ret = r;
+    snprintf(job->error, sizeof(job->error), "%s", strerror(-r));   /* COMPLETED's error */
     return false;
 }
 
