@@ -228,6 +228,11 @@ int ju_events_poll(struct ju_events *ev, double wait_s)
         long long seq = (long long)bvh_num(e, "seq");
         ju_check(seq > ev->next, "event seq %lld not after %lld", seq, ev->next);
         ev->next = seq;
+        if (getenv("BV_E2E_VERBOSE")) {
+            char *d = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(e, "data"));
+            fprintf(stderr, "event %lld %s %s\n", seq, bvh_str(e, "event"), d ? d : "");
+            free(d);
+        }
         cJSON_AddItemToArray(ev->queue, cJSON_Duplicate(e, 1));
         cJSON_AddItemToArray(ev->log, cJSON_Duplicate(e, 1));
         n++;
@@ -390,6 +395,8 @@ void ju_check_trace(const struct ju_events *ev, const char *job, long long after
     char *raw = ju_job_trace(ev, job, after);
     char *norm = ju_trace_normalize(raw);
     bool ok = false;
+    if (getenv("BV_E2E_VERBOSE"))
+        fprintf(stderr, "job '%s' events: %s\n", job, raw);
     for (int i = 0; alternatives[i] && !ok; i++)
         ok = strcmp(norm, alternatives[i]) == 0;
     if (!ok) {

@@ -17,6 +17,8 @@
  * mismatch; ju_end() fails the test if any check failed.  Use cmocka's
  * hard asserts where going on makes no sense (a call that did not answer,
  * an event that never came).
+ *
+ * BV_E2E_VERBOSE=1 prints every event fetched and every job's sequence.
  */
 #ifndef BV_E2E_JOBS_UTIL_H
 #define BV_E2E_JOBS_UTIL_H
