@@ -567,6 +567,31 @@ static void test_truncate_over_longer_backing(void **st)
     free(data);
 }
 
+/* Refcounts that call metadata free (found by fuzz_qcow2_write): the
+ * header's refcount is 0, so the first allocation, a new L2 table, got host
+ * offset 0, the L1 entry then read as "no table" and the write dereferenced
+ * NULL.  An allocation that lands on metadata is refused as corruption. */
+static void test_alloc_over_metadata(void **st)
+{
+    uint8_t b[8], buf[512];
+    create("ovl.qcow2", 1 << 20, 512, NULL);
+    int fd = open(tp("ovl.qcow2"), O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, b, 8, 48), 8);                  /* refcount_table_offset */
+    assert_int_equal(pread(fd, b, 8, (off_t)ld_be64(b)), 8);   /* first refcount block */
+    close(fd);
+    patch("ovl.qcow2", ld_be64(b), "\0\0", 2);                 /* cluster 0: refcount 0 */
+    bv_node *n = open_img("ovl.qcow2", false);
+    bv_error *err = NULL;
+    memset(buf, 0x3c, sizeof(buf));
+    assert_true(bv_node_pwrite(n, buf, sizeof(buf), 0, 0, &err) < 0);
+    assert_non_null(err);
+    assert_int_equal(err->kind, BV_ERR_CORRUPT);
+    assert_non_null(strstr(err->msg, "qcow2_header"));
+    bv_error_free(err);
+    bv_node_close(n, NULL);
+}
+
 static void test_refcount_widths_and_growth(void **st)
 {
     if (!qemu())
@@ -1118,6 +1143,7 @@ int main(void)
         cmocka_unit_test(test_check_leak_and_corruption),
         cmocka_unit_test(test_truncate),
         cmocka_unit_test(test_truncate_over_longer_backing),
+        cmocka_unit_test(test_alloc_over_metadata),
         cmocka_unit_test(test_refcount_widths_and_growth),
         cmocka_unit_test(test_qemu_v2_and_compressed_images),
         cmocka_unit_test(test_blkdebug_events),

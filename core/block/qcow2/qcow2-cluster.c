@@ -132,6 +132,8 @@ static int load_check(bv_node *n, uint64_t off, uint64_t l1i, bv_error **errp)
     return r;
 }
 
+static int overlap_guard_locked(bv_node *n, uint64_t off, uint64_t len, bv_error **errp);
+
 int qcow2_get_l2_locked(bv_node *n, uint64_t l1i, bool alloc, struct qcow2_cache_entry **e,
                         bv_error **errp)
 {
@@ -150,6 +152,8 @@ int qcow2_get_l2_locked(bv_node *n, uint64_t l1i, bool alloc, struct qcow2_cache
         return 0;
     bv_node_event(n->file, BV_EV_L2_ALLOC_WRITE);
     int r = qcow2_alloc_clusters_locked(n, 1, true, &first, &got, errp);
+    if (r == 0)                  /* refcounts that call metadata free (even the header) */
+        r = overlap_guard_locked(n, first, s->cluster_size, errp);
     if (r == 0)
         r = qcow2_cache_get_locked(n, &s->l2, first, true, e, errp);
     if (r < 0)
@@ -944,6 +948,8 @@ static int alloc_compressed_locked(bv_node *n, uint64_t ci, uint64_t clen, uint6
         return bv_error_setf(errp, EIO, "compressed write to an allocated cluster (guest "
                              "offset %" PRIu64 ")", ci << s->cluster_bits);
     r = qcow2_alloc_bytes_locked(n, clen, hoff, errp);
+    if (r == 0)
+        r = overlap_guard_locked(n, *hoff, clen, errp);
     if (r == 0)
         inflight_add_locked(s, rec, ci, ci + 1);
     return r;
