@@ -1,10 +1,11 @@
 /*
  * fuzz_qcow2_open: libFuzzer target for the image open and read paths.
  *
- * Each input is written to one temporary file (created once per process; a
- * memfd cannot be used because images are opened with O_NOFOLLOW, which
- * refuses /proc/self/fd links) and opened as a qcow2 image (read-only, no backing chain: a fuzzed backing name must not
- * make us open arbitrary files).  If the open succeeds we read a few spread
+ * Each input is written to one scratch file (created once per process in
+ * the directory fuzz-util.h makes; a memfd cannot be used because images
+ * are opened with O_NOFOLLOW, which refuses /proc/self/fd links) and opened
+ * as a qcow2 image (read-only, no backing chain: a fuzzed backing name must
+ * not make us open arbitrary files).  If the open succeeds we read a few spread
  * ranges, walk block status, and take info, exercising the metadata parsers
  * (header, extensions, L1/L2, refcounts, compressed descriptors).  Any error
  * return is fine; a crash, sanitizer report or hang is a bug.
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 #include "bv/image.h"
+#include "fuzz-util.h"
 
 #define READ_LEN 65536
 
@@ -50,15 +52,16 @@ static void exercise(bv_node *n)
 /* The scratch file's path, created on first use; NULL if that failed. */
 static const char *scratch_path(void)
 {
-    static char path[64];
-    if (!path[0]) {
-        snprintf(path, sizeof(path), "%s", "/tmp/fuzz-qcow2.XXXXXX");
-        int fd = mkstemp(path);
+    static char path[512];
+    const char *dir;
+    if (!path[0] && (dir = fuzz_scratch_dir("fuzz-qcow2-open"))) {
+        snprintf(path, sizeof(path), "%s/image", dir);
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
         if (fd < 0)
             return NULL;
         close(fd);
     }
-    return path;
+    return path[0] ? path : NULL;
 }
 
 static bool write_input(const char *path, const uint8_t *data, size_t size)
