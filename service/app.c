@@ -9,6 +9,7 @@
 #include "bvdb/events.h"
 #include "log.h"
 #include "runtime/drives.h"
+#include "runtime/backups.h"
 #include "runtime/jobs.h"
 #include "runtime/registry.h"
 #include "runtime/workers.h"
@@ -36,6 +37,7 @@ int bv_app_open(struct bv_app *app, char *err, size_t errlen)
     app->started = time(NULL);
     pthread_mutex_init(&app->events_lock, NULL);
     pthread_cond_init(&app->events_cond, NULL);
+    pthread_mutex_init(&app->backups_lock, NULL);
     snprintf(app->images_dir, sizeof(app->images_dir), "%s/images", app->cfg.data_dir);
     snprintf(app->catalog_path, sizeof(app->catalog_path), "%s/catalog.db", app->cfg.data_dir);
     if (make_dir(app->cfg.data_dir, err, errlen) < 0 || make_dir(app->images_dir, err, errlen) < 0)
@@ -67,6 +69,7 @@ int bv_app_open(struct bv_app *app, char *err, size_t errlen)
         snprintf(err, errlen, "cannot start the job engine");
         return -1;
     }
+    bv_backups_recover(app);
     return 0;
 }
 

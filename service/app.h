@@ -51,6 +51,7 @@ struct bv_app {
 
     struct bv_registry *registry;  /* open drives (own lock, see runtime/registry.h) */
     struct bv_job_ctx *jobs;       /* the job engine (own lock, see bv/job.h) */
+    pthread_mutex_t backups_lock;  /* serialises chain changes (runtime/backups.h) */
     struct jobs_svc *jobs_svc;     /* the service's job records (runtime/jobs.c) */
 
     /* periodic bitmap saver (runtime/drives.c); saver_lock guards nothing but

@@ -52,6 +52,8 @@ struct backup {
     struct bv_drive_notifier notifier;
     void (*release)(void *opaque);
     void *release_opaque;
+    void (*copied)(void *opaque, uint64_t off, uint64_t len, const void *data);
+    void *copied_opaque;
 
     pthread_mutex_t lock;                /* leaf: below the drive's quiesce lock */
     pthread_cond_t cond;                 /* an in-flight copy ended */
@@ -136,7 +138,19 @@ static int put_zeroes(struct backup *bk, uint64_t off, uint64_t len, bv_error **
 {
     if (bk->target_empty)
         return 0;
-    return bv_node_write_zeroes(bk->target, len, off, BV_ZERO_MAY_UNMAP, errp);
+    int r = bv_node_write_zeroes(bk->target, len, off, BV_ZERO_MAY_UNMAP, errp);
+    if (r == 0 && bk->copied)
+        bk->copied(bk->copied_opaque, off, len, NULL);
+    return r;
+}
+
+static int put_data(struct backup *bk, const uint8_t *buf, uint64_t off, uint64_t len,
+                    int flags, bv_error **errp)
+{
+    int r = bv_node_pwrite(bk->target, buf, len, off, flags, errp);
+    if (r == 0 && bk->copied)
+        bk->copied(bk->copied_opaque, off, len, buf);
+    return r;
 }
 
 /* Copy data of [off, off+len) through buf (len bytes). */
@@ -151,10 +165,10 @@ static int copy_data(struct backup *bk, uint8_t *buf, uint64_t off, uint64_t len
     if (all_zero(buf, len))
         return put_zeroes(bk, off, len, errp);
     if (!bk->compress)
-        return bv_node_pwrite(bk->target, buf, len, off, 0, errp);
+        return put_data(bk, buf, off, len, 0, errp);
     for (uint64_t done = 0; done < len && r == 0; done += bk->cluster) {
         uint64_t n = len - done < bk->cluster ? len - done : bk->cluster;
-        r = bv_node_pwrite(bk->target, buf + done, n, off + done, BV_WRITE_COMPRESSED, errp);
+        r = put_data(bk, buf + done, off + done, n, BV_WRITE_COMPRESSED, errp);
     }
     return r;
 }
@@ -499,6 +513,16 @@ static void backup_free(struct bv_job *job)
         backup_destroy(bk);
 }
 
+static const struct bv_job_driver restore_driver = {
+    .type = "restore",
+    .run = backup_run,
+    .commit = backup_commit,
+    .abort = backup_abort,
+    .clean = backup_clean,
+    .kick = backup_kick,
+    .free = backup_free,
+};
+
 static const struct bv_job_driver backup_driver = {
     .type = "backup",
     .run = backup_run,
@@ -585,6 +609,8 @@ int bv_backup_create(struct bv_job_ctx *ctx, const struct bv_job_opts *jo,
     bk->size = bv_drive_size(o->drive);
     bk->release = o->release;
     bk->release_opaque = o->release_opaque;
+    bk->copied = o->copied;
+    bk->copied_opaque = o->copied_opaque;
     bk->active = true;
     bk->slice_start_ns = mono_ns();
     pthread_mutex_init(&bk->lock, NULL);
@@ -600,7 +626,8 @@ int bv_backup_create(struct bv_job_ctx *ctx, const struct bv_job_opts *jo,
     bv_bitmap_query(bk->set, bk->copy, &ci);
     uint64_t len = ci.count;
     struct bv_job *job = NULL;
-    r = bv_job_create(ctx, &backup_driver, bk, jo, &job, errp);
+    bool restore = o->job_type && strcmp(o->job_type, "restore") == 0;
+    r = bv_job_create(ctx, restore ? &restore_driver : &backup_driver, bk, jo, &job, errp);
     if (r < 0)
         return r;                             /* backup_free ran */
     bk->job = job;

@@ -37,6 +37,10 @@ void api_bitmaps_disable(struct bv_request *req, struct bv_reply *rep);
 void api_bitmaps_merge(struct bv_request *req, struct bv_reply *rep);
 void api_bitmaps_extents(struct bv_request *req, struct bv_reply *rep);
 
+void api_backups_create(struct bv_request *req, struct bv_reply *rep);
+void api_backups_list(struct bv_request *req, struct bv_reply *rep);
+void api_backups_get(struct bv_request *req, struct bv_reply *rep);
+void api_backups_data(struct bv_request *req, struct bv_reply *rep);
 void api_jobs_create(struct bv_request *req, struct bv_reply *rep);
 void api_jobs_list(struct bv_request *req, struct bv_reply *rep);
 void api_jobs_get(struct bv_request *req, struct bv_reply *rep);

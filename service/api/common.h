@@ -53,5 +53,8 @@ struct bv_job_view;
 int api_backup_spec_read(const cJSON *obj, bool with_type, struct bv_backup_spec *s, char *err,
                          size_t errlen);
 cJSON *api_job_json(const struct bv_job_view *v);
+/* ---- backups (api/backups.c) ---- */
+struct bv_backup_rec;
+cJSON *api_backup_json(const struct bv_backup_rec *b);
 
 #endif

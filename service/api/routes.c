@@ -43,6 +43,11 @@ const struct bv_route bv_routes[] = {
     { "POST", B "/disable", api_bitmaps_disable, 0 },
     { "POST", B "/merge", api_bitmaps_merge, 0 },
 
+    { "POST", D "/backups", api_backups_create, 0 },
+    { "GET", D "/backups", api_backups_list, 0 },
+    { "GET", "/api/v1/backups/{bid}", api_backups_get, 0 },
+    { "GET", "/api/v1/backups/{bid}/data", api_backups_data, 0, BV_QUERY("offset", "length") },
+
     { "POST", "/api/v1/jobs", api_jobs_create, 0 },
     { "GET", "/api/v1/jobs", api_jobs_list, 0, BV_QUERY("status", "type", "history") },
     { "GET", "/api/v1/jobs/{jid}", api_jobs_get, 0 },

@@ -43,6 +43,9 @@ struct svc_job {
     struct bv_drive_entry *entry;    /* reference held while the job's state lives */
     struct bv_file_id target;
     bool has_target;
+    void (*finished)(struct bv_app *app, void *opaque, const struct bv_job_info *info);
+    void (*hook_release)(void *opaque);
+    void *hook_opaque;
     /* rate samples (svc->lock) */
     uint64_t sample_offset;
     int64_t sample_ms;
@@ -189,8 +192,13 @@ static void on_events(void *opaque, const struct bv_job_event *evs, size_t n)
     struct jobs_svc *svc = svc_of(app);
     int64_t seq = 0;
     int r = bvdb_begin(app->db);
-    for (size_t i = 0; i < n && r >= 0; i++)
+    for (size_t i = 0; i < n && r >= 0; i++) {
         r = record_event(app, &evs[i], &seq);
+        struct svc_job *sj = bv_job_user(evs[i].source);
+        if (r >= 0 && sj->finished && (evs[i].kind == BV_JOB_EV_COMPLETED ||
+                                       evs[i].kind == BV_JOB_EV_CANCELLED))
+            sj->finished(app, sj->hook_opaque, &evs[i].job);
+    }
     /* each job's row follows its last snapshot in the batch */
     for (size_t i = 0; i < n && r >= 0; i++) {
         bool last = true;
@@ -309,6 +317,8 @@ static void svc_job_release(void *opaque)
     pthread_mutex_unlock(&svc->lock);
     if (sj->entry)
         bv_registry_put(sj->app, sj->entry);
+    if (sj->hook_release)
+        sj->hook_release(sj->hook_opaque);
     free(sj);
 }
 
@@ -538,16 +548,19 @@ int bv_jobs_backup_prepare(struct bv_app *app, struct bv_drive_entry *e,
     if (created_target)
         *created_target = NULL;
     int r = validate(app, e, s, &t, &bm, &mode, errp);
-    if (r == 0)
+    if (r == 0 && !s->managed_target)
         r = check_target_use(app, e, s, &tid, &have_tid, errp);
     if (r == 0 && !s->mode_existing) {
         r = create_target(app, e, s, &t, errp);
         created = r == 0;
     }
-    if (r == 0 && !(sj = svc_job_new(app, "backup")))
+    if (r == 0 && !(sj = svc_job_new(app, s->job_type ? s->job_type : "backup")))
         r = bv_error_setf(errp, ENOMEM, "out of memory");
     if (r < 0)
         goto fail;
+    sj->finished = s->finished;
+    sj->hook_release = s->release;
+    sj->hook_opaque = s->hook_opaque;
     params_json(sj, s, bv_format_name(t.format));
     snprintf(sj->id, sizeof(sj->id), "%s", s->job_id ? s->job_id : e->id);
     struct stat st;
@@ -563,6 +576,7 @@ int bv_jobs_backup_prepare(struct bv_app *app, struct bv_drive_entry *e,
         .compress = s->compress, .on_source_error = s->on_source_error,
         .on_target_error = s->on_target_error, .job_cluster = bv_backup_job_cluster(t.node),
         .release = svc_job_release, .release_opaque = sj,
+        .copied = s->copied, .copied_opaque = s->hook_opaque, .job_type = s->job_type,
     };
     /* Bench-only knobs (bench/bench_backup.sh sweeps them to choose the
      * defaults): copy requests in flight and bytes per request.  Unset in
@@ -585,6 +599,8 @@ int bv_jobs_backup_prepare(struct bv_app *app, struct bv_drive_entry *e,
     free(t.backing);
     return 0;
 fail:
+    if (!sj && s->release)
+        s->release(s->hook_opaque);           /* the hooks belonged to the job */
     bv_node_close(t.node, NULL);
     if (created)
         bv_path_unlink(app->root, s->target, NULL);

@@ -48,6 +48,21 @@ struct bv_backup_spec {
     uint64_t speed;
     enum bv_job_error_policy on_source_error, on_target_error;
     bool auto_finalize, auto_dismiss;
+    /* Hooks for the service's own jobs (chains, restores; NULL for a
+     * plain job).  copied: each range written to the target (bv/backup.h).
+     * finished: the job ended (info says how), called inside the catalog
+     * transaction that records its final event, with the engine's lock
+     * held: record the outcome in the catalog, nothing slow.  release:
+     * the job's state is gone (hook_opaque may be freed).  hook_opaque
+     * belongs to the job from the prepare call on: a prepare that fails
+     * releases it too (and bv_txn_run those of actions it never prepared). */
+    void (*copied)(void *opaque, uint64_t off, uint64_t len, const void *data);
+    void (*finished)(struct bv_app *app, void *opaque, const struct bv_job_info *info);
+    void (*release)(void *opaque);
+    void *hook_opaque;
+    const char *job_type;            /* NULL: "backup"; "restore" */
+    bool managed_target;             /* a chain link the service creates: skip the
+                                        "target in use" checks for its own file */
 };
 
 /* Engine up, catalog rows of a previous run's live jobs marked interrupted. */

@@ -179,6 +179,8 @@ static int prepare(struct txn *t, struct step *s, bv_error **errp)
     const char *id = action_drive(s->a);
     s->e = id ? txn_drive(t, id) : NULL;
     bool backup = s->a->type == BV_TXN_DRIVE_BACKUP;
+    if (!s->e && backup && s->a->backup.release)
+        s->a->backup.release(s->a->backup.hook_opaque);
     if (!s->e)
         return bv_error_setf(errp, backup ? ENOENT : ENODEV,
                              "Cannot find device='%s' nor node-name='%s'", id ? id : "",
@@ -219,6 +221,11 @@ static int run_steps(struct txn *t, struct step *steps, size_t n, bv_error **err
     if (r < 0) {
         for (size_t k = i - 1; k-- > 0;)      /* the failed one (i-1) prepared nothing */
             abort_step(t, &steps[k]);
+        for (size_t k = i; k < n; k++) {       /* never prepared: their hooks go now */
+            const struct bv_backup_spec *b = &steps[k].a->backup;
+            if (steps[k].a->type == BV_TXN_DRIVE_BACKUP && b->release)
+                b->release(b->hook_opaque);
+        }
         return r;
     }
     for (i = 0; i < n; i++)

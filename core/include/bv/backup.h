@@ -61,6 +61,15 @@ struct bv_backup_opts {
     uint32_t job_cluster;            /* bv_backup_job_cluster() */
     unsigned copy_threads;           /* requests in flight; 0 = BV_BACKUP_DEFAULT_THREADS */
     uint32_t chunk;                  /* bytes per request; 0 = BV_BACKUP_DEFAULT_CHUNK */
+    /* After each range reached the target: data (NULL: zeroes written).
+     * Ranges are job-cluster aligned except at the disk's end; zero ranges
+     * left unwritten on an empty target are not reported.  Called from
+     * several copy threads at once.  May be NULL. */
+    void (*copied)(void *opaque, uint64_t off, uint64_t len, const void *data);
+    void *copied_opaque;
+    /* The job type reported (events, queries): "backup" by default;
+     * "restore" for a restore, which is a full copy of a read-only drive. */
+    const char *job_type;
     /* Called when the job's state is freed (after the job ended): the
      * caller drops what keeps the drive alive.  May be NULL. */
     void (*release)(void *opaque);
