@@ -431,6 +431,82 @@ static void test_compress(void **state)
     assert_int_equal(bv_drive_free(d, NULL), 0);
 }
 
+/* sync=none: nothing in the background, only copy-before-write of what the
+ * guest overwrites, until cancelled (§4.2). */
+static void test_sync_none(void **state)
+{
+    (void)state;
+    char seqbuf[1024];
+    bv_drive *d = make_drive("none.qcow2", 16 * MIB);
+    pattern(d, 0x42, 0, 4 * MIB);
+    create_image("none-t.qcow2", 16 * MIB, 0, NULL);
+    struct bk b = { .drive = d, .target = "none-t.qcow2", .sync = BV_BACKUP_SYNC_NONE };
+    backup_start(&b);
+    assert_true(h_wait(&eng->rec, "drive0", "running"));
+    pattern(d, 0x99, 1 * MIB + 4096, 4096);        /* CBW: cluster 16 goes out first */
+    pattern(d, 0x98, 8 * MIB, 64 * KIB);           /* unallocated: nothing to keep */
+    struct bv_job_info in;
+    bv_job_query(b.job, &in);
+    assert_int_equal(in.offset, 128 * KIB);        /* both clusters counted, once */
+    pattern(d, 0x97, 1 * MIB, 64 * KIB);           /* already copied: no second copy */
+    bv_job_query(b.job, &in);
+    assert_int_equal(in.offset, 128 * KIB);
+    assert_int_equal(bv_job_cancel(b.job, NULL), 0);
+    backup_wait(&b);
+    assert_string_equal(SEQ(), "created running aborting CANCELLED concluded null");
+    bv_node *t = open_image("none-t.qcow2", NULL);
+    uint8_t buf[64 * KIB];
+    assert_int_equal(bv_node_pread(t, buf, sizeof(buf), 1 * MIB, NULL), 0);
+    for (size_t i = 0; i < sizeof(buf); i++)
+        if (buf[i] != 0x42)
+            fail_msg("target byte %zu of cluster 16 is 0x%02x, not the old 0x42", i, buf[i]);
+    bv_node_close(t, NULL);
+    assert_data("none-t.qcow2", 1 * MIB, 64 * KIB);
+    uint64_t pnum;
+    assert_false(status_at("none-t.qcow2", 0, 1 * MIB, &pnum) & BV_BS_ALLOCATED);
+    assert_int_equal(pnum, 1 * MIB);
+    assert_false(status_at("none-t.qcow2", 1 * MIB + 64 * KIB, 15 * MIB - 64 * KIB, NULL) &
+                 BV_BS_DATA);
+    assert_int_equal(bv_drive_free(d, NULL), 0);
+}
+
+/* sync=top: only what the top layer allocates is copied (§4.2). */
+static void test_sync_top(void **state)
+{
+    (void)state;
+    char seqbuf[1024], bpath[128];
+    create_image("top-base.qcow2", 16 * MIB, 0, NULL);
+    bv_node *base = open_image("top-base.qcow2", NULL);
+    uint8_t *buf = malloc(2 * MIB);
+    memset(buf, 0xba, 2 * MIB);
+    assert_int_equal(bv_node_pwrite(base, buf, 2 * MIB, 0, 0, NULL), 0);
+    free(buf);
+    assert_int_equal(bv_node_close(base, NULL), 0);
+    create_image("top.qcow2", 16 * MIB, 0, path_of("top-base.qcow2", bpath, sizeof(bpath)));
+    bv_drive *d = open_drive("top.qcow2", NULL);
+    pattern(d, 0x70, 1 * MIB, 64 * KIB);           /* over the base's data */
+    pattern(d, 0x71, 4 * MIB, 1 * MIB);
+    /* the target sits on the source's backing file, as absolute-paths makes it */
+    create_image("top-t.qcow2", 16 * MIB, 0, bpath);
+    struct bk b = { .drive = d, .target = "top-t.qcow2", .target_not_empty = true,
+                    .sync = BV_BACKUP_SYNC_TOP };
+    backup_start(&b);
+    backup_wait(&b);
+    assert_string_equal(SEQ(), SUCCESS_SEQ);
+    struct h_event c = last_event("COMPLETED");
+    assert_int_equal(c.job.len, 1 * MIB + 64 * KIB);
+    assert_int_equal(c.job.offset, c.job.len);
+    assert_same(bv_drive_node(d), "top-t.qcow2");
+    assert_data("top-t.qcow2", 1 * MIB, 64 * KIB);
+    assert_data("top-t.qcow2", 4 * MIB, 1 * MIB);
+    uint64_t pnum;
+    assert_false(status_at("top-t.qcow2", 0, 1 * MIB, &pnum) & BV_BS_ALLOCATED);
+    assert_int_equal(pnum, 1 * MIB);
+    assert_false(status_at("top-t.qcow2", 5 * MIB, 11 * MIB, &pnum) & BV_BS_ALLOCATED);
+    assert_int_equal(pnum, 11 * MIB);
+    assert_int_equal(bv_drive_free(d, NULL), 0);
+}
+
 /* ---- point in time ---------------------------------------------------------- */
 
 #define PIT_SIZE (16 * MIB)
@@ -912,6 +988,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_full_equals_source, engine_up, engine_down),
         cmocka_unit_test_setup_teardown(test_zeroes_mask_target_backing, engine_up, engine_down),
         cmocka_unit_test_setup_teardown(test_compress, engine_up, engine_down),
+        cmocka_unit_test_setup_teardown(test_sync_none, engine_up, engine_down),
+        cmocka_unit_test_setup_teardown(test_sync_top, engine_up, engine_down),
         cmocka_unit_test_setup_teardown(test_point_in_time, engine_up, engine_down),
         cmocka_unit_test_setup_teardown(test_incremental, engine_up, engine_down),
         cmocka_unit_test(test_bitmap_modes),
