@@ -52,6 +52,8 @@ struct backup {
     struct bv_drive_notifier notifier;
     void (*release)(void *opaque);
     void *release_opaque;
+    int (*check)(void *opaque, bv_error **errp);
+    void *check_opaque;
     void (*copied)(void *opaque, uint64_t off, uint64_t len, const void *data);
     void *copied_opaque;
 
@@ -443,7 +445,9 @@ static int backup_run(struct bv_job *job, bv_error **errp)
             return BV_JOB_YIELD;
         return r;
     }
-    return 0;
+    if (bk->check)
+        r = bk->check(bk->check_opaque, errp);
+    return r;
 }
 
 /* ---- finalization ---------------------------------------------------------- */
@@ -464,16 +468,22 @@ static void backup_abort(struct bv_job *job)
     bk->frozen = false;
 }
 
-/* The drive is free for another job from here; CBW becomes a no-op.  The
- * notifier itself goes in free (removing it quiesces the drive, which must
- * not happen under the engine's lock). */
+/* The drive is free for another job from here; CBW becomes a no-op and the
+ * target is closed.  The notifier itself goes in free (removing it
+ * quiesces the drive, which must not happen under the engine's lock). */
 static void backup_clean(struct bv_job *job)
 {
     struct backup *bk = bv_job_opaque(job);
     pthread_mutex_lock(&bk->lock);
     bk->active = false;
     pthread_cond_broadcast(&bk->cond);
+    while (bk->inflight)                  /* CBW copies that began before */
+        pthread_cond_wait(&bk->cond, &bk->lock);
     pthread_mutex_unlock(&bk->lock);
+    /* the target is done with: closed now, so its file is free for the
+     * caller as soon as the job's end is recorded */
+    bv_node_close(bk->target, NULL);
+    bk->target = NULL;
     if (bk->claimed) {
         bv_drive_release(bk->drive);
         bk->claimed = false;
@@ -609,6 +619,8 @@ int bv_backup_create(struct bv_job_ctx *ctx, const struct bv_job_opts *jo,
     bk->size = bv_drive_size(o->drive);
     bk->release = o->release;
     bk->release_opaque = o->release_opaque;
+    bk->check = o->check;
+    bk->check_opaque = o->check_opaque;
     bk->copied = o->copied;
     bk->copied_opaque = o->copied_opaque;
     bk->active = true;

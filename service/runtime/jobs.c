@@ -18,6 +18,8 @@
 
 #include "app.h"
 #include "bv/path.h"
+#include "bv/prune.h"
+#include "bvdb/backups.h"
 #include "bvdb/events.h"
 #include "bvdb/jobs.h"
 #include "log.h"
@@ -46,6 +48,9 @@ struct svc_job {
     void (*finished)(struct bv_app *app, void *opaque, const struct bv_job_info *info);
     void (*hook_release)(void *opaque);
     void *hook_opaque;
+    int (*check)(void *opaque, bv_error **errp);
+    char fail_text[256];             /* the check's failure (svc->lock to write; read by
+                                        the sink after the run returned) */
     /* rate samples (svc->lock) */
     uint64_t sample_offset;
     int64_t sample_ms;
@@ -128,6 +133,14 @@ static const char *event_name(enum bv_job_event_kind k)
     return names[k];
 }
 
+/* The job's error as the service words it: a failed check's text instead
+ * of strerror (bv_backup_spec.check). */
+static void patch_error(const struct svc_job *sj, struct bv_job_info *j)
+{
+    if (j->error[0] && sj->fail_text[0])
+        snprintf(j->error, sizeof(j->error), "%s", sj->fail_text);
+}
+
 static void row_of(const struct bv_job_info *j, struct svc_job *sj, char ts[3][32],
                    struct bvdb_job *row)
 {
@@ -193,11 +206,13 @@ static void on_events(void *opaque, const struct bv_job_event *evs, size_t n)
     int64_t seq = 0;
     int r = bvdb_begin(app->db);
     for (size_t i = 0; i < n && r >= 0; i++) {
-        r = record_event(app, &evs[i], &seq);
-        struct svc_job *sj = bv_job_user(evs[i].source);
-        if (r >= 0 && sj->finished && (evs[i].kind == BV_JOB_EV_COMPLETED ||
-                                       evs[i].kind == BV_JOB_EV_CANCELLED))
-            sj->finished(app, sj->hook_opaque, &evs[i].job);
+        struct bv_job_event ev = evs[i];
+        struct svc_job *sj = bv_job_user(ev.source);
+        patch_error(sj, &ev.job);
+        r = record_event(app, &ev, &seq);
+        if (r >= 0 && sj->finished && (ev.kind == BV_JOB_EV_COMPLETED ||
+                                       ev.kind == BV_JOB_EV_CANCELLED))
+            sj->finished(app, sj->hook_opaque, &ev.job);
     }
     /* each job's row follows its last snapshot in the batch */
     for (size_t i = 0; i < n && r >= 0; i++) {
@@ -209,9 +224,18 @@ static void on_events(void *opaque, const struct bv_job_event *evs, size_t n)
             continue;
         char ts[3][32];
         struct bvdb_job row;
-        row_of(&evs[i].job, bv_job_user(evs[i].source), ts, &row);
+        struct bv_job_info j = evs[i].job;
+        patch_error(bv_job_user(evs[i].source), &j);
+        row_of(&j, bv_job_user(evs[i].source), ts, &row);
         r = bvdb_job_update(app->db, &row);
     }
+    /* a job closed its target before its final event: the file is free by
+     * the time a client can read that event */
+    pthread_mutex_lock(&svc->lock);
+    for (size_t i = 0; i < n; i++)
+        if (evs[i].kind == BV_JOB_EV_COMPLETED || evs[i].kind == BV_JOB_EV_CANCELLED)
+            ((struct svc_job *)bv_job_user(evs[i].source))->has_target = false;
+    pthread_mutex_unlock(&svc->lock);
     if (r >= 0)
         r = bvdb_commit(app->db);
     else
@@ -221,9 +245,11 @@ static void on_events(void *opaque, const struct bv_job_event *evs, size_t n)
         return;
     }
     pthread_mutex_lock(&svc->lock);
-    for (size_t i = 0; i < n; i++)
-        if (evs[i].kind == BV_JOB_EV_COMPLETED || evs[i].kind == BV_JOB_EV_CANCELLED)
+    for (size_t i = 0; i < n; i++) {
+        if (evs[i].kind == BV_JOB_EV_COMPLETED || evs[i].kind == BV_JOB_EV_CANCELLED) {
             account_locked(svc, &evs[i]);
+        }
+    }
     pthread_mutex_unlock(&svc->lock);
     pthread_mutex_lock(&app->events_lock);
     if (seq > app->events_head)
@@ -509,7 +535,7 @@ static int create_target(struct bv_app *app, struct bv_drive_entry *e,
                          const struct bv_backup_spec *s, struct target_plan *t, bv_error **errp)
 {
     struct stat st;
-    if (bv_path_stat(app->root, s->target, &st, NULL) == 0) {
+    if (!s->target_new && bv_path_stat(app->root, s->target, &st, NULL) == 0) {
         int r = bv_path_unlink(app->root, s->target, errp);
         if (r < 0)
             return r;
@@ -531,6 +557,22 @@ static int create_target(struct bv_app *app, struct bv_drive_entry *e,
     r = bv_node_open(&oo, &t->node, errp);
     if (r < 0)
         bv_path_unlink(app->root, s->target, NULL);
+    return r;
+}
+
+/* bv_backup_spec.check: its failure's text becomes the job's error. */
+static int svc_job_check(void *opaque, bv_error **errp)
+{
+    struct svc_job *sj = opaque;
+    bv_error *e = NULL;
+    int r = sj->check(sj->hook_opaque, &e);
+    if (r < 0) {
+        pthread_mutex_lock(&svc_of(sj->app)->lock);
+        snprintf(sj->fail_text, sizeof(sj->fail_text), "%.255s", e ? e->msg : strerror(-r));
+        pthread_mutex_unlock(&svc_of(sj->app)->lock);
+        r = bv_error_setf(errp, -r, "%s", sj->fail_text);
+    }
+    bv_error_free(e);
     return r;
 }
 
@@ -561,14 +603,18 @@ int bv_jobs_backup_prepare(struct bv_app *app, struct bv_drive_entry *e,
     sj->finished = s->finished;
     sj->hook_release = s->release;
     sj->hook_opaque = s->hook_opaque;
-    params_json(sj, s, bv_format_name(t.format));
+    sj->check = s->check;
+    if (s->params)
+        snprintf(sj->params, sizeof(sj->params), "%s", s->params);
+    else
+        params_json(sj, s, bv_format_name(t.format));
     snprintf(sj->id, sizeof(sj->id), "%s", s->job_id ? s->job_id : e->id);
     struct stat st;
     if (bv_path_stat(app->root, s->target, &st, NULL) == 0) {
         sj->target = (struct bv_file_id){ (uint64_t)st.st_dev, (uint64_t)st.st_ino };
         sj->has_target = true;
     }
-    sj->entry = bv_registry_get(app, e->id);
+    sj->entry = s->private_drive ? NULL : bv_registry_get(app, e->id);
     svc_job_link(sj);
     struct bv_backup_opts bo = {
         .drive = e->drive, .target = t.node, .target_empty = created && !t.backing,
@@ -577,6 +623,7 @@ int bv_jobs_backup_prepare(struct bv_app *app, struct bv_drive_entry *e,
         .on_target_error = s->on_target_error, .job_cluster = bv_backup_job_cluster(t.node),
         .release = svc_job_release, .release_opaque = sj,
         .copied = s->copied, .copied_opaque = s->hook_opaque, .job_type = s->job_type,
+        .check = s->check ? svc_job_check : NULL, .check_opaque = sj,
     };
     /* Bench-only knobs (bench/bench_backup.sh sweeps them to choose the
      * defaults): copy requests in flight and bytes per request.  Unset in
@@ -629,6 +676,61 @@ int bv_jobs_backup(struct bv_app *app, const struct bv_backup_spec *s, struct bv
     return r;
 }
 
+/* ---- the service's own jobs (prune) ------------------------------------------ */
+
+/* "<type>-<N>" with N from the catalog's "job" sequence (never reused); an id
+ * a client took for a backup job is skipped. */
+static int task_id(struct bv_app *app, const char *type, char id[129], bv_error **errp)
+{
+    for (int tries = 0; tries < 16; tries++) {
+        int64_t n = 0;
+        if (bvdb_next_seq(app->db, "job", &n) < 0)
+            return bv_error_setf(errp, EIO, "cannot allocate a job id in the catalog");
+        snprintf(id, 129, "%s-%lld", type, (long long)n);
+        if (bv_job_id_check(app->jobs, id, NULL) == 0)
+            return 0;
+    }
+    return bv_error_setf(errp, EEXIST, "cannot find a free job id");
+}
+
+int bv_jobs_task(struct bv_app *app, const struct bv_task_spec *s, struct bv_job_info *info,
+                 bv_error **errp)
+{
+    char id[129];
+    struct svc_job *sj = NULL;
+    int r = strcmp(s->type, "prune") == 0 ? 0
+          : bv_error_setf(errp, ENOTSUP, "no service job of type '%s'", s->type);
+    if (r == 0)
+        r = task_id(app, s->type, id, errp);
+    if (r == 0 && !(sj = svc_job_new(app, s->type)))
+        r = bv_error_setf(errp, ENOMEM, "out of memory");
+    if (r < 0) {
+        if (s->release)
+            s->release(s->opaque);
+        return r;
+    }
+    sj->hook_release = s->release;
+    sj->hook_opaque = s->opaque;
+    snprintf(sj->id, sizeof(sj->id), "%s", id);
+    if (s->params && strlen(s->params) < sizeof(sj->params))
+        snprintf(sj->params, sizeof(sj->params), "%s", s->params);
+    svc_job_link(sj);
+    struct bv_prune_job_opts po = {
+        .run = s->run, .opaque = s->opaque, .release = svc_job_release, .release_opaque = sj,
+    };
+    struct bv_job_opts jo = {
+        .id = id, .device = s->device, .auto_finalize = true, .auto_dismiss = true, .user = sj,
+    };
+    struct bv_job *job = NULL;
+    r = bv_prune_job_create(app->jobs, &jo, &po, &job, errp);   /* failure: sj released */
+    if (r < 0)
+        return r;
+    bv_job_start(job);
+    bv_job_query(job, info);
+    bv_job_unref(job);
+    return 0;
+}
+
 /* ---- verbs and queries ----------------------------------------------------- */
 
 int bv_jobs_verb(struct bv_app *app, const char *id, enum bv_job_verb verb, uint64_t speed,
@@ -665,6 +767,7 @@ void bv_jobs_view(struct bv_app *app, struct bv_job *job, struct bv_job_view *ou
     format_ms(out->info.started_ms, out->started_at);
     format_ms(out->info.finished_ms, out->finished_at);
     pthread_mutex_lock(&svc->lock);
+    patch_error(sj, &out->info);
     snprintf(out->params, sizeof(out->params), "%s", sj->params);
     int64_t now = now_ms();
     if (now - sj->sample_ms >= 1000) {
