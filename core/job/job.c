@@ -127,6 +127,18 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* CLOCK_REALTIME + ns, for condition waits. */
+static void deadline_after(struct timespec *t, uint64_t ns)
+{
+    clock_gettime(CLOCK_REALTIME, t);
+    t->tv_sec += (time_t)(ns / 1000000000u);
+    t->tv_nsec += (long)(ns % 1000000000u);
+    if (t->tv_nsec >= 1000000000L) {
+        t->tv_sec++;
+        t->tv_nsec -= 1000000000L;
+    }
+}
+
 const char *bv_job_status_name(enum bv_job_status s)
 {
     return (unsigned)s < BV_JOB_STATUS__MAX ? status_names[s] : "undefined";
@@ -895,13 +907,7 @@ void bv_job_ctx_shutdown(struct bv_job_ctx *ctx, unsigned timeout_ms)
         }
     }
     struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    deadline_after(&deadline, (uint64_t)timeout_ms * 1000000u);
     while (ctx->on_worker)
         if (bv_cond_timedwait(&ctx->idle, &ctx->lock, &deadline) == ETIMEDOUT)
             break;
@@ -955,13 +961,7 @@ enum bv_job_error_action bv_job_report_error(struct bv_job *job, enum bv_job_err
 void bv_job_sleep_ns(struct bv_job *job, uint64_t ns)
 {
     struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += (time_t)(ns / 1000000000u);
-    deadline.tv_nsec += (long)(ns % 1000000000u);
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    deadline_after(&deadline, ns);
     bv_mutex_lock(&job->ctx->lock);
     job->kicked = false;
     while (!job->cancelled && !job->user_paused && !job->kicked)
