@@ -30,6 +30,16 @@ struct words {
     char w[MAX_WORDS][MAX_WORD];
 };
 
+/* Bytes of s to quote, at most max, without cutting a UTF-8 sequence: the
+ * text ends up in a JSON error reply, which must stay valid UTF-8. */
+static int utf8_cut(const char *s, int max)
+{
+    int n = (int)strnlen(s, (size_t)max);
+    while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+        n--;
+    return n;
+}
+
 static int split_words(const char *line, struct words *ws, bv_error **errp)
 {
     ws->n = 0;
@@ -43,7 +53,8 @@ static int split_words(const char *line, struct words *ws, bv_error **errp)
         if (ws->n == MAX_WORDS)
             return bv_error_setf(errp, EINVAL, "too many arguments");
         if (len >= MAX_WORD)
-            return bv_error_setf(errp, EINVAL, "argument too long: '%.20s...'", p);
+            return bv_error_setf(errp, EINVAL, "argument too long: '%.*s...'",
+                                 utf8_cut(p, 20), p);
         memcpy(ws->w[ws->n], p, len);
         ws->w[ws->n][len] = '\0';
         ws->n++;

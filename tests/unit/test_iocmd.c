@@ -100,6 +100,14 @@ static void test_parse_messages(void **state)
     assert_int_equal(bv_iocmd_parse("write -P 256 0 1", &cmd, &err), -EINVAL);
     assert_string_equal(err->msg, "256 is not a valid pattern byte");
     bv_error_free(err);
+    /* a long argument is quoted in part, never cut inside a UTF-8 sequence
+     * (the text goes into a JSON reply; found by fuzz_json_body) */
+    err = NULL;
+    assert_int_equal(bv_iocmd_parse("write 0x0123456789abcdefg\xc3\xa9"
+                                    "0123456789012345678901234567890123456789012345 1",
+                                    &cmd, &err), -EINVAL);
+    assert_string_equal(err->msg, "argument too long: '0x0123456789abcdefg...'");
+    bv_error_free(err);
 }
 
 /* ---- executor against memory ---- */
