@@ -81,11 +81,36 @@ static const char *default_class(int status)
     }
 }
 
+/* Length of the UTF-8 sequence s[0] starts (by its lead byte), 0 if none. */
+static size_t utf8_seq_len(unsigned char c)
+{
+    return c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3
+         : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+}
+
+/* An error text quotes what a client sent and is cut to fit buffers on the
+ * way (bvj_read's, the router's, desc), possibly inside a UTF-8 sequence:
+ * every byte that does not start a valid sequence becomes '?', so the reply
+ * stays valid JSON (found by fuzz_json_body). */
+static void utf8_scrub(char *s)
+{
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n;) {
+        size_t k = utf8_seq_len((unsigned char)s[i]);
+        if (k && k <= n - i && bvj_utf8_valid(s + i, k)) {
+            i += k;
+        } else {
+            s[i++] = '?';
+        }
+    }
+}
+
 static void reply_error_v(struct bv_reply *rep, int status, const char *cls,
                           const char *report_id, const char *fmt, va_list ap)
 {
     char desc[1024];
     vsnprintf(desc, sizeof(desc), fmt, ap);
+    utf8_scrub(desc);
     cJSON *root = cJSON_CreateObject();
     cJSON *e = cJSON_AddObjectToObject(root, "error");
     cJSON_AddStringToObject(e, "class", cls ? cls : default_class(status));

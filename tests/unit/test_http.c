@@ -12,6 +12,7 @@
 #include "config.h"
 #include "http/auth.h"
 #include "http/router.h"
+#include "json/json.h"
 
 static void h_a(struct bv_request *q, struct bv_reply *r) { (void)q; (void)r; }
 static void h_b(struct bv_request *q, struct bv_reply *r) { (void)q; (void)r; }
@@ -146,6 +147,45 @@ static void test_config(void **state)
     bv_config_free(&cfg);
 }
 
+/* An error reply is valid JSON even when the text it quotes was cut inside
+ * a UTF-8 sequence to fit a buffer (found by fuzz_json_body). */
+static void assert_reply_parses(struct bv_reply *rep)
+{
+    char err[256];
+    cJSON *o = bvj_parse_object(rep->body, rep->len, err, sizeof(err));
+    if (!o)
+        fail_msg("reply is not strict JSON: %s", err);
+    cJSON_Delete(o);
+}
+
+static void test_error_reply_utf8(void **state)
+{
+    (void)state;
+    struct bv_reply rep = { 0 };
+    bv_reply_error(&rep, 400, NULL, "%s", "caf\xc3\xa9 \xe2\x82 cut \xc3");
+    assert_reply_parses(&rep);
+    assert_non_null(strstr(rep.body, "caf\xc3\xa9 ?? cut ?"));
+    free(rep.body);
+
+    /* an unknown key of 300 two-byte characters, through a body's field table
+     * into api_read_body's 512-byte buffer */
+    char body[1024] = "{\"a";
+    for (int i = 0; i < 300; i++)
+        strcat(body, "\xc3\xa9");
+    strcat(body, "\":1}");
+    char err[512];
+    const char *id = NULL;
+    const struct bvj_field f[] = { { "id", BVJ_STRING, false, &id } };
+    cJSON *o = bvj_parse_object(body, strlen(body), err, sizeof(err));
+    assert_non_null(o);
+    assert_int_equal(bvj_read(o, f, 1, err, sizeof(err)), -1);
+    cJSON_Delete(o);
+    memset(&rep, 0, sizeof(rep));
+    bv_reply_error(&rep, 400, NULL, "%s", err);
+    assert_reply_parses(&rep);
+    free(rep.body);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -153,6 +193,7 @@ int main(void)
         cmocka_unit_test(test_auth),
         cmocka_unit_test(test_config),
         cmocka_unit_test(test_config_blank_token),
+        cmocka_unit_test(test_error_reply_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
