@@ -47,6 +47,7 @@ const struct bv_route bv_routes[] = {
     { "GET", D "/backups", api_backups_list, 0 },
     { "GET", "/api/v1/backups/{bid}", api_backups_get, 0 },
     { "GET", "/api/v1/backups/{bid}/data", api_backups_data, 0, BV_QUERY("offset", "length") },
+    { "POST", "/api/v1/backups/{bid}/restore", api_backups_restore, 0 },
 
     { "POST", "/api/v1/jobs", api_jobs_create, 0 },
     { "GET", "/api/v1/jobs", api_jobs_list, 0, BV_QUERY("status", "type", "history") },

@@ -63,6 +63,17 @@ struct bv_backup_spec {
     const char *job_type;            /* NULL: "backup"; "restore" */
     bool managed_target;             /* a chain link the service creates: skip the
                                         "target in use" checks for its own file */
+    /* A restore (runtime/restore.c): the entry passed to prepare is the
+     * caller's own, over a private drive that is never registered (no
+     * registry reference is taken); the target must not exist (EEXIST,
+     * never replaced); params is the job's type fields (JSON object text,
+     * NULL: the backup's); check runs once the copy is complete and
+     * flushed, and a failure fails the job with its message as the job's
+     * error (not strerror). */
+    bool private_drive;
+    bool target_new;
+    const char *params;
+    int (*check)(void *opaque, bv_error **errp);
 };
 
 /* Engine up, catalog rows of a previous run's live jobs marked interrupted. */

@@ -67,6 +67,12 @@ struct bv_backup_opts {
      * several copy threads at once.  May be NULL. */
     void (*copied)(void *opaque, uint64_t off, uint64_t len, const void *data);
     void *copied_opaque;
+    /* Called once everything is copied and the target flushed, before the
+     * job may succeed (a restore checks the digest of what it wrote):
+     * -errno fails the job with that error, as a failed copy would (no
+     * BLOCK_JOB_ERROR: not an I/O error).  May be NULL. */
+    int (*check)(void *opaque, bv_error **errp);
+    void *check_opaque;
     /* The job type reported (events, queries): "backup" by default;
      * "restore" for a restore, which is a full copy of a read-only drive. */
     const char *job_type;
