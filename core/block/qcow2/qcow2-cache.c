@@ -7,9 +7,21 @@
  * refcount than needed is only a leak, and decrements are applied only after
  * the mappings that dropped a cluster are on disk, see qcow2-refcount.c).
  * An L2 table, though, may reference clusters whose refcount is still only
- * in the refblock cache, so before any dirty L2 table is written all dirty
- * refblocks are written and the file is synced.  Flushes write dirty tables
- * in ascending offset order.
+ * in the refblock cache, or written but not yet durable, so before any dirty
+ * L2 table is written:
+ *   1. all dirty refblocks are written, and
+ *   2. the file is synced if any refcount write happened since the last
+ *      sync — a dirty refblock just written, but also one evicted earlier
+ *      (its write is in the page cache only; a power loss may keep the later
+ *      L2 write and lose it: a reference to a cluster with refcount 0), a
+ *      new refblock and its reftable entry (qcow2-refcount.c sets
+ *      rb.unsynced for those).
+ * l2.unsynced does the same for the L1: written L2 tables are synced
+ * before the L1 entries pointing to them (qcow2-refcount.c).
+ * That is the dependency QEMU's cache expresses with set_dependency: the L2
+ * cache depends on the refcount cache being flushed.  Flushes write dirty
+ * tables in ascending offset order.  tests/unit/test_crash.c cuts the file
+ * at every sync point of allocating workloads to check the order.
  *
  * Cost: a hit is one hash probe; a miss is one pread of a cluster.
  */
@@ -75,12 +87,8 @@ static int write_entry(bv_node *n, struct qcow2_cache *c, struct qcow2_cache_ent
 {
     struct qcow2_state *s = q_state(n);
     int r = 0;
-    if (c->is_l2 && qcow2_cache_has_dirty(&s->rb)) {
-        bool wrote = false;
-        r = qcow2_cache_flush_locked(n, &s->rb, &wrote, errp);
-        if (r == 0 && wrote)
-            r = bv_child_flush(n->file, errp);
-    }
+    if (c->is_l2)
+        r = qcow2_cache_sync_refcounts_locked(n, errp);
     if (r == 0) {
         bv_node_event(n->file, c->is_l2 ? BV_EV_L2_UPDATE : BV_EV_REFBLOCK_UPDATE);
         r = bv_child_pwrite(n->file, e->data, s->cluster_size, e->offset, errp);
@@ -89,6 +97,27 @@ static int write_entry(bv_node *n, struct qcow2_cache *c, struct qcow2_cache_ent
         s->failed = true;
     else
         e->dirty = false;
+    c->unsynced = true;
+    return r;
+}
+
+int qcow2_sync_locked(bv_node *n, bv_error **errp)
+{
+    struct qcow2_state *s = q_state(n);
+    int r = bv_child_flush(n->file, errp);
+    if (r == 0)
+        s->rb.unsynced = s->l2.unsynced = false;
+    return r;
+}
+
+int qcow2_cache_sync_refcounts_locked(bv_node *n, bv_error **errp)
+{
+    struct qcow2_state *s = q_state(n);
+    int r = 0;
+    if (qcow2_cache_has_dirty(&s->rb))
+        r = qcow2_cache_flush_locked(n, &s->rb, NULL, errp);
+    if (r == 0 && s->rb.unsynced)
+        r = qcow2_sync_locked(n, errp);
     return r;
 }
 

@@ -150,6 +150,9 @@ struct qcow2_cache_entry {
 
 struct qcow2_cache {
     bool is_l2;               /* L2 tables must not reach disk before refblocks */
+    bool unsynced;            /* a table of this kind was written since the last sync
+                                 (a sync outside qcow2_sync_locked leaves it set: one
+                                 more sync than needed, never one less) */
     unsigned cap;             /* entries, fixed at open */
     unsigned nbuckets;
     struct qcow2_cache_entry *e;
@@ -249,6 +252,11 @@ int qcow2_cache_get_locked(bv_node *n, struct qcow2_cache *c, uint64_t off, bool
 void qcow2_cache_drop_locked(struct qcow2_cache *c, uint64_t off);
 int qcow2_cache_flush_locked(bv_node *n, struct qcow2_cache *c, bool *wrote, bv_error **errp);
 bool qcow2_cache_has_dirty(const struct qcow2_cache *c);
+/* Write dirty refblocks and sync if any refcount write is not yet durable:
+ * what must precede the write of an L2 table, an L1 entry or a reftable entry. */
+int qcow2_cache_sync_refcounts_locked(bv_node *n, bv_error **errp);
+/* Sync the image file; clears both caches' unsynced flags. */
+int qcow2_sync_locked(bv_node *n, bv_error **errp);
 bool qcow2_cache_contains(const struct qcow2_cache *c, uint64_t off);
 
 /* ---- qcow2-refcount.c ---- */

@@ -11,8 +11,14 @@
  *   1. A cluster's refcount is raised (in the refblock cache) before any
  *      mapping to it exists; data is written to it before its L2 entry.
  *   2. Dirty refblocks (and a new refblock's reftable entry) are written
- *      and the file synced before any L2 table is written (qcow2-cache.c).
- *   3. L2 tables are written before the L1 entries that point to them.
+ *      and the file synced before any L2 table is written (qcow2-cache.c),
+ *      also when nothing is dirty but a refcount write since the last sync
+ *      (an evicted refblock) is not yet durable: rb.unsynced.
+ *   2a. A new refblock (and the refcount of its own cluster) is written and
+ *      synced before the reftable entry that points to it is written.
+ *   3. L2 tables are written and synced before the L1 entries that point
+ *      to them (l2.unsynced): a new table may sit on a freed data cluster,
+ *      whose old bytes would read as L2 entries.
  *   4. Frees are queued, not applied: a cluster's refcount is lowered only
  *      after the L2/L1 writes that dropped its last reference are on disk
  *      (and synced), and after unlocked reads/writes still using it have
@@ -134,6 +140,7 @@ static int write_reftable_entry(bv_node *n, uint64_t bi, bv_error **errp)
         return 0;
     st_be64(buf, s->reftable[bi]);
     bv_node_event(n->file, BV_EV_REFTABLE_UPDATE);
+    s->rb.unsynced = true;             /* must be durable before an L2 write (qcow2-cache.c) */
     return bv_child_pwrite(n->file, buf, 8, s->reftable_offset + bi * 8, errp);
 }
 
@@ -162,7 +169,13 @@ static int alloc_refblock(bv_node *n, uint64_t bi, int depth, bv_error **errp)
         bv_node_event(n->file, BV_EV_REFBLOCK_ALLOC_WRITE);
         r = bv_child_pwrite(n->file, e->data, s->cluster_size, c << s->cluster_bits, errp);
         e->dirty = false;
+        s->rb.unsynced = true;
     }
+    /* The block, and the refcount of its own cluster (in it or in another
+     * block), durable before the reftable points to it: else a power loss
+     * may keep the entry and lose the block (QEMU syncs both writes too). */
+    if (r == 0)
+        r = qcow2_cache_sync_refcounts_locked(n, errp);
     s->nreserve--;
     if (r < 0)
         return r;
@@ -350,11 +363,17 @@ static int apply_frees(bv_node *n, bv_error **errp)
     return r;
 }
 
+/* The dirty L1 span, after the L2 tables it points to are durable (order 3). */
 static int write_l1_dirty(bv_node *n, bv_error **errp)
 {
     struct qcow2_state *s = q_state(n);
     if (s->l1_dirty_hi <= s->l1_dirty_lo)
         return 0;
+    int r = qcow2_cache_sync_refcounts_locked(n, errp);
+    if (r == 0 && s->l2.unsynced)
+        r = qcow2_sync_locked(n, errp);
+    if (r < 0)
+        return r;
     uint32_t lo = s->l1_dirty_lo, cnt = s->l1_dirty_hi - lo;
     uint64_t *buf = malloc((size_t)cnt * 8);
     if (!buf)
@@ -362,7 +381,7 @@ static int write_l1_dirty(bv_node *n, bv_error **errp)
     for (uint32_t i = 0; i < cnt; i++)
         st_be64(&buf[i], s->l1[lo + i]);
     bv_node_event(n->file, BV_EV_L1_UPDATE);
-    int r = bv_child_pwrite(n->file, buf, (uint64_t)cnt * 8, s->l1_offset + (uint64_t)lo * 8,
+    r = bv_child_pwrite(n->file, buf, (uint64_t)cnt * 8, s->l1_offset + (uint64_t)lo * 8,
                             errp);
     free(buf);
     if (r == 0)
@@ -383,19 +402,26 @@ static int settle_locked(bv_node *n, bv_error **errp)
 {
     struct qcow2_state *s = q_state(n);
     for (int round = 0;; round++) {
-        bool wrote = false;
         if (s->nfrees)     /* nobody may be reading or writing a cluster about to be freed */
             qcow2_drain_io_locked(n);
-        int r = qcow2_cache_flush_locked(n, &s->rb, &wrote, errp);
+        int r = qcow2_cache_flush_locked(n, &s->rb, NULL, errp);
         bool more = qcow2_cache_has_dirty(&s->l2) || s->l1_dirty_hi > s->l1_dirty_lo;
-        if (r < 0 || !wrote || !more)
+        if (r < 0 || !s->rb.unsynced || !more)    /* unsynced: written now or evicted earlier */
             return r;
-        if (round >= 2)
-            return bv_child_flush(n->file, errp);
-        pthread_mutex_unlock(&s->lock);
-        r = bv_child_flush(n->file, errp);
-        pthread_mutex_lock(&s->lock);
-        if (r < 0)
+        bool l2_unsynced = s->l2.unsynced;
+        s->rb.unsynced = s->l2.unsynced = false;   /* later writes: caught by the next round */
+        if (round >= 2) {
+            r = bv_child_flush(n->file, errp);
+        } else {
+            pthread_mutex_unlock(&s->lock);
+            r = bv_child_flush(n->file, errp);
+            pthread_mutex_lock(&s->lock);
+        }
+        if (r < 0) {
+            s->rb.unsynced = true;
+            s->l2.unsynced |= l2_unsynced;
+        }
+        if (r < 0 || round >= 2)
             return r;
     }
 }
@@ -411,7 +437,7 @@ int qcow2_flush_metadata_locked(bv_node *n, bv_error **errp)
     if (r == 0)
         r = write_l1_dirty(n, errp);
     if (r == 0 && s->nfrees) {
-        r = bv_child_flush(n->file, errp);
+        r = qcow2_sync_locked(n, errp);
         if (r == 0)
             r = apply_frees(n, errp);
         if (r == 0)
@@ -456,14 +482,14 @@ static int grow_reftable(bv_node *n, uint64_t need, bv_error **errp)
     if (r == 0)
         r = bv_child_pwrite(n->file, disk, entries * 8, first, errp);
     if (r == 0)
-        r = bv_child_flush(n->file, errp);
+        r = qcow2_sync_locked(n, errp);
     if (r == 0) {
         s->reftable_offset = first;
         s->reftable_clusters = (uint32_t)clusters;
         r = qcow2_write_header_fields_locked(n, errp);
     }
     if (r == 0)
-        r = bv_child_flush(n->file, errp);
+        r = qcow2_sync_locked(n, errp);
     if (r == 0)
         r = qcow2_queue_free_locked(n, old_off, old_clusters << s->cluster_bits, errp);
     free(disk);

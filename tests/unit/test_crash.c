@@ -19,7 +19,9 @@
  * may have persisted any subset, in any order (disks reorder volatile
  * writes).  For every sync point k of the workload the test builds the
  * images for several subsets of that interval — none, all, all but the last
- * 1..2, and two random ones — writes each to a file, runs `qemu-img check`
+ * 1..2, each written byte range lost alone (every write to it dropped: a
+ * page the kernel never wrote back, while later writes elsewhere survived),
+ * and two random ones — writes each to a file, runs `qemu-img check`
  * (corruptions fail the test, leaks are allowed: the engine's crash-safety
  * promise is "at worst a leak"), then opens it with our engine and reads
  * every sector.  Each workload write fills whole sectors with one pattern
@@ -30,8 +32,14 @@
  * exactly.
  *
  * The engine's caches are shrunk after open (through the private qcow2
- * header) to a few entries, so that a workload of a few hundred writes makes
- * L2 tables and refcount blocks get evicted between flushes.
+ * header) to a few entries, so that a workload of a few dozen writes makes
+ * L2 tables and refcount blocks get evicted between flushes.  512-byte
+ * clusters (and refcount_bits=64 images made by qemu-img) give many L2
+ * tables and refblocks per MiB; scripted workloads reach the orders random
+ * ones rarely do (a new L2 table on a freed data cluster, reftable growth).
+ * Orders this test caught: a new refblock's reftable entry durable before
+ * the block itself, and an L1 entry durable before its new L2 table.
+ * BV_CRASH_SCALE=N runs N times as many random operations.
  *
  * Needs qemu-img; skipped without it.
  */
@@ -45,6 +53,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,9 +62,12 @@
 #include <unistd.h>
 
 #include "block/qcow2/qcow2-int.h"
+#include "util/endian.h"
 #include "bv/image.h"
 
 #define SECTOR 512u
+#define MAX_STEP (64u << 10)        /* largest write or discard of a workload */
+#define PREFILL_PAT 0xcc
 
 /* ---------------- the recording file layer ---------------- */
 
@@ -183,6 +195,8 @@ static uint8_t *read_whole(const char *path, size_t *len)
     return b;
 }
 
+static uint64_t rec_reftable_offset;   /* the header's, when recording started */
+
 static void rec_start(const char *path)
 {
     struct stat st;
@@ -193,6 +207,7 @@ static void rec_start(const char *path)
     rec.nops = rec.nsyncs = 0;
     rec.overflow = false;
     rec.scan_k = rec.scan_pos = 0;
+    rec_reftable_offset = ld_be64(rec.base + 48);
     rec.dev = st.st_dev;
     rec.ino = st.st_ino;
     rec.on = true;
@@ -308,7 +323,7 @@ static size_t interval_len(size_t k)
 struct wlog {
     uint64_t first, nsec;    /* sectors */
     uint8_t pat;
-    size_t syncs_at_issue;   /* rec.nsyncs when the write was issued */
+    size_t syncs_at_issue;   /* rec.nsyncs when the write was issued (it may sync itself) */
 };
 
 struct frec {
@@ -349,14 +364,15 @@ static void model_free(struct model *m)
     free(m->fl);
 }
 
-static void model_write(struct model *m, uint64_t off, uint64_t len, uint8_t pat)
+static void model_write(struct model *m, uint64_t off, uint64_t len, uint8_t pat,
+                        size_t syncs_at_issue)
 {
     assert_true(m->nlog < 100000);
     struct wlog *w = &m->log[m->nlog++];
     w->first = off / SECTOR;
     w->nsec = len / SECTOR;
     w->pat = pat;
-    w->syncs_at_issue = rec.nsyncs;
+    w->syncs_at_issue = syncs_at_issue;
     memset(m->cur + w->first, pat, w->nsec);
 }
 
@@ -418,6 +434,25 @@ static int sh(const char *fmt, ...)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* qemu-img check, output to log; its exit status (posix_spawn: no shell per image). */
+static int qemu_img_check(const char *path, const char *log)
+{
+    extern char **environ;
+    posix_spawn_file_actions_t fa;
+    char *argv[] = { "qemu-img", "check", "-f", "qcow2", (char *)path, NULL };
+    pid_t pid;
+    int st;
+    assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
+    assert_int_equal(posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC,
+                                                      0644), 0);
+    assert_int_equal(posix_spawn_file_actions_adddup2(&fa, 1, 2), 0);
+    int r = posix_spawnp(&pid, "qemu-img", &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    assert_int_equal(r, 0);
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
 static void write_file(const char *path, const struct img *im)
 {
     FILE *f = fopen(path, "wb");
@@ -433,9 +468,9 @@ struct stats {
 static void verify_image(const struct model *m, size_t k, const char *what, struct stats *st)
 {
     const char *path = tp("crash.qcow2");
-    int rc = sh("qemu-img check -f qcow2 %s >%s 2>&1", path, tp("check.log"));
+    int rc = qemu_img_check(path, tp("check.log"));
     if (rc != 0 && rc != 3) {
-        sh("cat %s >&2", tp("check.log"));
+        sh("head -n 12 %s >&2", tp("check.log"));
         fail_msg("crash after sync %zu (%s): qemu-img check status %d", k, what, rc);
     }
     st->images++;
@@ -477,15 +512,38 @@ static void crash_interval(const struct model *m, size_t k, struct img *im, stru
     bool *keep = calloc(len + 1, 1);
     assert_non_null(keep);
     char what[64];
-    build(im, k, keep, &got);                                 /* none of them */
-    write_file(tp("crash.qcow2"), im);
-    verify_image(m, k, "no unsynced write", st);
+    if (k == 0) {             /* none of them (for k > 0: "all" of interval k - 1) */
+        build(im, k, keep, &got);
+        write_file(tp("crash.qcow2"), im);
+        verify_image(m, k, "no unsynced write", st);
+    }
     for (size_t drop = 0; drop <= 2 && drop < len; drop++) {  /* all, all but the last 1..2 */
         for (size_t j = 0; j < len; j++)
             keep[j] = j + drop < len;
         build(im, k, keep, &got);
         write_file(tp("crash.qcow2"), im);
         snprintf(what, sizeof(what), "all but the last %zu of %zu", drop, len);
+        verify_image(m, k, what, st);
+    }
+    for (size_t d = 0; d < len; d++) {                        /* one written range lost */
+        size_t base = sync_pos(k);
+        const struct op *od = &rec.ops[base + d];
+        bool first = od->kind == OP_WRITE;
+        for (size_t j = 0; j < d && first; j++) {     /* once per range: its first write */
+            const struct op *oj = &rec.ops[base + j];
+            first = !(oj->kind == OP_WRITE && oj->off == od->off && oj->len == od->len);
+        }
+        if (!first)
+            continue;
+        for (size_t j = 0; j < len; j++) {
+            const struct op *oj = &rec.ops[base + j];
+            keep[j] = !(oj->kind == OP_WRITE && oj->off < od->off + od->len &&
+                        od->off < oj->off + oj->len);
+        }
+        build(im, k, keep, &got);
+        write_file(tp("crash.qcow2"), im);
+        snprintf(what, sizeof(what), "bytes 0x%" PRIx64 "+%" PRIu64 " lost, of %zu ops",
+                 od->off, od->len, len);
         verify_image(m, k, what, st);
     }
     for (int t = 0; len > 1 && t < 2; t++) {                  /* random subsets */
@@ -501,6 +559,12 @@ static void crash_interval(const struct model *m, size_t k, struct img *im, stru
 
 /* ---------------- workloads ---------------- */
 
+/* One step of a scripted workload: write (pattern = step number), discard or flush. */
+struct step {
+    char op;                        /* 'w', 'd' or 'f' */
+    uint64_t off, len;              /* bytes, sector multiples */
+};
+
 struct workload {
     const char *name;
     uint32_t cluster_size;
@@ -510,6 +574,11 @@ struct workload {
     unsigned discard_every;         /* 0: writes only; else every Nth op discards clusters */
     unsigned l2_cap, rb_cap;        /* cache entries after open */
     uint64_t seed;
+    unsigned refcount_bits;         /* 0: bv_image_create's 16; else qemu-img creates the image */
+    uint64_t prefill;               /* with refcount_bits: bytes qemu-io writes (PREFILL_PAT)
+                                       before the workload, so it starts near a boundary */
+    const struct step *script;      /* instead of random ops: these, `writes` of them */
+    bool grows_reftable;            /* assert that the reftable moved */
 };
 
 static void shrink_caches(bv_node *n, unsigned l2_cap, unsigned rb_cap)
@@ -533,6 +602,14 @@ static void make_backing(uint64_t size, uint8_t pat)
                         size, tp("base.qcow2")), 0);
 }
 
+/* BV_CRASH_SCALE=N runs N times the random ops (a longer, slower search). */
+static unsigned scaled(const struct workload *w)
+{
+    const char *e = getenv("BV_CRASH_SCALE");
+    unsigned long f = e ? strtoul(e, NULL, 10) : 1;
+    return w->script ? w->writes : w->writes * (unsigned)(f >= 1 && f <= 100 ? f : 1);
+}
+
 static void run_workload(struct model *m, const struct workload *w)
 {
     bv_node *n = NULL;
@@ -541,15 +618,31 @@ static void run_workload(struct model *m, const struct workload *w)
     assert_int_equal(bv_node_open(&o, &n, &err), 0);
     shrink_caches(n, w->l2_cap, w->rb_cap);
     rec_start(o.path);
-    uint8_t *buf = malloc(8 * SECTOR);
+    uint8_t *buf = malloc(MAX_STEP);
     assert_non_null(buf);
     rng_state = w->seed;
-    for (unsigned i = 0; i < w->writes; i++) {
+    for (unsigned i = 0, nops = scaled(w); i < nops; i++) {
         uint64_t nsec = 1 + rnd() % 8;
         uint64_t first = rnd() % (m->nsec - nsec);
         uint8_t pat = (uint8_t)(1 + i % 250);
+        size_t syncs_at_issue = rec.nsyncs;
         int r;
-        if (w->discard_every && i % w->discard_every == w->discard_every - 1) {
+        if (w->script) {
+            const struct step *sp = &w->script[i];
+            assert_true(sp->len <= MAX_STEP && sp->off + sp->len <= m->nsec * SECTOR);
+            first = sp->off / SECTOR;
+            nsec = sp->len / SECTOR;
+            if (sp->op == 'f') {
+                assert_int_equal(bv_node_flush(n, &err), 0);
+                model_flushed(m);
+                continue;
+            }
+            if (sp->op == 'd')
+                pat = 0;
+            memset(buf, pat, nsec * SECTOR);
+            r = sp->op == 'd' ? bv_node_discard(n, nsec * SECTOR, first * SECTOR, &err)
+                              : bv_node_pwrite(n, buf, nsec * SECTOR, first * SECTOR, 0, &err);
+        } else if (w->discard_every && i % w->discard_every == w->discard_every - 1) {
             uint64_t spc = w->cluster_size / SECTOR;     /* whole clusters: frees host space */
             first = first / spc * spc;
             nsec = spc * (1 + rnd() % 4);
@@ -563,8 +656,8 @@ static void run_workload(struct model *m, const struct workload *w)
         }
         if (r < 0)
             fail_msg("op %u: %s", i, err ? err->msg : "?");
-        model_write(m, first * SECTOR, nsec * SECTOR, pat);
-        if ((i + 1) % w->flush_every == 0) {
+        model_write(m, first * SECTOR, nsec * SECTOR, pat, syncs_at_issue);
+        if (!w->script && (i + 1) % w->flush_every == 0) {
             assert_int_equal(bv_node_flush(n, &err), 0);
             model_flushed(m);
         }
@@ -579,7 +672,8 @@ static void crash_every_sync_point(const struct workload *w)
 {
     if (sh("command -v qemu-img >/dev/null && command -v qemu-io >/dev/null") != 0)
         skip();
-    uint8_t backing_pat = 0xbb;
+    uint8_t backing_pat = 0xbb, init_pat = w->backing ? backing_pat : PREFILL_PAT;
+    uint64_t init_len = w->backing ? w->size / 2 : w->prefill;
     struct bv_create_opts c = { .path = tp("top.qcow2"), .format = BV_FMT_QCOW2,
                                 .size = w->size, .cluster_size = w->cluster_size };
     if (w->backing) {
@@ -587,10 +681,28 @@ static void crash_every_sync_point(const struct workload *w)
         c.backing = tp("base.qcow2");
         c.backing_format = BV_FMT_QCOW2;
     }
-    assert_int_equal(bv_image_create(&c, NULL), 0);
+    if (w->refcount_bits) {
+        assert_false(w->backing);
+        assert_int_equal(sh("qemu-img create -q -f qcow2 -o cluster_size=%u,refcount_bits=%u "
+                            "%s %" PRIu64, w->cluster_size, w->refcount_bits, c.path, w->size),
+                         0);
+        if (w->prefill)
+            assert_int_equal(sh("qemu-io -f qcow2 -c 'write -P %u 0 %" PRIu64 "' %s >/dev/null",
+                                PREFILL_PAT, w->prefill, c.path), 0);
+    } else {
+        assert_false(w->prefill);
+        assert_int_equal(bv_image_create(&c, NULL), 0);
+    }
     struct model m;
-    model_init(&m, w->size, backing_pat, w->backing ? w->size / 2 : 0);
+    model_init(&m, w->size, init_pat, init_len);
     run_workload(&m, w);
+    if (w->grows_reftable) {      /* the workload must still reach what it is there for */
+        size_t len;
+        uint8_t *b = read_whole(c.path, &len);
+        assert_true(len >= 64);
+        assert_int_not_equal(ld_be64(b + 48), rec_reftable_offset);
+        free(b);
+    }
     struct img im = { 0 };
     struct stats st = { 0 };
     rng_state = w->seed * 7 + 1;
@@ -611,7 +723,7 @@ static void crash_every_sync_point(const struct workload *w)
 static void test_alloc_512(void **state)
 {
     (void)state;
-    const struct workload w = { "alloc-512", 512, 1u << 20, false, 120, 10, 0, 4, 2, 0x1234567 };
+    const struct workload w = { "alloc-512", 512, 1u << 20, false, 50, 8, 0, 4, 2, 0x1234567 };
     crash_every_sync_point(&w);
 }
 
@@ -619,7 +731,7 @@ static void test_alloc_512(void **state)
 static void test_alloc_4k(void **state)
 {
     (void)state;
-    const struct workload w = { "alloc-4k", 4096, 4u << 20, false, 100, 10, 0, 2, 2, 0xabcdef1 };
+    const struct workload w = { "alloc-4k", 4096, 4u << 20, false, 50, 8, 0, 2, 2, 0xabcdef1 };
     crash_every_sync_point(&w);
 }
 
@@ -627,7 +739,7 @@ static void test_alloc_4k(void **state)
 static void test_backing_4k(void **state)
 {
     (void)state;
-    const struct workload w = { "backing-4k", 4096, 2u << 20, true, 100, 10, 0, 2, 2, 0x5eed5 };
+    const struct workload w = { "backing-4k", 4096, 2u << 20, true, 50, 8, 0, 2, 2, 0x5eed5 };
     crash_every_sync_point(&w);
 }
 
@@ -635,7 +747,62 @@ static void test_backing_4k(void **state)
 static void test_reuse_512(void **state)
 {
     (void)state;
-    const struct workload w = { "reuse-512", 512, 256u << 10, false, 150, 8, 3, 2, 1, 0x77 };
+    const struct workload w = { "reuse-512", 512, 256u << 10, false, 70, 8, 3, 2, 1, 0x77 };
+    crash_every_sync_point(&w);
+}
+
+/*
+ * Many refcount blocks and a one-entry refblock cache: refcount_bits=64 with
+ * 512-byte clusters makes a refblock count 64 clusters (32 KiB of file), so
+ * the image keeps allocating new refblocks; discards free clusters in old
+ * blocks that later writes reuse, so a dirty refblock is evicted (written,
+ * not synced) whenever an allocation moves to another block, between the
+ * refcount update and the L2 write that depends on it.
+ */
+static void test_refblocks_512(void **state)
+{
+    (void)state;
+    const struct workload w = { "refblocks-512", 512, 512u << 10, false, 80, 10, 3, 2, 1, 0x11,
+                                64, 0, NULL };
+    crash_every_sync_point(&w);
+}
+
+/*
+ * Reftable growth: refcount_bits=64 with 512-byte clusters gives a
+ * one-cluster reftable room for 64 refblocks of 64 clusters (2 MiB of file);
+ * the image is filled to just below that before recording, so the workload
+ * allocates the last refblocks and then grows the reftable (new table
+ * written and synced, header switched, old table freed at a later flush).
+ */
+static void test_reftable_grow_512(void **state)
+{
+    (void)state;
+    const struct workload w = { "reftable-grow-512", 512, 4u << 20, false, 30, 6, 0, 2, 1, 0x31,
+                                64, 1980u << 10, NULL, true };
+    crash_every_sync_point(&w);
+}
+
+/*
+ * A new L2 table on a cluster that held guest data: 512-byte clusters (an
+ * L2 table maps 32 KiB), the first 32 KiB written and discarded, so the
+ * next L2 tables are allocated on freed data clusters, whose old content
+ * reads as garbage L2 entries if the table's write is lost while the L1
+ * entry pointing to it survives.
+ */
+static const struct step l2_reuse_script[] = {
+    { 'w', 0, 16384 }, { 'w', 16384, 16384 }, { 'f', 0, 0 },
+    { 'd', 0, 32768 }, { 'f', 0, 0 },
+    { 'w', 65536, 512 }, { 'w', 131072, 4096 }, { 'f', 0, 0 },
+    { 'w', 196608, 1024 }, { 'w', 98304, 512 }, { 'w', 70000 / 512 * 512, 2048 }, { 'f', 0, 0 },
+    { 'w', 163840, 512 }, { 'd', 131072, 4096 }, { 'w', 229376, 8192 }, { 'f', 0, 0 },
+};
+
+static void test_l2_reuse_512(void **state)
+{
+    (void)state;
+    const struct workload w = { "l2-reuse-512", 512, 256u << 10, false,
+                                sizeof(l2_reuse_script) / sizeof(l2_reuse_script[0]), 0, 0, 8,
+                                1, 0x99, 0, 0, l2_reuse_script };
     crash_every_sync_point(&w);
 }
 
@@ -659,6 +826,9 @@ int main(void)
         cmocka_unit_test(test_alloc_4k),
         cmocka_unit_test(test_backing_4k),
         cmocka_unit_test(test_reuse_512),
+        cmocka_unit_test(test_refblocks_512),
+        cmocka_unit_test(test_l2_reuse_512),
+        cmocka_unit_test(test_reftable_grow_512),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
