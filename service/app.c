@@ -11,6 +11,7 @@
 #include "runtime/drives.h"
 #include "runtime/backups.h"
 #include "runtime/jobs.h"
+#include "runtime/prune.h"
 #include "runtime/registry.h"
 #include "runtime/workers.h"
 
@@ -70,6 +71,7 @@ int bv_app_open(struct bv_app *app, char *err, size_t errlen)
         return -1;
     }
     bv_backups_recover(app);
+    bv_prune_recover(app);
     return 0;
 }
 

@@ -40,6 +40,7 @@ void api_bitmaps_extents(struct bv_request *req, struct bv_reply *rep);
 void api_backups_create(struct bv_request *req, struct bv_reply *rep);
 void api_backups_list(struct bv_request *req, struct bv_reply *rep);
 void api_backups_get(struct bv_request *req, struct bv_reply *rep);
+void api_backups_delete(struct bv_request *req, struct bv_reply *rep);
 void api_backups_data(struct bv_request *req, struct bv_reply *rep);
 void api_backups_restore(struct bv_request *req, struct bv_reply *rep);
 void api_jobs_create(struct bv_request *req, struct bv_reply *rep);

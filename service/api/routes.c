@@ -46,6 +46,7 @@ const struct bv_route bv_routes[] = {
     { "POST", D "/backups", api_backups_create, 0 },
     { "GET", D "/backups", api_backups_list, 0 },
     { "GET", "/api/v1/backups/{bid}", api_backups_get, 0 },
+    { "DELETE", "/api/v1/backups/{bid}", api_backups_delete, 0 },
     { "GET", "/api/v1/backups/{bid}/data", api_backups_data, 0, BV_QUERY("offset", "length") },
     { "POST", "/api/v1/backups/{bid}/restore", api_backups_restore, 0 },
 

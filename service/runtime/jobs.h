@@ -96,6 +96,23 @@ int bv_jobs_backup_prepare(struct bv_app *app, struct bv_drive_entry *e,
 int bv_jobs_backup(struct bv_app *app, const struct bv_backup_spec *s, struct bv_job_info *info,
                    bv_error **errp);
 
+/* A job the service runs itself around engine work (a prune: catalog steps
+ * around a merge): recorded, queried, listed and reported as any job, with
+ * a generated id "<type>-<N>" (QEMU's id rule), auto-finalized and
+ * auto-dismissed.  run executes on a worker (bv/prune.h); release is called
+ * once the job's state is gone, or by this call when it fails. */
+struct bv_task_spec {
+    const char *type;                /* "prune" (the only one so far) */
+    const char *device;              /* the drive it concerns, or NULL */
+    const char *params;              /* the type's fields (JSON object text), NULL: {} */
+    int (*run)(struct bv_job *job, void *opaque, bv_error **errp);
+    void (*release)(void *opaque);
+    void *opaque;
+};
+/* Create and start it; *info gets the job as created. */
+int bv_jobs_task(struct bv_app *app, const struct bv_task_spec *s, struct bv_job_info *info,
+                 bv_error **errp);
+
 /* Verbs on the live job id (ENODEV "Job not found" if none). */
 int bv_jobs_verb(struct bv_app *app, const char *id, enum bv_job_verb verb, uint64_t speed,
                  struct bv_job_info *info, bv_error **errp);
