@@ -584,14 +584,14 @@ struct workload {
 static void shrink_caches(bv_node *n, unsigned l2_cap, unsigned rb_cap)
 {
     struct qcow2_state *s = q_state(n);
-    pthread_mutex_lock(&s->lock);
+    bv_mutex_lock(&s->lock);
     assert_false(qcow2_cache_has_dirty(&s->l2));
     assert_false(qcow2_cache_has_dirty(&s->rb));
     qcow2_cache_destroy(&s->l2);
     qcow2_cache_destroy(&s->rb);
     assert_int_equal(qcow2_cache_init(&s->l2, true, l2_cap, NULL), 0);
     assert_int_equal(qcow2_cache_init(&s->rb, false, rb_cap, NULL), 0);
-    pthread_mutex_unlock(&s->lock);
+    bv_mutex_unlock(&s->lock);
 }
 
 static void make_backing(uint64_t size, uint8_t pat)

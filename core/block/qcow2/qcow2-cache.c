@@ -103,6 +103,7 @@ static int write_entry(bv_node *n, struct qcow2_cache *c, struct qcow2_cache_ent
 
 int qcow2_sync_locked(bv_node *n, bv_error **errp)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
     int r = bv_child_flush(n->file, errp);
     if (r == 0)
@@ -112,6 +113,7 @@ int qcow2_sync_locked(bv_node *n, bv_error **errp)
 
 int qcow2_cache_sync_refcounts_locked(bv_node *n, bv_error **errp)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
     int r = 0;
     if (qcow2_cache_has_dirty(&s->rb))
@@ -144,6 +146,7 @@ static int pick_victim(bv_node *n, struct qcow2_cache *c, int *out, bv_error **e
 int qcow2_cache_get_locked(bv_node *n, struct qcow2_cache *c, uint64_t off, bool fresh,
                            struct qcow2_cache_entry **out, bv_error **errp)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
     int idx = find(c, off);
     int r = 0;
@@ -177,8 +180,9 @@ hit:
     return 0;
 }
 
-void qcow2_cache_drop_locked(struct qcow2_cache *c, uint64_t off)
+void qcow2_cache_drop_locked(bv_node *n, struct qcow2_cache *c, uint64_t off)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     int idx = find(c, off);
     if (idx >= 0)
         unlink_slot(c, idx);
@@ -201,6 +205,7 @@ static int cmp_entry_ptr(const void *a, const void *b)
 
 int qcow2_cache_flush_locked(bv_node *n, struct qcow2_cache *c, bool *wrote, bv_error **errp)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_cache_entry **list = malloc(c->cap * sizeof(*list));
     unsigned cnt = 0;
     int r = 0;

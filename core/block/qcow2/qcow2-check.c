@@ -334,9 +334,9 @@ int qcow2_check(bv_node *n, bool repair, struct bv_check_result *res, bv_error *
 {
     struct qcow2_state *s = q_state(n);
     struct ck c = { .n = n, .res = res };
-    pthread_mutex_lock(&s->lock);
+    bv_mutex_lock(&s->lock);
     int r = run_check(&c, repair, errp);
-    pthread_mutex_unlock(&s->lock);
+    bv_mutex_unlock(&s->lock);
     free(c.refs);
     free(c.buf);
     free(c.bad_rb);

@@ -137,6 +137,7 @@ static int overlap_guard_locked(bv_node *n, uint64_t off, uint64_t len, bv_error
 int qcow2_get_l2_locked(bv_node *n, uint64_t l1i, bool alloc, struct qcow2_cache_entry **e,
                         bv_error **errp)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
     uint64_t first, got;
     *e = NULL;
@@ -186,6 +187,7 @@ static int check_data_entry(const struct qcow2_state *s, uint64_t e, bv_error **
 static int map_run_locked(bv_node *n, uint64_t off, uint64_t len, struct q_run *run,
                           bv_error **errp)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
     uint32_t ub = s->sc_bits, upc = s->cluster_bits - ub;   /* log2 units per cluster */
     uint64_t us = 1ULL << ub, per = 1ULL << s->l2_bits;
@@ -359,18 +361,20 @@ static bool inflight_overlaps(const struct qcow2_state *s, uint64_t ci, uint64_t
  * so the caller looks at the mapping only afterwards. */
 static void wait_clear_locked(struct qcow2_state *s, uint64_t ci, uint64_t *cnt)
 {
+    BV_ASSERT_HELD(&s->lock);
     uint64_t want = *cnt;
     for (;;) {
         *cnt = want;
         if (!s->drainers && !inflight_blocks(s, ci, cnt))
             return;
-        pthread_cond_wait(&s->cond, &s->lock);
+        bv_cond_wait(&s->cond, &s->lock);
     }
 }
 
 static void inflight_add_locked(struct qcow2_state *s, struct qcow2_inflight *rec,
                                 uint64_t start, uint64_t end)
 {
+    BV_ASSERT_HELD(&s->lock);
     rec->start = start;
     rec->end = end;
     rec->next = s->inflight;
@@ -379,6 +383,7 @@ static void inflight_add_locked(struct qcow2_state *s, struct qcow2_inflight *re
 
 static void inflight_remove_locked(struct qcow2_state *s, struct qcow2_inflight *rec)
 {
+    BV_ASSERT_HELD(&s->lock);
     struct qcow2_inflight **pp = &s->inflight;
     while (*pp && *pp != rec)
         pp = &(*pp)->next;
@@ -393,16 +398,18 @@ static void inflight_remove_locked(struct qcow2_state *s, struct qcow2_inflight 
  * reused, waits for it. */
 static void io_end_locked(struct qcow2_state *s)
 {
+    BV_ASSERT_HELD(&s->lock);
     if (--s->io_unlocked == 0 && s->drainers)
         pthread_cond_broadcast(&s->cond);
 }
 
 void qcow2_drain_io_locked(bv_node *n)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
     s->drainers++;
     while (s->io_unlocked)
-        pthread_cond_wait(&s->cond, &s->lock);
+        bv_cond_wait(&s->cond, &s->lock);
     if (--s->drainers == 0)
         pthread_cond_broadcast(&s->cond);
 }
@@ -437,6 +444,7 @@ static const char *metadata_overlap(const struct qcow2_state *s, uint64_t off, u
  * and sets the corrupt bit (qemu-semantics §2.2). */
 static int overlap_guard_locked(bv_node *n, uint64_t off, uint64_t len, bv_error **errp)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     const char *what = metadata_overlap(q_state(n), off, len);
     if (!what)
         return 0;
@@ -460,21 +468,21 @@ int qcow2_pread(bv_node *n, void *buf, uint64_t len, uint64_t off, bv_error **er
     int r = 0;
     while (len && r == 0) {
         struct q_run run;
-        pthread_mutex_lock(&s->lock);
+        bv_mutex_lock(&s->lock);
         while (s->drainers)
-            pthread_cond_wait(&s->cond, &s->lock);
+            bv_cond_wait(&s->cond, &s->lock);
         r = map_run_locked(n, off, len, &run, errp);
         bool counted = r == 0 && run_reads_host(&run);
         if (counted)
             s->io_unlocked++;
-        pthread_mutex_unlock(&s->lock);
+        bv_mutex_unlock(&s->lock);
         if (r < 0)
             break;
         r = read_run(n, &run, p, off, errp);
         if (counted) {
-            pthread_mutex_lock(&s->lock);
+            bv_mutex_lock(&s->lock);
             io_end_locked(s);
-            pthread_mutex_unlock(&s->lock);
+            bv_mutex_unlock(&s->lock);
         }
         p += run.len;
         off += run.len;
@@ -666,6 +674,7 @@ static void plan_fresh_edges(const struct qcow2_state *s, struct wstep *st,
 /* Fresh step: allocate st->k clusters and note the COW sources. */
 static int plan_fresh_locked(bv_node *n, struct wstep *st, uint64_t len, bv_error **errp)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
     uint64_t cs = s->cluster_size, first, got;
     struct qcow2_cache_entry *e;
@@ -714,6 +723,7 @@ static void plan_owned_sub(const struct qcow2_state *s, struct wstep *st,
 static int plan_step_locked(bv_node *n, struct wstep *st, uint64_t off, uint64_t len,
                             bv_error **errp)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
     uint64_t cs = s->cluster_size, per = 1ULL << s->l2_bits;
     struct qcow2_cache_entry *e;
@@ -802,6 +812,7 @@ static uint64_t fresh_bm_of(const struct qcow2_state *s, const struct wstep *st,
  * for what they replace.  Data failed: give the new clusters back. */
 static int map_fresh_locked(bv_node *n, struct wstep *st, int r, bv_error **errp)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
     struct qcow2_cache_entry *e;
     uint64_t mapped = 0, cs = s->cluster_size;
@@ -826,6 +837,7 @@ static int map_fresh_locked(bv_node *n, struct wstep *st, int r, bv_error **errp
  * now, in each cluster whose entry still maps the host cluster written. */
 static int mark_owned_locked(bv_node *n, const struct wstep *st, bv_error **errp)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
     struct qcow2_cache_entry *e;
     uint64_t cs = s->cluster_size, end = st->head + st->bytes;
@@ -845,6 +857,7 @@ static int mark_owned_locked(bv_node *n, const struct wstep *st, bv_error **errp
 /* Owned step, data written or not (r): publish subclusters, end the step. */
 static int finish_owned_locked(bv_node *n, struct wstep *st, int r, bv_error **errp)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
     if (r == 0 && s->extl2)
         r = mark_owned_locked(n, st, errp);
@@ -857,6 +870,7 @@ static int finish_owned_locked(bv_node *n, struct wstep *st, int r, bv_error **e
 
 static int end_write_locked(bv_node *n, bv_error **errp)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
     if (s->nfrees >= QCOW2_MAX_PENDING_FREES)
         return qcow2_flush_metadata_locked(n, errp);
@@ -871,20 +885,20 @@ static int write_range(bv_node *n, const uint8_t *p, uint64_t len, uint64_t off,
     int r = 0;
     while (len && r == 0) {
         struct wstep st;
-        pthread_mutex_lock(&s->lock);
+        bv_mutex_lock(&s->lock);
         r = plan_step_locked(n, &st, off, len, errp);
-        pthread_mutex_unlock(&s->lock);
+        bv_mutex_unlock(&s->lock);
         if (r < 0)
             break;
         r = write_step_data(n, &st, p, errp);
-        pthread_mutex_lock(&s->lock);
+        bv_mutex_lock(&s->lock);
         if (st.owned)
             r = finish_owned_locked(n, &st, r, errp);
         else
             r = map_fresh_locked(n, &st, r, errp);
         if (r == 0)
             r = end_write_locked(n, errp);
-        pthread_mutex_unlock(&s->lock);
+        bv_mutex_unlock(&s->lock);
         p += st.bytes;
         off += st.bytes;
         len -= st.bytes;
@@ -934,11 +948,12 @@ static uint64_t zstd_cluster(const uint8_t *in, uint64_t len, uint8_t *out, uint
 static int alloc_compressed_locked(bv_node *n, uint64_t ci, uint64_t clen, uint64_t *hoff,
                                    struct qcow2_inflight *rec, bv_error **errp)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
     struct qcow2_cache_entry *e;
     uint64_t one = 1;
     while (inflight_blocks(s, ci, &one))
-        pthread_cond_wait(&s->cond, &s->lock);
+        bv_cond_wait(&s->cond, &s->lock);
     int r = qcow2_prepare_write_locked(n, errp);
     if (r == 0)
         r = qcow2_get_l2_locked(n, ci >> s->l2_bits, true, &e, errp);
@@ -963,14 +978,14 @@ static int put_compressed(bv_node *n, const uint8_t *cdata, uint64_t clen, uint6
     uint64_t ci = off >> s->cluster_bits, hoff;
     struct qcow2_inflight rec;
     struct qcow2_cache_entry *e;
-    pthread_mutex_lock(&s->lock);
+    bv_mutex_lock(&s->lock);
     int r = alloc_compressed_locked(n, ci, clen, &hoff, &rec, errp);
-    pthread_mutex_unlock(&s->lock);
+    bv_mutex_unlock(&s->lock);
     if (r < 0)
         return r;
     bv_node_event(n->file, BV_EV_WRITE_COMPRESSED);
     r = bv_child_pwrite(n->file, cdata, clen, hoff, errp);
-    pthread_mutex_lock(&s->lock);
+    bv_mutex_lock(&s->lock);
     if (r == 0)
         r = qcow2_get_l2_locked(n, ci >> s->l2_bits, false, &e, errp);
     if (r == 0) {
@@ -980,7 +995,7 @@ static int put_compressed(bv_node *n, const uint8_t *cdata, uint64_t clen, uint6
         qcow2_queue_free_locked(n, hoff, clen, NULL);
     }
     inflight_remove_locked(s, &rec);
-    pthread_mutex_unlock(&s->lock);
+    bv_mutex_unlock(&s->lock);
     return r;
 }
 
@@ -1066,12 +1081,13 @@ static void zeroed_entry_ext(const struct qcow2_state *s, uint64_t old, uint64_t
 static int zero_table_locked(bv_node *n, uint64_t ci, uint64_t cnt, bool unmap, bool discard,
                              bv_error **errp)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
     uint64_t l1i = ci >> s->l2_bits, l2i = ci & ((1ULL << s->l2_bits) - 1);
     struct qcow2_cache_entry *e;
     bool backing = n->backing != NULL;
     while (inflight_overlaps(s, ci, cnt))     /* let allocations there finish first */
-        pthread_cond_wait(&s->cond, &s->lock);
+        bv_cond_wait(&s->cond, &s->lock);
     if (!backing && !(s->l1[l1i] & L1E_OFFSET_MASK))
         return 0;                          /* reads as zeros already */
     int r = qcow2_get_l2_locked(n, l1i, true, &e, errp);
@@ -1100,7 +1116,7 @@ static int zero_clusters(bv_node *n, uint64_t a, uint64_t b, bool unmap, bool di
 {
     struct qcow2_state *s = q_state(n);
     uint64_t per = 1ULL << s->l2_bits, last = b >> s->cluster_bits;
-    pthread_mutex_lock(&s->lock);
+    bv_mutex_lock(&s->lock);
     int r = qcow2_prepare_write_locked(n, errp);
     for (uint64_t ci = a >> s->cluster_bits; r == 0 && ci < last;) {
         uint64_t cnt = per - (ci & (per - 1));
@@ -1111,7 +1127,7 @@ static int zero_clusters(bv_node *n, uint64_t a, uint64_t b, bool unmap, bool di
     }
     if (r == 0)
         r = end_write_locked(n, errp);
-    pthread_mutex_unlock(&s->lock);
+    bv_mutex_unlock(&s->lock);
     return r;
 }
 
@@ -1123,6 +1139,7 @@ static int zero_clusters(bv_node *n, uint64_t a, uint64_t b, bool unmap, bool di
 static int zero_subclusters_locked(bv_node *n, uint64_t off, uint64_t len, bool *done,
                                    bv_error **errp)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
     uint64_t ci = off >> s->cluster_bits, l1i = ci >> s->l2_bits;
     uint64_t l2i = ci & ((1ULL << s->l2_bits) - 1);
@@ -1130,7 +1147,7 @@ static int zero_subclusters_locked(bv_node *n, uint64_t off, uint64_t len, bool 
     bool backing = n->backing != NULL;
     *done = false;
     while (inflight_overlaps(s, ci, 1))
-        pthread_cond_wait(&s->cond, &s->lock);
+        bv_cond_wait(&s->cond, &s->lock);
     int r = qcow2_prepare_write_locked(n, errp);
     if (r == 0 && (backing || (s->l1[l1i] & L1E_OFFSET_MASK)))
         r = qcow2_get_l2_locked(n, l1i, backing, &e, errp);
@@ -1167,11 +1184,11 @@ static int zero_in_cluster(bv_node *n, uint64_t len, uint64_t off, bv_error **er
         return write_zero_bytes(n, len, off, errp);
     int r = off < a ? write_zero_bytes(n, a - off, off, errp) : 0;
     if (r == 0) {
-        pthread_mutex_lock(&s->lock);
+        bv_mutex_lock(&s->lock);
         r = zero_subclusters_locked(n, a, b - a, &done, errp);
         if (r == 0)
             r = end_write_locked(n, errp);
-        pthread_mutex_unlock(&s->lock);
+        bv_mutex_unlock(&s->lock);
     }
     if (r == 0 && !done)
         r = write_zero_bytes(n, b - a, a, errp);
@@ -1231,9 +1248,9 @@ int qcow2_block_status(bv_node *n, uint64_t off, uint64_t len, struct bv_block_s
 {
     struct qcow2_state *s = q_state(n);
     struct q_run run;
-    pthread_mutex_lock(&s->lock);
+    bv_mutex_lock(&s->lock);
     int r = map_run_locked(n, off, len, &run, errp);
-    pthread_mutex_unlock(&s->lock);
+    bv_mutex_unlock(&s->lock);
     if (r < 0)
         return r;
     bs->pnum = run.len;

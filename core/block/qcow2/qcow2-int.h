@@ -11,8 +11,9 @@
  * the reserve list, the pending-free list, header fields (size, autoclear,
  * l1/reftable offsets), `failed`, and the concurrency state (inflight,
  * io_unlocked, drainers; `cond` is waited on with it).  Functions named
- * *_locked expect it held.  Cache entry pointers are valid only while it is
- * held without a break: whoever drops it looks tables up again.
+ * *_locked expect it held and assert so (BV_ASSERT_HELD, bv/lock.h, debug
+ * builds).  Cache entry pointers are valid only while it is held without a
+ * break: whoever drops it looks tables up again.
  *
  * What runs without the lock (qcow2-cluster.c):
  *   - reads of data and compressed clusters, after mapping them under it;
@@ -56,6 +57,7 @@
 #include <stdint.h>
 
 #include "block/driver.h"
+#include "bv/lock.h"
 #include "util/endian.h"
 
 #define QCOW2_MAGIC 0x514649fbu
@@ -177,7 +179,7 @@ struct qcow2_inflight {
 #define QCOW2_MAX_PENDING_FREES 4096
 
 struct qcow2_state {
-    pthread_mutex_t lock;
+    bv_mutex lock;                     /* see Locking above; *_locked assert it */
     pthread_cond_t cond;               /* an in-flight range ended, or a drain changed */
     struct qcow2_inflight *inflight;   /* allocations whose data is being written */
     unsigned io_unlocked;              /* counted reads/in-place writes running unlocked */
@@ -249,7 +251,7 @@ void qcow2_cache_destroy(struct qcow2_cache *c);
  * The pointer stays valid until the next qcow2_cache_get on the same cache. */
 int qcow2_cache_get_locked(bv_node *n, struct qcow2_cache *c, uint64_t off, bool fresh,
                            struct qcow2_cache_entry **out, bv_error **errp);
-void qcow2_cache_drop_locked(struct qcow2_cache *c, uint64_t off);
+void qcow2_cache_drop_locked(bv_node *n, struct qcow2_cache *c, uint64_t off);
 int qcow2_cache_flush_locked(bv_node *n, struct qcow2_cache *c, bool *wrote, bv_error **errp);
 bool qcow2_cache_has_dirty(const struct qcow2_cache *c);
 /* Write dirty refblocks and sync if any refcount write is not yet durable:

@@ -112,6 +112,7 @@ static int refblock_offset(struct qcow2_state *s, uint64_t bi, uint64_t *off, bv
 
 int qcow2_rc_get_locked(bv_node *n, uint64_t idx, uint64_t *rc, bv_error **errp)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
     uint64_t off;
     struct qcow2_cache_entry *e;
@@ -228,6 +229,7 @@ static int rc_update_depth(bv_node *n, uint64_t idx, int64_t delta, int depth, b
 
 int qcow2_rc_update_locked(bv_node *n, uint64_t idx, int64_t delta, bv_error **errp)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     return rc_update_depth(n, idx, delta, 0, errp);
 }
 
@@ -272,6 +274,7 @@ static int find_free(bv_node *n, uint64_t want, bool exact, uint64_t *first, uin
 int qcow2_alloc_clusters_locked(bv_node *n, uint64_t want, bool exact, uint64_t *first,
                                 uint64_t *got, bv_error **errp)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
     uint64_t start, cnt;
     bv_node_event(n->file, BV_EV_CLUSTER_ALLOC);
@@ -297,6 +300,7 @@ int qcow2_alloc_clusters_locked(bv_node *n, uint64_t want, bool exact, uint64_t 
  * gets one reference per compressed cluster (qemu-semantics §2.4). */
 int qcow2_alloc_bytes_locked(bv_node *n, uint64_t len, uint64_t *off, bv_error **errp)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
     uint64_t cs = s->cluster_size, cur = s->free_byte, first, got, rc = 1;
     int r = 0;
@@ -328,6 +332,7 @@ int qcow2_alloc_bytes_locked(bv_node *n, uint64_t len, uint64_t *off, bv_error *
 
 int qcow2_queue_free_locked(bv_node *n, uint64_t off, uint64_t len, bv_error **errp)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
     if (s->nfrees && s->frees[s->nfrees - 1].off + s->frees[s->nfrees - 1].len == off &&
         (off & (s->cluster_size - 1)) == 0) {
@@ -400,6 +405,7 @@ static int write_l1_dirty(bv_node *n, bv_error **errp)
  */
 static int settle_locked(bv_node *n, bv_error **errp)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
     for (int round = 0;; round++) {
         if (s->nfrees)     /* nobody may be reading or writing a cluster about to be freed */
@@ -413,9 +419,9 @@ static int settle_locked(bv_node *n, bv_error **errp)
         if (round >= 2) {
             r = bv_child_flush(n->file, errp);
         } else {
-            pthread_mutex_unlock(&s->lock);
+            bv_mutex_unlock(&s->lock);
             r = bv_child_flush(n->file, errp);
-            pthread_mutex_lock(&s->lock);
+            bv_mutex_lock(&s->lock);
         }
         if (r < 0) {
             s->rb.unsynced = true;
@@ -428,6 +434,7 @@ static int settle_locked(bv_node *n, bv_error **errp)
 
 int qcow2_flush_metadata_locked(bv_node *n, bv_error **errp)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
     if (s->failed)
         return bv_error_setf(errp, EIO, "qcow2: image failed earlier; reopen it");

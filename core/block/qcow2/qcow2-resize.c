@@ -16,6 +16,7 @@
 
 static int grow_l1_locked(bv_node *n, uint64_t need, bv_error **errp)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
     uint64_t first, got, cs = s->cluster_size;
     uint64_t clusters = (need * 8 + cs - 1) / cs;
@@ -77,6 +78,7 @@ static int drop_entry(bv_node *n, uint64_t e, bv_error **errp)
 /* Unmap guest clusters from index `from` to the end of the L1 range. */
 static int shrink_locked(bv_node *n, uint64_t from, bv_error **errp)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
     uint64_t per = 1ULL << s->l2_bits;
     int r = 0;
@@ -94,7 +96,7 @@ static int shrink_locked(bv_node *n, uint64_t from, bv_error **errp)
         if (start == 0 && r == 0) {
             uint64_t l2off = s->l1[l1i] & L1E_OFFSET_MASK;
             r = qcow2_flush_metadata_locked(n, errp);  /* entries gone before the table */
-            qcow2_cache_drop_locked(&s->l2, l2off);
+            qcow2_cache_drop_locked(n, &s->l2, l2off);
             s->l1[l1i] = 0;
             if (s->l1_dirty_hi <= s->l1_dirty_lo)
                 s->l1_dirty_lo = (uint32_t)l1i;
@@ -114,7 +116,7 @@ int qcow2_truncate(bv_node *n, uint64_t size, bool allow_shrink, bv_error **errp
     struct qcow2_state *s = q_state(n);
     if (size % 512)
         return bv_error_setf(errp, EINVAL, "The new size must be a multiple of 512");
-    pthread_mutex_lock(&s->lock);
+    bv_mutex_lock(&s->lock);
     int r = qcow2_prepare_write_locked(n, errp);
     uint64_t need = qcow2_l1_entries_for(size, s->cluster_bits, s->l2_bits);
     if (r == 0 && size > n->size && need > s->l1_size)
@@ -134,6 +136,6 @@ int qcow2_truncate(bv_node *n, uint64_t size, bool allow_shrink, bv_error **errp
         if (r < 0)
             n->size = old;
     }
-    pthread_mutex_unlock(&s->lock);
+    bv_mutex_unlock(&s->lock);
     return r;
 }

@@ -96,6 +96,7 @@ static int parse_table(const uint8_t *t, uint64_t len, uint64_t table_off, uint3
 int qcow2_snapshots_read_locked(bv_node *n, struct qcow2_snapshot **out, uint32_t *count,
                                 uint64_t *table_bytes, bv_error **errp)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
     uint64_t flen, len;
     uint8_t *t = NULL;
@@ -150,9 +151,9 @@ int qcow2_snapshot_list(bv_node *n, struct bv_snapshot_list *out, bv_error **err
     struct qcow2_snapshot *sn = NULL;
     uint32_t count = 0;
     uint64_t bytes;
-    pthread_mutex_lock(&s->lock);
+    bv_mutex_lock(&s->lock);
     int r = qcow2_snapshots_read_locked(n, &sn, &count, &bytes, errp);
-    pthread_mutex_unlock(&s->lock);
+    bv_mutex_unlock(&s->lock);
     if (r < 0 || count == 0)
         return r;
     out->sn = calloc(count, sizeof(*out->sn));

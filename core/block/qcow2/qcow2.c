@@ -129,6 +129,7 @@ static void params_from_state(bv_node *n, struct qcow2_hdr_params *p)
 /* In-place update of the geometry and feature fields (one sector). */
 int qcow2_write_header_fields_locked(bv_node *n, bv_error **errp)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
     uint8_t b[96];
     int r = bv_child_pread(n->file, b, sizeof(b), 0, errp);
@@ -152,6 +153,7 @@ int qcow2_write_header_fields_locked(bv_node *n, bv_error **errp)
 /* Before the first write: clear autoclear bits we do not maintain. */
 int qcow2_prepare_write_locked(bv_node *n, bv_error **errp)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
     if (s->failed)
         return bv_error_setf(errp, EIO, "qcow2: image failed earlier; reopen it");
@@ -173,6 +175,7 @@ int qcow2_prepare_write_locked(bv_node *n, bv_error **errp)
 
 int qcow2_mark_corrupt_locked(bv_node *n, uint64_t off, const char *what, bv_error **errp)
 {
+    BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
     s->incompat |= QCOW2_INCOMPAT_CORRUPT;
     if (s->version >= 3)
@@ -402,7 +405,7 @@ static int qcow2_open(bv_node *n, int fd, bv_error **errp)
     struct qcow2_header h;
     uint8_t *c0 = NULL;
     uint64_t flen;
-    pthread_mutex_init(&s->lock, NULL);
+    bv_mutex_init(&s->lock);
     pthread_cond_init(&s->cond, NULL);
     int r = bv_child_length(n->file, &flen, errp);
     if (r == 0)
@@ -441,15 +444,15 @@ static void qcow2_close(bv_node *n)
     free(s->exts);
     free(s->frees);
     pthread_cond_destroy(&s->cond);
-    pthread_mutex_destroy(&s->lock);
+    bv_mutex_destroy(&s->lock);
 }
 
 static int qcow2_flush_to_os(bv_node *n, bv_error **errp)
 {
     struct qcow2_state *s = q_state(n);
-    pthread_mutex_lock(&s->lock);
+    bv_mutex_lock(&s->lock);
     int r = qcow2_flush_metadata_locked(n, errp);
-    pthread_mutex_unlock(&s->lock);
+    bv_mutex_unlock(&s->lock);
     return r;
 }
 
@@ -461,7 +464,7 @@ static uint32_t qcow2_cluster_size(const bv_node *n)
 static int qcow2_info(bv_node *n, struct bv_image_info *info, bv_error **errp)
 {
     struct qcow2_state *s = q_state(n);
-    pthread_mutex_lock(&s->lock);
+    bv_mutex_lock(&s->lock);
     info->cluster_size = s->cluster_size;
     info->qcow2_version = s->version;
     info->dirty = s->incompat & QCOW2_INCOMPAT_DIRTY;
@@ -472,7 +475,7 @@ static int qcow2_info(bv_node *n, struct bv_image_info *info, bv_error **errp)
     info->refcount_bits = 1 << s->refcount_order;
     info->compression_zstd = s->compression_type == QCOW2_COMPRESS_ZSTD;
     info->extended_l2 = s->extl2;
-    pthread_mutex_unlock(&s->lock);
+    bv_mutex_unlock(&s->lock);
     return 0;
 }
 
@@ -589,7 +592,7 @@ int bv_qcow2_set_backing(bv_node *n, const char *backing, enum bv_format fmt, bv
     uint32_t used = 0;
     if (!c0)
         return bv_error_setf(errp, ENOMEM, "out of memory");
-    pthread_mutex_lock(&s->lock);
+    bv_mutex_lock(&s->lock);
     int r = qcow2_prepare_write_locked(n, errp);
     if (r == 0) {
         params_from_state(n, &p);
@@ -606,7 +609,7 @@ int bv_qcow2_set_backing(bv_node *n, const char *backing, enum bv_format fmt, bv
         n->backing_name = backing ? strdup(backing) : NULL;
         n->backing_format = fmt;
     }
-    pthread_mutex_unlock(&s->lock);
+    bv_mutex_unlock(&s->lock);
     free(c0);
     return r;
 }

@@ -3,11 +3,14 @@
  * can assert that the calling thread holds the lock it expects (style.md
  * §10).  Release builds (NDEBUG) compile to a bare pthread mutex.
  *
- * How: each thread has a distinct address (a _Thread_local byte); the lock
- * stores the owner's address after acquiring and clears it before
- * releasing.  Only the owner writes the field while the mutex is held, so a
- * relaxed atomic suffices: a thread reading its own address there must have
- * written it itself, and no other thread can make it read its own address.
+ * How: each live thread has a distinct token (its pthread_self(), the same
+ * in every translation unit: a _Thread_local in a static inline function
+ * would be one variable per .c file, so a lock taken in one file would not
+ * be "held" in another); the lock stores the owner's token after acquiring
+ * and clears it before releasing.  Only the owner writes the field while
+ * the mutex is held, so a relaxed atomic suffices: a thread reading its own
+ * token there must have written it itself, and no other thread can make it
+ * read its own token.
  * A condition wait clears and restores the field around the wait, as the
  * wait releases and retakes the mutex.  Cost: two relaxed stores per
  * lock/unlock pair.  Not for recursive mutexes.
@@ -31,8 +34,7 @@ typedef struct bv_mutex {
 
 static inline uintptr_t bv_thread_token(void)
 {
-    static _Thread_local char me;
-    return (uintptr_t)&me;
+    return (uintptr_t)pthread_self();
 }
 
 static inline void bv_mutex_acquired_(bv_mutex *mx)
