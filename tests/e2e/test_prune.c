@@ -17,6 +17,7 @@
  *    link, the chain's directory holding exactly the catalog's files; the
  *    newest link of the live chain is 409 until a new chain closes it;
  *    after pruning position 4 the next incremental extends the merged link;
+ *    position 2's chain is compressed (the merged link is written compressed);
  *  - crash at each step (BV_TEST_CRASH_AT=1..7 makes the daemon _exit in
  *    the middle of pruning link 3 of 5), restart: the chain is the old one
  *    (steps 1-3) or the new one (4-7), never a mix, with the same checks;
@@ -150,11 +151,12 @@ static void wait_done(const char *job, const char *type)
 }
 
 /* A chain backup; its id into bid. */
-static void chain_backup(const char *drive, const char *kind, char bid[32])
+static void chain_backup(const char *drive, const char *kind, bool compress, char bid[32])
 {
     char path[256];
     snprintf(path, sizeof(path), "/api/v1/drives/%s/backups", drive);
-    cJSON *j = call(201, "POST", path, "{\"kind\":\"%s\"}", kind);
+    cJSON *j = call(201, "POST", path, "{\"kind\":\"%s\",\"compress\":%s}", kind,
+                    compress ? "true" : "false");
     assert_non_null(j);
     snprintf(bid, 32, "%s", str_or(cJSON_GetObjectItem(j, "backup"), "id", ""));
     wait_done(str_or(cJSON_GetObjectItem(j, "job"), "id", drive), "backup");
@@ -168,8 +170,9 @@ static cJSON *backup_get(const char *bid)
     return call(200, "GET", path, NULL);
 }
 
-/* A fresh drive with five links; refs: also reference k after link k. */
-static void build_chain(const char *drive, struct chain *c, bool refs)
+/* A fresh drive with five links (compressed ones with compress); refs: also
+ * reference k after link k. */
+static void build_chain(const char *drive, struct chain *c, bool refs, bool compress)
 {
     memset(c, 0, sizeof(*c));
     snprintf(c->drive, sizeof(c->drive), "%s", drive);
@@ -177,7 +180,7 @@ static void build_chain(const char *drive, struct chain *c, bool refs)
                       "{\"id\":\"%s\",\"format\":\"qcow2\",\"size\":\"8M\"}", drive));
     for (int k = 0; k < LINKS; k++) {
         io(drive, writes[k]);
-        chain_backup(drive, k ? "incremental" : "full", c->bid[k]);
+        chain_backup(drive, k ? "incremental" : "full", compress, c->bid[k]);
         if (refs) {
             char job[32];
             snprintf(job, sizeof(job), "ref%d", k);
@@ -377,7 +380,7 @@ static int setup(void **state)
     ju_events_init(&EV, &H, 0);
     events_restart();
     struct chain c;
-    build_chain("ref", &c, true);
+    build_chain("ref", &c, true, false);
     for (int k = 0; k < LINKS; k++) {
         char path[512];
         snprintf(path, sizeof(path), "%s/ref%d.raw", H.images, k);
@@ -408,12 +411,12 @@ static int teardown(void **state)
 
 /* ---- prune at every position ---- */
 
-static void prune_position(int pos)
+static void prune_position(int pos, bool compress)
 {
     char drive[32];
     snprintf(drive, sizeof(drive), "p%d", pos);
     struct chain c;
-    build_chain(drive, &c, false);
+    build_chain(drive, &c, false, compress);
     int gone = pos - 1;
     if (gone == LINKS - 1) {
         char path[256];
@@ -424,14 +427,21 @@ static void prune_position(int pos)
         bvh_resp_free(&r);
         check_intact(&c);
         char full[32];
-        chain_backup(drive, "full", full);          /* a new chain closes this one */
+        chain_backup(drive, "full", false, full);          /* a new chain closes this one */
     }
     prune(c.bid[gone]);
     check_pruned(&c, gone);
+    if (compress) {                                 /* the merged child is compressed too */
+        cJSON *b = backup_get(c.bid[gone + 1]);
+        int rc = bvh_sh("qemu-img check -U -f qcow2 --output=json '%s/%s' | "
+                        "grep -q '\"compressed-clusters\": [1-9]'", H.images, str_or(b, "file", ""));
+        ju_check(rc == 0, "merged link %s has no compressed cluster", str_or(b, "file", ""));
+        cJSON_Delete(b);
+    }
     if (pos == 4) {                                 /* the merged newest link is extended */
         char next[32];
         io(drive, "[\"write -P 0x61 2M 64k\",\"flush\"]");
-        chain_backup(drive, "incremental", next);
+        chain_backup(drive, "incremental", false, next);
         cJSON *b = backup_get(next);
         ju_check_str_member("incremental after prune", b, "parent", c.bid[LINKS - 1]);
         ju_check_str_member("incremental after prune", b, "kind", "incremental");
@@ -445,11 +455,11 @@ static void prune_position(int pos)
     }
 }
 
-static void test_prune_1(void **state) { (void)state; prune_position(1); ju_end(); }
-static void test_prune_2(void **state) { (void)state; prune_position(2); ju_end(); }
-static void test_prune_3(void **state) { (void)state; prune_position(3); ju_end(); }
-static void test_prune_4(void **state) { (void)state; prune_position(4); ju_end(); }
-static void test_prune_5(void **state) { (void)state; prune_position(5); ju_end(); }
+static void test_prune_1(void **state) { (void)state; prune_position(1, false); ju_end(); }
+static void test_prune_2(void **state) { (void)state; prune_position(2, true); ju_end(); }
+static void test_prune_3(void **state) { (void)state; prune_position(3, false); ju_end(); }
+static void test_prune_4(void **state) { (void)state; prune_position(4, false); ju_end(); }
+static void test_prune_5(void **state) { (void)state; prune_position(5, false); ju_end(); }
 
 static void test_refusals(void **state)
 {
@@ -486,7 +496,7 @@ static void crash_at(int step)
     char drive[32];
     snprintf(drive, sizeof(drive), "k%d", step);
     struct chain c;
-    build_chain(drive, &c, false);
+    build_chain(drive, &c, false, false);
     char n[8];
     snprintf(n, sizeof(n), "%d", step);
     setenv("BV_TEST_CRASH_AT", n, 1);
