@@ -1,6 +1,7 @@
 /* CRC maps and point-in-time digests: see include/bv/crcmap.h. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,12 +25,20 @@ uint64_t bv_crc_block_len(uint64_t disk_size, uint64_t block)
     return disk_size - off < BV_CRC_BLOCK ? disk_size - off : BV_CRC_BLOCK;
 }
 
+/* A whole block's value is computed once: digests ask for it per block, and
+ * 64 KiB of CRC per call made a digest of a 1 GiB map cost 1 GiB of CRC. */
 uint32_t bv_crc_zero(uint64_t len)
 {
     static const uint8_t z[BV_CRC_BLOCK];
-    if (len > BV_CRC_BLOCK)
-        len = BV_CRC_BLOCK;
-    return (uint32_t)crc32_z(0, z, (z_size_t)len);
+    static _Atomic uint32_t whole;            /* 0: not yet (a zero block's CRC is not 0) */
+    if (len < BV_CRC_BLOCK)
+        return (uint32_t)crc32_z(0, z, (z_size_t)len);
+    uint32_t c = atomic_load_explicit(&whole, memory_order_relaxed);
+    if (!c) {
+        c = (uint32_t)crc32_z(0, z, BV_CRC_BLOCK);
+        atomic_store_explicit(&whole, c, memory_order_relaxed);
+    }
+    return c;
 }
 
 int bv_crcmap_new(uint64_t disk_size, struct bv_crcmap **out, bv_error **errp)
