@@ -315,6 +315,23 @@ int bvdb_damage_clear(bvdb *db, const char *backup_id)
     return r < 0 ? r : 0;
 }
 
+static void bind_damage_range(sqlite3_stmt *st, const void *arg)
+{
+    const struct damage_in *d = arg;
+    sqlite3_bind_text(st, 1, d->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)d->off);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)(d->off + d->len));
+}
+
+int bvdb_damage_remove(bvdb *db, const char *backup_id, uint64_t offset, uint64_t length)
+{
+    struct damage_in d = { backup_id, offset, length, NULL };
+    int r = db_exec(db, "DELETE FROM damaged_extents WHERE backup_id = ?1 AND offset_ >= ?2 "
+                        "AND offset_ + length <= ?3", bind_damage_range, &d, "remove damage",
+                    NULL);
+    return r < 0 ? r : 0;
+}
+
 struct damage_cb {
     int (*cb)(uint64_t offset, uint64_t length, void *opaque);
     void *opaque;

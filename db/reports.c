@@ -6,7 +6,7 @@
 
 #define REPORT_COLS "id, job_id, drive_id, kind, status, test, reference, " \
     "first_mismatch_sector, first_mismatch_offset, mismatched_bytes, extents, extents_total, " \
-    "samples, created_at"
+    "samples, created_at, affected"
 
 static void bind_report(sqlite3_stmt *st, const void *arg)
 {
@@ -27,12 +27,13 @@ static void bind_report(sqlite3_stmt *st, const void *arg)
     sqlite3_bind_int64(st, 12, (sqlite3_int64)r->extents_total);
     db_bind_opt_text(st, 13, r->samples ? r->samples : "[]");
     db_bind_opt_text(st, 14, r->created_at);
+    db_bind_opt_text(st, 15, r->affected ? r->affected : "[]");
 }
 
 int bvdb_report_insert(bvdb *db, const struct bvdb_report *r)
 {
     int rc = db_exec(db, "INSERT INTO reports(" REPORT_COLS ") VALUES "
-                         "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)",
+                         "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
                      bind_report, r, "insert report", NULL);
     return rc < 0 ? rc : 0;
 }
@@ -54,6 +55,7 @@ static void row(sqlite3_stmt *st, struct bvdb_report *r)
     r->extents_total = (uint64_t)sqlite3_column_int64(st, 11);
     r->samples = (const char *)sqlite3_column_text(st, 12);
     r->created_at = (const char *)sqlite3_column_text(st, 13);
+    r->affected = (const char *)sqlite3_column_text(st, 14);
 }
 
 struct report_cb {

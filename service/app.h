@@ -48,6 +48,12 @@ struct bv_app {
 
     atomic_uint_fast64_t http_requests;
     atomic_uint_fast64_t corruption_reports;
+    /* verify jobs (runtime/verify.c): bytes read, durations by bucket (the
+     * last is +Inf), their count and sum in microseconds */
+#define BV_VERIFY_HIST_BUCKETS 10
+    atomic_uint_fast64_t verify_bytes;
+    atomic_uint_fast64_t verify_hist[BV_VERIFY_HIST_BUCKETS + 1];
+    atomic_uint_fast64_t verify_count, verify_us;
 
     struct bv_registry *registry;  /* open drives (own lock, see runtime/registry.h) */
     struct bv_job_ctx *jobs;       /* the job engine (own lock, see bv/job.h) */

@@ -7,6 +7,7 @@
 #include "app.h"
 #include "runtime/jobs.h"
 #include "runtime/registry.h"
+#include "runtime/verify.h"
 
 void api_health(struct bv_request *req, struct bv_reply *rep)
 {
@@ -77,6 +78,7 @@ void api_metrics(struct bv_request *req, struct bv_reply *rep)
             (unsigned long long)atomic_load(&req->app->corruption_reports));
     write_bitmap_metrics(req->app, f);
     bv_jobs_metrics(req->app, f);
+    bv_verify_metrics(req->app, f);
     fclose(f);
     bv_reply_bytes(rep, 200, "text/plain; version=0.0.4", text, len);
 }

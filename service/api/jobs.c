@@ -1,7 +1,8 @@
 /*
  * /api/v1/jobs: create backup jobs, query live jobs and history, verbs.
- * Parsing and formatting only: the operations are runtime/jobs.c's.  The
- * backup body reader is shared with transactions' drive-backup action.
+ * Parsing and formatting only: the operations are runtime/jobs.c's (and
+ * runtime/verify.c's for type verify).  The backup body reader is shared
+ * with transactions' drive-backup action.
  */
 #include <errno.h>
 #include <math.h>
@@ -13,6 +14,7 @@
 #include "api/common.h"
 #include "app.h"
 #include "runtime/jobs.h"
+#include "runtime/verify.h"
 
 static const char *const job_types[] = { "backup", "verify", NULL };
 static const char *const bitmap_modes[] = { "on-success", "always", "never", NULL };
@@ -133,11 +135,112 @@ static void reply_job(struct bv_request *req, struct bv_reply *rep, int status, 
     free(v);
 }
 
+/* ---- verify --------------------------------------------------------------- */
+
+static const char *const verify_modes[] = { "compare", "checksum", NULL };
+
+/* {"drive"} | {"backup"} | {"file","format"?}: exactly one name. */
+static int verify_side_read(const cJSON *o, const char *what, struct bv_verify_side *s,
+                            char *err, size_t errlen)
+{
+    const char *drive = NULL, *backup = NULL, *file = NULL;
+    int fmt = -1;
+    const struct bvj_field f[] = {
+        { "drive", BVJ_STRING, false, &drive },
+        { "backup", BVJ_STRING, false, &backup },
+        { "file", BVJ_STRING, false, &file },
+        { "format", BVJ_ENUM, false, &fmt, .names = api_format_names },
+    };
+    char inner[400];
+    if (bvj_read(o, f, BVJ_COUNT(f), inner, sizeof(inner)) < 0) {
+        snprintf(err, errlen, "'%s': %s", what, inner);
+        return -1;
+    }
+    if ((drive != NULL) + (backup != NULL) + (file != NULL) != 1) {
+        snprintf(err, errlen, "'%s' needs exactly one of 'drive', 'backup' or 'file'", what);
+        return -1;
+    }
+    if (fmt >= 0 && !file) {
+        snprintf(err, errlen, "'%s': 'format' goes only with 'file'", what);
+        return -1;
+    }
+    s->kind = drive ? BV_VSIDE_DRIVE : backup ? BV_VSIDE_BACKUP : BV_VSIDE_FILE;
+    s->name = drive ? drive : backup ? backup : file;
+    s->format = fmt >= 0 ? bv_format_name(api_format(fmt)) : NULL;
+    return 0;
+}
+
+static int verify_read(const cJSON *obj, struct bv_verify_request *rq, char *err, size_t errlen)
+{
+    int type = 0, mode = -1;
+    const cJSON *test = NULL, *ref = NULL;
+    memset(rq, 0, sizeof(*rq));
+    const struct bvj_field f[] = {
+        { "type", BVJ_ENUM, true, &type, .names = job_types },
+        { "mode", BVJ_ENUM, true, &mode, .names = verify_modes },
+        { "test", BVJ_OBJECT, false, &test },
+        { "reference", BVJ_OBJECT, false, &ref },
+        { "backup", BVJ_STRING, false, &rq->backup },
+        { "drive", BVJ_STRING, false, &rq->drive },
+    };
+    if (bvj_read(obj, f, BVJ_COUNT(f), err, errlen) < 0)
+        return -1;
+    rq->checksum = mode == 1;
+    if (rq->checksum) {
+        if (test || ref) {
+            snprintf(err, errlen, "A checksum verify takes 'backup' or 'drive', not "
+                     "'test'/'reference'");
+            return -1;
+        }
+        if ((rq->backup != NULL) == (rq->drive != NULL)) {
+            snprintf(err, errlen, "A checksum verify needs exactly one of 'backup' or 'drive'");
+            return -1;
+        }
+        return 0;
+    }
+    if (rq->backup || rq->drive) {
+        snprintf(err, errlen, "A compare verify takes 'test' and 'reference', not "
+                 "'backup'/'drive'");
+        return -1;
+    }
+    if (!test || !ref) {
+        snprintf(err, errlen, "Parameter '%s' is missing", test ? "reference" : "test");
+        return -1;
+    }
+    if (verify_side_read(test, "test", &rq->test, err, errlen) < 0 ||
+        verify_side_read(ref, "reference", &rq->reference, err, errlen) < 0)
+        return -1;
+    return 0;
+}
+
+static void create_verify(struct bv_request *req, struct bv_reply *rep, const cJSON *obj)
+{
+    struct bv_verify_request rq;
+    char err[512];
+    if (verify_read(obj, &rq, err, sizeof(err)) < 0) {
+        bv_reply_error(rep, 400, NULL, "%s", err);
+        return;
+    }
+    struct bv_job_info info;
+    bv_error *e = NULL;
+    int r = bv_verify_start(req->app, &rq, &info, &e);
+    if (r < 0)
+        api_fail(rep, 0, r, e);
+    else
+        reply_job(req, rep, 201, info.id);
+}
+
 void api_jobs_create(struct bv_request *req, struct bv_reply *rep)
 {
     cJSON *obj = bv_req_json(req, rep);
     if (!obj)
         return;
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(obj, "type");
+    if (cJSON_IsString(type) && strcmp(type->valuestring, "verify") == 0) {
+        create_verify(req, rep, obj);
+        cJSON_Delete(obj);
+        return;
+    }
     struct bv_backup_spec s;
     char err[512];
     if (api_backup_spec_read(obj, true, &s, err, sizeof(err)) < 0) {

@@ -38,6 +38,8 @@ static cJSON *report_json(const struct bvdb_report *r)
     cJSON_AddNumberToObject(o, "extents_total", (double)r->extents_total);
     cJSON *smp = cJSON_Parse(r->samples ? r->samples : "[]");
     cJSON_AddItemToObject(o, "samples", smp ? smp : cJSON_CreateArray());
+    cJSON *aff = cJSON_Parse(r->affected ? r->affected : "[]");
+    cJSON_AddItemToObject(o, "affected_backups", aff ? aff : cJSON_CreateArray());
     cJSON_AddStringToObject(o, "created_at", r->created_at);
     return o;
 }

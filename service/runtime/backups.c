@@ -33,6 +33,7 @@
 #include "runtime/jobs.h"
 #include "runtime/registry.h"
 #include "runtime/transactions.h"
+#include "runtime/verify.h"
 
 #define CHAIN_BITMAP_PREFIX "blockvault-chain-"
 
@@ -44,6 +45,7 @@ struct chain_job {
     char file[1024];
     char bitmap[160];
     bool new_chain;
+    bool verify;                       /* a checksum verify of the link after it */
     uint64_t size;
     struct bv_crcmap *map;
     _Atomic uint64_t written;
@@ -83,28 +85,10 @@ static void get_cb(const struct bvdb_backup *b, void *opaque)
     rec_of(b, opaque);
 }
 
-static int count_damage(uint64_t off, uint64_t len, void *opaque)
-{
-    (void)off;
-    (void)len;
-    (*(int *)opaque)++;
-    return 1;
-}
-
-/* A point is damaged if it or a link below it has unhealed damage or is
- * corrupt. */
+/* A point is damaged if it reads a damaged block (bv_backups_point_damage). */
 static bool point_damaged(struct bv_app *app, const struct bv_backup_rec *r)
 {
-    struct bv_backup_rec cur = *r;
-    for (int depth = 0; depth < 4096; depth++) {
-        int n = 0;
-        bvdb_damage_list(app->db, cur.id, count_damage, &n);
-        if (n || strcmp(cur.status, "corrupt") == 0)
-            return true;
-        if (!cur.parent[0] || bvdb_backup_get(app->db, cur.parent, get_cb, &cur) < 0)
-            return false;
-    }
-    return false;
+    return bv_backups_point_damage(app, r->id, NULL, NULL) != 0;
 }
 
 int bv_backups_get(struct bv_app *app, const char *id, struct bv_backup_rec *out,
@@ -246,6 +230,112 @@ int bv_backups_point_crcmap(struct bv_app *app, const char *id, struct bv_crcmap
     return 0;
 }
 
+static int load_link_map(struct bv_app *app, const struct bv_backup_rec *l,
+                         struct bv_crcmap **out, bv_error **errp)
+{
+    struct crcs_blob c = { NULL, 0 };
+    bvdb_backup_get(app->db, l->id, crcs_cb, &c);
+    int r = bv_crcmap_load(c.data, c.len, l->virtual_size, out, errp);
+    free(c.data);
+    return r;
+}
+
+int bv_backups_link_crcmap(struct bv_app *app, const char *id, struct bv_crcmap **out,
+                           bv_error **errp)
+{
+    struct bv_backup_rec r;
+    if (bvdb_backup_get(app->db, id, get_cb, &r) < 0)
+        return bv_error_setf(errp, ENODEV, "Backup '%s' not found", id);
+    return load_link_map(app, &r, out, errp);
+}
+
+/* ---- damage ------------------------------------------------------------------------ */
+
+struct damage_acc {
+    struct damage_ext { uint64_t off, len; } *v;
+    size_t n, cap;
+};
+
+static int damage_row(uint64_t off, uint64_t len, void *opaque)
+{
+    struct damage_acc *d = opaque;
+    if (d->n == d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 8;
+        void *v = cap < 1000000 ? realloc(d->v, cap * sizeof(*d->v)) : NULL;
+        if (!v)
+            return 1;
+        d->v = v;
+        d->cap = cap;
+    }
+    d->v[d->n++] = (struct damage_ext){ off, len };
+    return 0;
+}
+
+/* The blocks of [off, off+len) that no newer link (above) rewrote, as runs. */
+static int uncovered_runs(const struct bv_crcmap *above, const char *link, uint64_t off,
+                          uint64_t len,
+                          void (*cb)(void *, const char *, uint64_t, uint64_t), void *opaque)
+{
+    int runs = 0;
+    uint64_t first = off / BV_CRC_BLOCK, end = (off + len + BV_CRC_BLOCK - 1) / BV_CRC_BLOCK;
+    uint64_t run_start = UINT64_MAX;
+    uint32_t crc;
+    for (uint64_t b = first; b <= end; b++) {
+        bool open = b < end && !(above && bv_crcmap_get(above, b, &crc));
+        if (open && run_start == UINT64_MAX)
+            run_start = b;
+        if (!open && run_start != UINT64_MAX) {
+            runs++;
+            if (cb)
+                cb(opaque, link, run_start * BV_CRC_BLOCK, (b - run_start) * BV_CRC_BLOCK);
+            run_start = UINT64_MAX;
+        }
+    }
+    return runs;
+}
+
+int bv_backups_point_damage(struct bv_app *app, const char *id,
+                            void (*cb)(void *opaque, const char *link, uint64_t off,
+                                       uint64_t len),
+                            void *opaque)
+{
+    struct bv_backup_rec *links = NULL;
+    size_t n = 0;
+    if (chain_to(app, id, &links, &n) < 0)
+        return -ENOENT;
+    struct damage_acc *dmg = calloc(n ? n : 1, sizeof(*dmg));
+    size_t lowest = SIZE_MAX;
+    for (size_t i = 0; dmg && i < n; i++) {
+        bvdb_damage_list(app->db, links[i].id, damage_row, &dmg[i]);
+        if (lowest == SIZE_MAX && (dmg[i].n || strcmp(links[i].status, "corrupt") == 0))
+            lowest = i;
+    }
+    int found = dmg ? 0 : -ENOMEM;
+    struct bv_crcmap *above = NULL;
+    if (lowest != SIZE_MAX && bv_crcmap_new(links[n - 1].virtual_size, &above, NULL) < 0)
+        found = -ENOMEM;
+    for (size_t i = n; found >= 0 && lowest != SIZE_MAX && i-- > lowest;) {
+        if (dmg[i].n == 0 && strcmp(links[i].status, "corrupt") == 0) {
+            found++;
+            if (cb)
+                cb(opaque, links[i].id, 0, 0);
+        }
+        for (size_t k = 0; k < dmg[i].n; k++)
+            found += uncovered_runs(above, links[i].id, dmg[i].v[k].off, dmg[i].v[k].len, cb,
+                                    opaque);
+        struct bv_crcmap *lm = NULL;
+        if (i > lowest && load_link_map(app, &links[i], &lm, NULL) == 0)
+            bv_crcmap_overlay(above, lm);
+        bv_crcmap_free(lm);
+    }
+    bv_crcmap_free(above);
+    for (size_t i = 0; dmg && i < n; i++)
+        free(dmg[i].v);
+    free(dmg);
+    free(links);
+    return found;
+}
+
 /* ---- the job's end --------------------------------------------------------------- */
 
 static void chain_copied(void *opaque, uint64_t off, uint64_t len, const void *data)
@@ -330,6 +420,8 @@ static void chain_finished(struct bv_app *app, void *opaque, const struct bv_job
     if (bvdb_backup_finish(app->db, &b) < 0)
         log_error("cannot record the end of backup '%s'", cj->bid);
     free(blob);
+    if (ok && cj->verify)
+        bv_verify_after_backup(app, cj->bid);   /* queued: we hold the engine lock */
     struct chain_ids ci = { app, cj->drive, cj->cid };
     if (ok && cj->new_chain) {
         bvdb_chain_list(app->db, cj->drive, close_older, &ci);
@@ -572,6 +664,9 @@ static int create_locked(struct bv_app *app, struct bv_drive_entry *e,
         copy_str(cj->parent, sizeof(cj->parent), cur.parent);
     }
     snprintf(cj->file, sizeof(cj->file), "%s/%s.qcow2", dir, cj->bid);
+    cj->verify = rq->verify;
+    if (!full)
+        bv_verify_remark_locked(app, e, cur.parent, cur.bitmap);
     int r = make_dirs(app, dir, errp);
     if (r == 0)
         r = record_start(app, cj, full, reason, dir, rq->compress, bseq, errp);

@@ -74,6 +74,21 @@ int bv_backups_open_point(struct bv_app *app, const char *id, bv_node **out, bv_
 int bv_backups_point_crcmap(struct bv_app *app, const char *id, struct bv_crcmap **out,
                             bv_error **errp);
 
+/* One link's own CRC map (the blocks it wrote). */
+int bv_backups_link_crcmap(struct bv_app *app, const char *id, struct bv_crcmap **out,
+                           bv_error **errp);
+
+/* The damage point id still reads: for each link at or below it (newest
+ * first), its recorded damaged extents minus the blocks that a link between
+ * that one and the point wrote again (healed for this point), as runs of
+ * whole 64 KiB blocks; a corrupt link without recorded extents counts whole
+ * (len 0).  cb may be NULL.  Returns the number of runs (0: not damaged) or
+ * -errno. */
+int bv_backups_point_damage(struct bv_app *app, const char *id,
+                            void (*cb)(void *opaque, const char *link, uint64_t off,
+                                       uint64_t len),
+                            void *opaque);
+
 /* Start-up: backups left running by a crash are failed and their files
  * removed. */
 void bv_backups_recover(struct bv_app *app);

@@ -19,6 +19,7 @@
 #include "app.h"
 #include "bv/path.h"
 #include "bv/prune.h"
+#include "bv/verify.h"
 #include "bvdb/backups.h"
 #include "bvdb/events.h"
 #include "bvdb/jobs.h"
@@ -698,7 +699,8 @@ int bv_jobs_task(struct bv_app *app, const struct bv_task_spec *s, struct bv_job
 {
     char id[129];
     struct svc_job *sj = NULL;
-    int r = strcmp(s->type, "prune") == 0 ? 0
+    bool verify = strcmp(s->type, "verify") == 0;
+    int r = strcmp(s->type, "prune") == 0 || verify ? 0
           : bv_error_setf(errp, ENOTSUP, "no service job of type '%s'", s->type);
     if (r == 0)
         r = task_id(app, s->type, id, errp);
@@ -722,7 +724,11 @@ int bv_jobs_task(struct bv_app *app, const struct bv_task_spec *s, struct bv_job
         .id = id, .device = s->device, .auto_finalize = true, .auto_dismiss = true, .user = sj,
     };
     struct bv_job *job = NULL;
-    r = bv_prune_job_create(app->jobs, &jo, &po, &job, errp);   /* failure: sj released */
+    struct bv_verify_job_opts vo = {
+        .run = s->run, .opaque = s->opaque, .release = svc_job_release, .release_opaque = sj,
+    };
+    r = verify ? bv_verify_job_create(app->jobs, &jo, &vo, &job, errp)
+               : bv_prune_job_create(app->jobs, &jo, &po, &job, errp);   /* failure: sj released */
     if (r < 0)
         return r;
     bv_job_start(job);

@@ -74,6 +74,8 @@ int bvdb_backup_list(bvdb *db, const char *drive_id, const char *chain_id,
 int bvdb_damage_add(bvdb *db, const char *backup_id, uint64_t offset, uint64_t length,
                     const char *report_id);
 int bvdb_damage_clear(bvdb *db, const char *backup_id);
+/* Remove the damaged extents of a link that lie inside [offset, offset+length). */
+int bvdb_damage_remove(bvdb *db, const char *backup_id, uint64_t offset, uint64_t length);
 int bvdb_damage_list(bvdb *db, const char *backup_id,
                      int (*cb)(uint64_t offset, uint64_t length, void *opaque), void *opaque);
 

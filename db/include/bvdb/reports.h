@@ -20,6 +20,7 @@ struct bvdb_report {
     const char *extents;           /* JSON array text */
     uint64_t extents_total;
     const char *samples;           /* JSON array text */
+    const char *affected;          /* JSON array of backup ids (NULL: []) */
     const char *created_at;
 };
 
