@@ -42,45 +42,12 @@
 #include "util/checked.h"
 #include "util/endian.h"
 
-enum q_type { Q_UNALLOC, Q_ZERO, Q_NORMAL, Q_COMPRESSED };
-
 struct q_run {
     enum q_type type;
     uint64_t host;        /* Q_NORMAL: host offset of the run's first byte */
     uint64_t len;         /* bytes */
     uint64_t l2e;         /* Q_COMPRESSED: the descriptor */
 };
-
-static enum q_type entry_type(const struct qcow2_state *s, uint64_t e)
-{
-    if (e & QCOW_OFLAG_COMPRESSED)
-        return Q_COMPRESSED;
-    if ((e & QCOW_OFLAG_ZERO) && s->version >= 3 && !s->extl2)
-        return Q_ZERO;
-    return (e & L2E_OFFSET_MASK) ? Q_NORMAL : Q_UNALLOC;
-}
-
-static inline uint64_t l2_get(const struct qcow2_state *s, const struct qcow2_cache_entry *e,
-                              uint64_t i)
-{
-    return qcow2_l2e(s, e->data, i);
-}
-
-static inline uint64_t l2_get_bm(const struct qcow2_state *s,
-                                 const struct qcow2_cache_entry *e, uint64_t i)
-{
-    return qcow2_l2bm(s, e->data, i);
-}
-
-/* Entry i := v (and, with extended L2, its bitmap := bm). */
-static inline void l2_set(const struct qcow2_state *s, struct qcow2_cache_entry *e, uint64_t i,
-                          uint64_t v, uint64_t bm)
-{
-    st_be64(e->data + (i << s->l2e_shift), v);
-    if (s->extl2)
-        st_be64(e->data + (i << s->l2e_shift) + 8, bm);
-    e->dirty = true;
-}
 
 void qcow2_compressed_range(const struct qcow2_state *s, uint64_t l2e, uint64_t *off,
                             uint64_t *len)
@@ -95,25 +62,6 @@ uint64_t qcow2_compressed_entry(const struct qcow2_state *s, uint64_t off, uint6
 {
     uint64_t extra = ((off + len - 1) >> 9) - (off >> 9);   /* sectors after the first */
     return QCOW_OFLAG_COMPRESSED | (extra << s->csize_shift) | off;
-}
-
-/* What allocation unit sc (a subcluster; 0 without extended L2) of the
- * cluster mapped by (ent, bm) reads from, and its host offset if data. */
-static int unit_status(const struct qcow2_state *s, uint64_t ent, uint64_t bm, uint32_t sc,
-                       enum q_type *t, uint64_t *host, bv_error **errp)
-{
-    uint64_t h = ent & L2E_OFFSET_MASK;
-    *t = entry_type(s, ent);
-    *host = h;
-    if (!s->extl2 || *t == Q_COMPRESSED)
-        return 0;
-    bool alloc = (bm >> sc) & 1, zero = (bm >> (32 + sc)) & 1;
-    if ((alloc && zero) || (alloc && !h))
-        return qcow2_corrupt(errp, h, "Invalid cluster entry found (L2 entry 0x%016" PRIx64
-                             ", bitmap 0x%016" PRIx64 ")", ent, bm);
-    *t = alloc ? Q_NORMAL : zero ? Q_ZERO : Q_UNALLOC;
-    *host = h + ((uint64_t)sc << s->sc_bits);
-    return 0;
 }
 
 static int load_check(bv_node *n, uint64_t off, uint64_t l1i, bv_error **errp)
@@ -175,7 +123,7 @@ int qcow2_get_l2_locked(bv_node *n, uint64_t l1i, bool alloc, struct qcow2_cache
 
 static int check_data_entry(const struct qcow2_state *s, uint64_t e, bv_error **errp)
 {
-    if (entry_type(s, e) == Q_NORMAL && (e & L2E_OFFSET_MASK & (s->cluster_size - 1)))
+    if (qcow2_entry_type(s, e) == Q_NORMAL && (e & L2E_OFFSET_MASK & (s->cluster_size - 1)))
         return qcow2_corrupt(errp, e & L2E_OFFSET_MASK, "offset=%" PRIx64 ": Data cluster is "
                              "not properly aligned; L2 entry corrupted.", (uint64_t)(e & L2E_OFFSET_MASK));
     return 0;
@@ -203,10 +151,10 @@ static int map_run_locked(bv_node *n, uint64_t off, uint64_t len, struct q_run *
         enum q_type t = Q_UNALLOC;
         uint64_t span = e ? 1 : ((per - l2i) << upc) - sc;     /* units */
         if (e) {
-            ent = l2_get(s, e, l2i);
+            ent = qcow2_l2_get(s, e, l2i);
             r = check_data_entry(s, ent, errp);
             if (r == 0)
-                r = unit_status(s, ent, l2_get_bm(s, e, l2i), sc, &t, &host, errp);
+                r = qcow2_sc_unit_status(s, ent, qcow2_l2_get_bm(s, e, l2i), sc, &t, &host, errp);
             if (r < 0)
                 return r;
             if (t == Q_COMPRESSED)
@@ -348,7 +296,7 @@ static bool inflight_blocks(const struct qcow2_state *s, uint64_t ci, uint64_t *
     return false;
 }
 
-static bool inflight_overlaps(const struct qcow2_state *s, uint64_t ci, uint64_t cnt)
+bool qcow2_inflight_overlaps(const struct qcow2_state *s, uint64_t ci, uint64_t cnt)
 {
     for (const struct qcow2_inflight *p = s->inflight; p; p = p->next)
         if (p->start < ci + cnt && ci < p->end)
@@ -519,15 +467,15 @@ static int read_old_range(bv_node *n, uint64_t old, uint64_t bm, uint64_t gci, u
     uint32_t a = (uint32_t)(from >> s->sc_bits), b = (uint32_t)((from + len) >> s->sc_bits);
     int r = 0;
     bv_node_event(n->file, BV_EV_COW_READ);
-    if (entry_type(s, old) == Q_COMPRESSED)
+    if (qcow2_entry_type(s, old) == Q_COMPRESSED)
         return read_compressed(n, old, out, errp);
     while (r == 0 && a < b) {
         enum q_type t, t2;
         uint64_t h, h2;
         uint32_t k = 1;
-        r = unit_status(s, old, bm, a, &t, &h, errp);
-        while (r == 0 && a + k < b && unit_status(s, old, bm, a + k, &t2, &h2, NULL) == 0 &&
-               t2 == t)
+        r = qcow2_sc_unit_status(s, old, bm, a, &t, &h, errp);
+        while (r == 0 && a + k < b &&
+               qcow2_sc_unit_status(s, old, bm, a + k, &t2, &h2, NULL) == 0 && t2 == t)
             k++;
         uint64_t uoff = (uint64_t)a << s->sc_bits;
         if (r == 0)
@@ -551,39 +499,6 @@ static int free_old_entry(bv_node *n, uint64_t old, bv_error **errp)
     return 0;
 }
 
-/* Extended L2: whether a fresh cluster replacing old is written only where
- * touched (old holds no host data, so untouched subclusters keep reading as
- * they did); else the whole cluster is copied. */
-static bool fresh_sub(const struct qcow2_state *s, uint64_t old)
-{
-    return s->extl2 && !(old & (L2E_OFFSET_MASK | QCOW_OFLAG_COMPRESSED));
-}
-
-/* Whether the subcluster holding byte pos of the cluster (old, bm) already
- * holds data in old's host cluster (extended L2 only). */
-static bool unit_allocated(const struct qcow2_state *s, uint64_t old, uint64_t bm, uint64_t pos)
-{
-    return s->extl2 && entry_type(s, old) == Q_NORMAL && ((bm >> (pos >> s->sc_bits)) & 1);
-}
-
-/* Allocated-half bitmap bits of the subclusters that bytes [from, from + cnt) touch. */
-static uint64_t touched_mask(const struct qcow2_state *s, uint64_t from, uint64_t cnt)
-{
-    return qcow2_sc_mask((uint32_t)(from >> s->sc_bits),
-                         (uint32_t)((from + cnt - 1) >> s->sc_bits) + 1);
-}
-
-/* Bitmap of a fresh cluster replacing (old, oldbm) whose guest bytes
- * [from, from + cnt) are written. */
-static uint64_t fresh_bitmap(const struct qcow2_state *s, uint64_t old, uint64_t oldbm,
-                             uint64_t from, uint64_t cnt)
-{
-    if (!fresh_sub(s, old))
-        return QCOW2_SC_ALL_ALLOC;
-    uint64_t m = touched_mask(s, from, cnt);
-    return (oldbm & QCOW2_SC_ALL_ZERO & ~(m << 32)) | m;
-}
-
 /* One partial cluster: its old content (old, bm) with guest bytes [from,
  * from + cnt) replaced, written to host cluster `host`.  Without sub the
  * whole cluster is written; with sub (extended L2) only the touched
@@ -596,9 +511,9 @@ static int write_partial(bv_node *n, uint64_t old, uint64_t bm, bool sub, uint64
     struct qcow2_state *s = q_state(n);
     uint64_t cs = s->cluster_size, eu = sub ? 1ULL << s->sc_bits : cs;
     uint64_t ua = from & ~(eu - 1), ub = (from + cnt + eu - 1) & ~(eu - 1);
-    if (sub && unit_allocated(s, old, bm, from))
+    if (sub && qcow2_sc_unit_allocated(s, old, bm, from))
         ua = from;
-    if (sub && unit_allocated(s, old, bm, from + cnt - 1))
+    if (sub && qcow2_sc_unit_allocated(s, old, bm, from + cnt - 1))
         ub = from + cnt;
     uint8_t *tmp = malloc(cs);
     int r = tmp ? 0 : bv_error_setf(errp, ENOMEM, "out of memory");
@@ -615,37 +530,15 @@ static int write_partial(bv_node *n, uint64_t old, uint64_t bm, bool sub, uint64
     return r;
 }
 
-/*
- * One step of a write: a run of clusters inside one L2 table that are either
- * all owned (COPIED, contiguous on the host: written in place) or all to be
- * replaced by `k` freshly allocated contiguous clusters.  Planned and
- * finished under the lock; the data moves without it.
- */
-struct wstep {
-    uint64_t ci, l1i, l2i;       /* first guest cluster; its L1/L2 indices */
-    uint64_t k;                  /* clusters in the step */
-    uint64_t head;               /* offset of the first byte in cluster ci */
-    uint64_t bytes;              /* guest bytes the step writes */
-    uint64_t host;               /* host offset of cluster ci (owned or new) */
-    bool owned;
-    bool cow;                    /* owned, extended L2: fills a partly written unallocated
-                                  * subcluster; one cluster, held in flight */
-    uint64_t old_head, old_tail; /* fresh: old entries of the first/last cluster (COW);
-                                  * cow: old_head is cluster ci's entry */
-    uint64_t old_head_bm, old_tail_bm;   /* their subcluster bitmaps */
-    uint64_t new_head_bm, new_tail_bm;   /* fresh: bitmaps of the first/last new cluster */
-    struct qcow2_inflight rec;   /* fresh or cow: the in-flight range, linked while unlocked */
-};
-
 /* Leading clusters of e from l2i (at most want) that share e0's ownership
  * and, when owned, continue its host run. */
 static uint64_t same_kind_run(const struct qcow2_state *s, const struct qcow2_cache_entry *e,
                               uint64_t l2i, uint64_t want, bool owned)
 {
-    uint64_t e0 = l2_get(s, e, l2i), k = 1;
+    uint64_t e0 = qcow2_l2_get(s, e, l2i), k = 1;
     for (; k < want; k++) {
-        uint64_t ek = l2_get(s, e, l2i + k);
-        bool ok = entry_type(s, ek) == Q_NORMAL && (ek & QCOW_OFLAG_COPIED);
+        uint64_t ek = qcow2_l2_get(s, e, l2i + k);
+        bool ok = qcow2_entry_type(s, ek) == Q_NORMAL && (ek & QCOW_OFLAG_COPIED);
         if (ok != owned ||
             (owned && (ek & L2E_OFFSET_MASK) != (e0 & L2E_OFFSET_MASK) + k * s->cluster_size))
             break;
@@ -655,24 +548,25 @@ static uint64_t same_kind_run(const struct qcow2_state *s, const struct qcow2_ca
 
 /* Fresh step: note the COW sources of its partial first and last clusters
  * and the bitmaps their new clusters get. */
-static void plan_fresh_edges(const struct qcow2_state *s, struct wstep *st,
+static void plan_fresh_edges(const struct qcow2_state *s, struct qcow2_wstep *st,
                              const struct qcow2_cache_entry *e)
 {
     uint64_t cs = s->cluster_size, end = st->head + st->bytes;
     uint64_t tl2i = st->l2i + ((end - 1) >> s->cluster_bits);
-    st->old_head = l2_get(s, e, st->l2i);
-    st->old_head_bm = l2_get_bm(s, e, st->l2i);
-    st->old_tail = l2_get(s, e, tl2i);
-    st->old_tail_bm = l2_get_bm(s, e, tl2i);
-    st->new_head_bm = fresh_bitmap(s, st->old_head, st->old_head_bm, st->head,
+    st->old_head = qcow2_l2_get(s, e, st->l2i);
+    st->old_head_bm = qcow2_l2_get_bm(s, e, st->l2i);
+    st->old_tail = qcow2_l2_get(s, e, tl2i);
+    st->old_tail_bm = qcow2_l2_get_bm(s, e, tl2i);
+    st->new_head_bm = qcow2_sc_fresh_bitmap(s, st->old_head, st->old_head_bm, st->head,
                                    cs - st->head < st->bytes ? cs - st->head : st->bytes);
-    st->new_tail_bm = (end & (cs - 1)) ? fresh_bitmap(s, st->old_tail, st->old_tail_bm, 0,
-                                                      end & (cs - 1))
-                                       : QCOW2_SC_ALL_ALLOC;
+    st->new_tail_bm = (end & (cs - 1))
+                          ? qcow2_sc_fresh_bitmap(s, st->old_tail, st->old_tail_bm, 0,
+                                                  end & (cs - 1))
+                          : QCOW2_SC_ALL_ALLOC;
 }
 
 /* Fresh step: allocate st->k clusters and note the COW sources. */
-static int plan_fresh_locked(bv_node *n, struct wstep *st, uint64_t len, bv_error **errp)
+static int plan_fresh_locked(bv_node *n, struct qcow2_wstep *st, uint64_t len, bv_error **errp)
 {
     BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
@@ -693,34 +587,9 @@ static int plan_fresh_locked(bv_node *n, struct wstep *st, uint64_t len, bv_erro
     return r;
 }
 
-/* Owned step with extended L2: a first or last touched subcluster that is
- * unallocated and only partly written must be filled from its old content.
- * The first one makes the step a one-cluster cow step; a last one in a
- * later cluster ends the step before that cluster. */
-static void plan_owned_sub(const struct qcow2_state *s, struct wstep *st,
-                           const struct qcow2_cache_entry *e, uint64_t len)
-{
-    uint64_t cs = s->cluster_size, us = 1ULL << s->sc_bits, end = st->head + st->bytes;
-    uint64_t lastc = (end - 1) >> s->cluster_bits;
-    uint64_t e0 = l2_get(s, e, st->l2i), bm0 = l2_get_bm(s, e, st->l2i);
-    uint64_t el = l2_get(s, e, st->l2i + lastc), bml = l2_get_bm(s, e, st->l2i + lastc);
-    bool hfill = (st->head & (us - 1)) && !unit_allocated(s, e0, bm0, st->head);
-    bool tfill = (end & (us - 1)) && !unit_allocated(s, el, bml, (end - 1) & (cs - 1));
-    if (hfill || (tfill && lastc == 0)) {
-        st->k = 1;
-        st->bytes = cs - st->head < len ? cs - st->head : len;
-        st->cow = true;
-        st->old_head = e0;
-        st->old_head_bm = bm0;
-    } else if (tfill) {
-        st->k = lastc;
-        st->bytes = lastc * cs - st->head;
-    }
-}
-
 /* Plan the step that starts at off: on success the caller owns either an
  * unlocked-I/O count (owned, not cow) or an in-flight range (fresh, cow). */
-static int plan_step_locked(bv_node *n, struct wstep *st, uint64_t off, uint64_t len,
+static int plan_step_locked(bv_node *n, struct qcow2_wstep *st, uint64_t off, uint64_t len,
                             bv_error **errp)
 {
     BV_ASSERT_HELD(&q_state(n)->lock);
@@ -741,17 +610,17 @@ static int plan_step_locked(bv_node *n, struct wstep *st, uint64_t off, uint64_t
         r = qcow2_get_l2_locked(n, st->l1i, true, &e, errp);
     if (r < 0)
         return r;
-    uint64_t e0 = l2_get(s, e, st->l2i);
+    uint64_t e0 = qcow2_l2_get(s, e, st->l2i);
     if ((r = check_data_entry(s, e0, errp)) < 0)
         return r;
-    st->owned = entry_type(s, e0) == Q_NORMAL && (e0 & QCOW_OFLAG_COPIED);
+    st->owned = qcow2_entry_type(s, e0) == Q_NORMAL && (e0 & QCOW_OFLAG_COPIED);
     st->k = same_kind_run(s, e, st->l2i, want, st->owned);
     if (!st->owned)
         return plan_fresh_locked(n, st, len, errp);
     st->host = e0 & L2E_OFFSET_MASK;
     st->bytes = st->k * cs - st->head < len ? st->k * cs - st->head : len;
     if (s->extl2)
-        plan_owned_sub(s, st, e, len);
+        qcow2_sc_plan_owned(s, st, e, len);
     r = overlap_guard_locked(n, st->host + st->head, st->bytes, errp);
     if (r == 0 && st->cow)
         inflight_add_locked(s, &st->rec, st->ci, st->ci + 1);
@@ -762,7 +631,7 @@ static int plan_step_locked(bv_node *n, struct wstep *st, uint64_t off, uint64_t
 
 /* Fresh step's data (unlocked): COW head/tail partial clusters, one pwrite
  * for the whole clusters between. */
-static int write_fresh(bv_node *n, const struct wstep *st, const uint8_t *buf,
+static int write_fresh(bv_node *n, const struct qcow2_wstep *st, const uint8_t *buf,
                        bv_error **errp)
 {
     struct qcow2_state *s = q_state(n);
@@ -772,8 +641,8 @@ static int write_fresh(bv_node *n, const struct wstep *st, const uint8_t *buf,
     bv_node_event(n->file, BV_EV_WRITE_AIO);
     if (head || bytes < cs) {
         uint64_t cnt = cs - head < bytes ? cs - head : bytes;
-        r = write_partial(n, st->old_head, st->old_head_bm, fresh_sub(s, st->old_head), st->ci,
-                          st->host, buf, head, cnt, errp);
+        r = write_partial(n, st->old_head, st->old_head_bm, qcow2_sc_fresh_sub(s, st->old_head),
+                          st->ci, st->host, buf, head, cnt, errp);
         done = cnt;
         ci = 1;
     }
@@ -783,12 +652,12 @@ static int write_fresh(bv_node *n, const struct wstep *st, const uint8_t *buf,
     done += full;
     ci += full / cs;
     if (r == 0 && done < bytes)
-        r = write_partial(n, st->old_tail, st->old_tail_bm, fresh_sub(s, st->old_tail),
+        r = write_partial(n, st->old_tail, st->old_tail_bm, qcow2_sc_fresh_sub(s, st->old_tail),
                           st->ci + ci, st->host + ci * cs, buf + done, 0, bytes - done, errp);
     return r;
 }
 
-static int write_step_data(bv_node *n, const struct wstep *st, const uint8_t *buf,
+static int write_step_data(bv_node *n, const struct qcow2_wstep *st, const uint8_t *buf,
                            bv_error **errp)
 {
     if (!st->owned)
@@ -800,17 +669,9 @@ static int write_step_data(bv_node *n, const struct wstep *st, const uint8_t *bu
     return bv_child_pwrite(n->file, buf, st->bytes, st->host + st->head, errp);
 }
 
-/* Bitmap of the step's new cluster i. */
-static uint64_t fresh_bm_of(const struct qcow2_state *s, const struct wstep *st, uint64_t i)
-{
-    if (i == 0 && (st->head || st->bytes < s->cluster_size))
-        return st->new_head_bm;
-    return i == st->k - 1 ? st->new_tail_bm : QCOW2_SC_ALL_ALLOC;
-}
-
 /* Fresh step, data written (r == 0): map the new clusters and queue frees
  * for what they replace.  Data failed: give the new clusters back. */
-static int map_fresh_locked(bv_node *n, struct wstep *st, int r, bv_error **errp)
+static int map_fresh_locked(bv_node *n, struct qcow2_wstep *st, int r, bv_error **errp)
 {
     BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
@@ -821,10 +682,10 @@ static int map_fresh_locked(bv_node *n, struct wstep *st, int r, bv_error **errp
     if (r == 0) {
         bv_node_event(n->file, BV_EV_L2_UPDATE);
         for (; mapped < st->k; mapped++) {
-            int fr = free_old_entry(n, l2_get(s, e, st->l2i + mapped), r ? NULL : errp);
+            int fr = free_old_entry(n, qcow2_l2_get(s, e, st->l2i + mapped), r ? NULL : errp);
             r = r ? r : fr;
-            l2_set(s, e, st->l2i + mapped, (st->host + mapped * cs) | QCOW_OFLAG_COPIED,
-                   fresh_bm_of(s, st, mapped));
+            qcow2_l2_set(s, e, st->l2i + mapped, (st->host + mapped * cs) | QCOW_OFLAG_COPIED,
+                   qcow2_sc_fresh_bm_of(s, st, mapped));
         }
     }
     if (mapped < st->k)
@@ -833,34 +694,13 @@ static int map_fresh_locked(bv_node *n, struct wstep *st, int r, bv_error **errp
     return r;
 }
 
-/* Owned step written (extended L2): its touched subclusters are allocated
- * now, in each cluster whose entry still maps the host cluster written. */
-static int mark_owned_locked(bv_node *n, const struct wstep *st, bv_error **errp)
-{
-    BV_ASSERT_HELD(&q_state(n)->lock);
-    struct qcow2_state *s = q_state(n);
-    struct qcow2_cache_entry *e;
-    uint64_t cs = s->cluster_size, end = st->head + st->bytes;
-    int r = qcow2_get_l2_locked(n, st->l1i, false, &e, errp);
-    for (uint64_t i = 0; r == 0 && e && i < st->k; i++) {
-        uint64_t a = i ? 0 : st->head, b = end - i * cs < cs ? end - i * cs : cs;
-        uint64_t ent = l2_get(s, e, st->l2i + i), bm = l2_get_bm(s, e, st->l2i + i);
-        if ((ent & (L2E_OFFSET_MASK | QCOW_OFLAG_COMPRESSED)) != st->host + i * cs)
-            continue;                    /* discarded or replaced meanwhile */
-        uint64_t m = touched_mask(s, a, b - a), nbm = (bm | m) & ~(m << 32);
-        if (nbm != bm)
-            l2_set(s, e, st->l2i + i, ent, nbm);
-    }
-    return r;
-}
-
 /* Owned step, data written or not (r): publish subclusters, end the step. */
-static int finish_owned_locked(bv_node *n, struct wstep *st, int r, bv_error **errp)
+static int finish_owned_locked(bv_node *n, struct qcow2_wstep *st, int r, bv_error **errp)
 {
     BV_ASSERT_HELD(&q_state(n)->lock);
     struct qcow2_state *s = q_state(n);
     if (r == 0 && s->extl2)
-        r = mark_owned_locked(n, st, errp);
+        r = qcow2_sc_mark_owned_locked(n, st, errp);
     if (st->cow)
         inflight_remove_locked(s, &st->rec);
     else
@@ -884,7 +724,7 @@ static int write_range(bv_node *n, const uint8_t *p, uint64_t len, uint64_t off,
     struct qcow2_state *s = q_state(n);
     int r = 0;
     while (len && r == 0) {
-        struct wstep st;
+        struct qcow2_wstep st;
         bv_mutex_lock(&s->lock);
         r = plan_step_locked(n, &st, off, len, errp);
         bv_mutex_unlock(&s->lock);
@@ -959,7 +799,7 @@ static int alloc_compressed_locked(bv_node *n, uint64_t ci, uint64_t clen, uint6
         r = qcow2_get_l2_locked(n, ci >> s->l2_bits, true, &e, errp);
     if (r < 0)
         return r;
-    if (l2_get(s, e, ci & ((1ULL << s->l2_bits) - 1)) & ~QCOW_OFLAG_ZERO)
+    if (qcow2_l2_get(s, e, ci & ((1ULL << s->l2_bits) - 1)) & ~QCOW_OFLAG_ZERO)
         return bv_error_setf(errp, EIO, "compressed write to an allocated cluster (guest "
                              "offset %" PRIu64 ")", ci << s->cluster_bits);
     r = qcow2_alloc_bytes_locked(n, clen, hoff, errp);
@@ -990,7 +830,8 @@ static int put_compressed(bv_node *n, const uint8_t *cdata, uint64_t clen, uint6
         r = qcow2_get_l2_locked(n, ci >> s->l2_bits, false, &e, errp);
     if (r == 0) {
         bv_node_event(n->file, BV_EV_L2_UPDATE_COMPRESSED);
-        l2_set(s, e, ci & ((1ULL << s->l2_bits) - 1), qcow2_compressed_entry(s, hoff, clen), 0);
+        qcow2_l2_set(s, e, ci & ((1ULL << s->l2_bits) - 1), qcow2_compressed_entry(s, hoff, clen),
+                     0);
     } else {
         qcow2_queue_free_locked(n, hoff, clen, NULL);
     }
@@ -1049,7 +890,7 @@ static int write_zero_bytes(bv_node *n, uint64_t len, uint64_t off, bv_error **e
 static uint64_t zeroed_entry(const struct qcow2_state *s, uint64_t old, bool unmap,
                              bool discard, bool backing)
 {
-    enum q_type t = entry_type(s, old);
+    enum q_type t = qcow2_entry_type(s, old);
     if (discard && t == Q_UNALLOC && !backing)
         return old;
     if (t == Q_ZERO && !(old & L2E_OFFSET_MASK))
@@ -1061,22 +902,6 @@ static uint64_t zeroed_entry(const struct qcow2_state *s, uint64_t old, bool unm
     return QCOW_OFLAG_ZERO;
 }
 
-/* Extended L2: new (entry, bitmap) for a whole cluster being zeroed or
- * discarded; *nv == old and *nbm == bm keep it. */
-static void zeroed_entry_ext(const struct qcow2_state *s, uint64_t old, uint64_t bm, bool unmap,
-                             bool discard, bool backing, uint64_t *nv, uint64_t *nbm)
-{
-    enum q_type t = entry_type(s, old);
-    *nv = old;
-    *nbm = bm;
-    if (t == Q_UNALLOC && (!backing || bm == QCOW2_SC_ALL_ZERO))
-        return;                        /* reads as zeros already */
-    *nbm = QCOW2_SC_ALL_ZERO;
-    if (!unmap && !discard && t == Q_NORMAL && (old & QCOW_OFLAG_COPIED))
-        return;                        /* keeps its host cluster, reads as zeros */
-    *nv = 0;
-}
-
 /* Whole clusters [ci, ci+cnt) of one L2 table (locked, v3). */
 static int zero_table_locked(bv_node *n, uint64_t ci, uint64_t cnt, bool unmap, bool discard,
                              bv_error **errp)
@@ -1086,16 +911,17 @@ static int zero_table_locked(bv_node *n, uint64_t ci, uint64_t cnt, bool unmap, 
     uint64_t l1i = ci >> s->l2_bits, l2i = ci & ((1ULL << s->l2_bits) - 1);
     struct qcow2_cache_entry *e;
     bool backing = n->backing != NULL;
-    while (inflight_overlaps(s, ci, cnt))     /* let allocations there finish first */
+    while (qcow2_inflight_overlaps(s, ci, cnt))     /* let allocations there finish first */
         bv_cond_wait(&s->cond, &s->lock);
     if (!backing && !(s->l1[l1i] & L1E_OFFSET_MASK))
         return 0;                          /* reads as zeros already */
     int r = qcow2_get_l2_locked(n, l1i, true, &e, errp);
     bv_node_event(n->file, BV_EV_L2_UPDATE);
     for (uint64_t i = 0; i < cnt && r == 0; i++) {
-        uint64_t old = l2_get(s, e, l2i + i), bm = l2_get_bm(s, e, l2i + i), nv, nbm = 0;
+        uint64_t old = qcow2_l2_get(s, e, l2i + i), bm = qcow2_l2_get_bm(s, e, l2i + i);
+        uint64_t nv, nbm = 0;
         if (s->extl2) {
-            zeroed_entry_ext(s, old, bm, unmap, discard, backing, &nv, &nbm);
+            qcow2_sc_zeroed_entry(s, old, bm, unmap, discard, backing, &nv, &nbm);
         } else {
             nv = zeroed_entry(s, old, unmap, discard, backing);
             if (s->version < 3 && nv == QCOW_OFLAG_ZERO)
@@ -1105,7 +931,7 @@ static int zero_table_locked(bv_node *n, uint64_t ci, uint64_t cnt, bool unmap, 
             continue;
         if ((nv & L2E_OFFSET_MASK) == 0)
             r = free_old_entry(n, old, errp);
-        l2_set(s, e, l2i + i, nv, nbm);
+        qcow2_l2_set(s, e, l2i + i, nv, nbm);
     }
     return r;
 }
@@ -1131,47 +957,6 @@ static int zero_clusters(bv_node *n, uint64_t a, uint64_t b, bool unmap, bool di
     return r;
 }
 
-/* Extended L2: whole subclusters [off, off + len) of one cluster get their
- * zero bits under the lock when the cluster has no host data (over a
- * backing file; without one they read as zeros already) or is owned (their
- * allocated bits drop); *done is false when neither holds (compressed or
- * shared: the caller writes zeros). */
-static int zero_subclusters_locked(bv_node *n, uint64_t off, uint64_t len, bool *done,
-                                   bv_error **errp)
-{
-    BV_ASSERT_HELD(&q_state(n)->lock);
-    struct qcow2_state *s = q_state(n);
-    uint64_t ci = off >> s->cluster_bits, l1i = ci >> s->l2_bits;
-    uint64_t l2i = ci & ((1ULL << s->l2_bits) - 1);
-    struct qcow2_cache_entry *e = NULL;
-    bool backing = n->backing != NULL;
-    *done = false;
-    while (inflight_overlaps(s, ci, 1))
-        bv_cond_wait(&s->cond, &s->lock);
-    int r = qcow2_prepare_write_locked(n, errp);
-    if (r == 0 && (backing || (s->l1[l1i] & L1E_OFFSET_MASK)))
-        r = qcow2_get_l2_locked(n, l1i, backing, &e, errp);
-    if (r < 0 || !e) {
-        *done = r == 0;                /* no table, no backing file: zeros already */
-        return r;
-    }
-    uint64_t ent = l2_get(s, e, l2i), bm = l2_get_bm(s, e, l2i), nbm = bm;
-    uint64_t m = touched_mask(s, off & (s->cluster_size - 1), len);
-    enum q_type t = entry_type(s, ent);
-    if (t == Q_UNALLOC) {
-        nbm = backing ? bm | (m << 32) : bm;
-        *done = true;
-    } else if (t == Q_NORMAL && (ent & QCOW_OFLAG_COPIED)) {
-        nbm = (bm & ~m) | (m << 32);
-        *done = true;
-    }
-    if (*done && nbm != bm) {
-        bv_node_event(n->file, BV_EV_L2_UPDATE);
-        l2_set(s, e, l2i, ent, nbm);
-    }
-    return r;
-}
-
 /* [off, off + len) inside one cluster: zero bits for the whole subclusters
  * where possible (extended L2), zero bytes written for the rest. */
 static int zero_in_cluster(bv_node *n, uint64_t len, uint64_t off, bv_error **errp)
@@ -1185,7 +970,7 @@ static int zero_in_cluster(bv_node *n, uint64_t len, uint64_t off, bv_error **er
     int r = off < a ? write_zero_bytes(n, a - off, off, errp) : 0;
     if (r == 0) {
         bv_mutex_lock(&s->lock);
-        r = zero_subclusters_locked(n, a, b - a, &done, errp);
+        r = qcow2_sc_zero_locked(n, a, b - a, &done, errp);
         if (r == 0)
             r = end_write_locked(n, errp);
         bv_mutex_unlock(&s->lock);

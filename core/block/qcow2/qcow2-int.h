@@ -1,6 +1,7 @@
 /*
  * qcow2 driver internals, shared by qcow2.c (open/create/header),
- * qcow2-cluster.c (guest-to-host mapping, data path), qcow2-refcount.c
+ * qcow2-cluster.c (guest-to-host mapping, data path), qcow2-subcluster.c
+ * (extended L2 bitmaps), qcow2-refcount.c
  * (allocation, frees, check) and qcow2-cache.c (L2/refblock caches).
  *
  * On-disk layout facts are in /work/shared/reference/qemu-semantics.md §2.
@@ -297,6 +298,100 @@ void qcow2_drain_io_locked(bv_node *n);
 /* L2 table for l1 index (allocating one if alloc); *e NULL if unallocated. */
 int qcow2_get_l2_locked(bv_node *n, uint64_t l1i, bool alloc, struct qcow2_cache_entry **e,
                         bv_error **errp);
+
+/* ---- shared by qcow2-cluster.c and qcow2-subcluster.c ---- */
+/* What a cluster (or, with extended L2, a subcluster) reads from. */
+enum q_type { Q_UNALLOC, Q_ZERO, Q_NORMAL, Q_COMPRESSED };
+
+/* Type of a standard L2 descriptor (with extended L2 the bitmap decides
+ * between data, zeros and unallocated: qcow2_sc_unit_status). */
+static inline enum q_type qcow2_entry_type(const struct qcow2_state *s, uint64_t e)
+{
+    if (e & QCOW_OFLAG_COMPRESSED)
+        return Q_COMPRESSED;
+    if ((e & QCOW_OFLAG_ZERO) && s->version >= 3 && !s->extl2)
+        return Q_ZERO;
+    return (e & L2E_OFFSET_MASK) ? Q_NORMAL : Q_UNALLOC;
+}
+
+/* Entry i of a cached L2 table, and its bitmap (extended L2; else 0). */
+static inline uint64_t qcow2_l2_get(const struct qcow2_state *s, const struct qcow2_cache_entry *e,
+                                    uint64_t i)
+{
+    return qcow2_l2e(s, e->data, i);
+}
+
+static inline uint64_t qcow2_l2_get_bm(const struct qcow2_state *s,
+                                       const struct qcow2_cache_entry *e, uint64_t i)
+{
+    return qcow2_l2bm(s, e->data, i);
+}
+
+/* Entry i := v (and, with extended L2, its bitmap := bm). */
+static inline void qcow2_l2_set(const struct qcow2_state *s, struct qcow2_cache_entry *e,
+                                uint64_t i, uint64_t v, uint64_t bm)
+{
+    st_be64(e->data + (i << s->l2e_shift), v);
+    if (s->extl2)
+        st_be64(e->data + (i << s->l2e_shift) + 8, bm);
+    e->dirty = true;
+}
+
+/*
+ * One step of a write: a run of clusters inside one L2 table that are either
+ * all owned (COPIED, contiguous on the host: written in place) or all to be
+ * replaced by `k` freshly allocated contiguous clusters.  Planned and
+ * finished under the lock; the data moves without it.
+ */
+struct qcow2_wstep {
+    uint64_t ci, l1i, l2i;       /* first guest cluster; its L1/L2 indices */
+    uint64_t k;                  /* clusters in the step */
+    uint64_t head;               /* offset of the first byte in cluster ci */
+    uint64_t bytes;              /* guest bytes the step writes */
+    uint64_t host;               /* host offset of cluster ci (owned or new) */
+    bool owned;
+    bool cow;                    /* owned, extended L2: fills a partly written unallocated
+                                  * subcluster; one cluster, held in flight */
+    uint64_t old_head, old_tail; /* fresh: old entries of the first/last cluster (COW);
+                                  * cow: old_head is cluster ci's entry */
+    uint64_t old_head_bm, old_tail_bm;   /* their subcluster bitmaps */
+    uint64_t new_head_bm, new_tail_bm;   /* fresh: bitmaps of the first/last new cluster */
+    struct qcow2_inflight rec;   /* fresh or cow: the in-flight range, linked while unlocked */
+};
+
+/* Is any of guest clusters [ci, ci + cnt) being allocated (unlocked)? */
+bool qcow2_inflight_overlaps(const struct qcow2_state *s, uint64_t ci, uint64_t cnt);
+
+/* ---- qcow2-subcluster.c ---- */
+/* What allocation unit sc (a subcluster; 0 without extended L2) of the
+ * cluster mapped by (ent, bm) reads from, and its host offset if data. */
+int qcow2_sc_unit_status(const struct qcow2_state *s, uint64_t ent, uint64_t bm, uint32_t sc,
+                         enum q_type *t, uint64_t *host, bv_error **errp);
+/* Whether a fresh cluster replacing old is written only where touched. */
+bool qcow2_sc_fresh_sub(const struct qcow2_state *s, uint64_t old);
+/* Whether the subcluster holding byte pos of (old, bm) already holds data there. */
+bool qcow2_sc_unit_allocated(const struct qcow2_state *s, uint64_t old, uint64_t bm,
+                             uint64_t pos);
+/* Allocated-half bitmap bits of the subclusters bytes [from, from + cnt) touch. */
+uint64_t qcow2_sc_touched_mask(const struct qcow2_state *s, uint64_t from, uint64_t cnt);
+/* Bitmap of a fresh cluster replacing (old, oldbm) with bytes [from, from + cnt) written. */
+uint64_t qcow2_sc_fresh_bitmap(const struct qcow2_state *s, uint64_t old, uint64_t oldbm,
+                               uint64_t from, uint64_t cnt);
+/* Owned step: shorten it, or make it a one-cluster cow step, for partly
+ * written unallocated subclusters at its ends. */
+void qcow2_sc_plan_owned(const struct qcow2_state *s, struct qcow2_wstep *st,
+                         const struct qcow2_cache_entry *e, uint64_t len);
+/* Bitmap of the step's new cluster i. */
+uint64_t qcow2_sc_fresh_bm_of(const struct qcow2_state *s, const struct qcow2_wstep *st,
+                              uint64_t i);
+/* Owned step written: its touched subclusters become allocated. */
+int qcow2_sc_mark_owned_locked(bv_node *n, const struct qcow2_wstep *st, bv_error **errp);
+/* New (entry, bitmap) for a whole cluster being zeroed or discarded. */
+void qcow2_sc_zeroed_entry(const struct qcow2_state *s, uint64_t old, uint64_t bm, bool unmap,
+                           bool discard, bool backing, uint64_t *nv, uint64_t *nbm);
+/* Zero bits for whole subclusters [off, off + len) of one cluster where
+ * possible; *done false: the caller writes zeros. */
+int qcow2_sc_zero_locked(bv_node *n, uint64_t off, uint64_t len, bool *done, bv_error **errp);
 
 /* ---- qcow2.c ---- */
 int qcow2_write_header_fields_locked(bv_node *n, bv_error **errp);
