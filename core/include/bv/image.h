@@ -244,9 +244,64 @@ void bv_check_result_free(struct bv_check_result *res);
 
 /* Compare what two images read as (chains followed).  Without strict, a size
  * difference counts only if the extra part is not all zeros.  *first_diff is
- * set to the first differing byte offset rounded down to 512, or UINT64_MAX. */
+ * set to the first differing byte offset rounded down to 512, or UINT64_MAX.
+ * A thin wrapper over bv_image_compare_ex (stop at the first difference). */
 int bv_image_compare(bv_node *a, bv_node *b, bool strict, bool *identical,
                      uint64_t *first_diff, bv_error **errp);
+
+/* Sector granularity of differences ("offset rounded down to 512" is relative to
+ * the start of the run being compared, as qemu-img does; runs start on 512-byte
+ * boundaries except where an image size is not a multiple of 512). */
+#define BV_COMPARE_SECTOR       512u
+#define BV_COMPARE_SAMPLE       16u       /* bytes of each side kept at the first difference */
+#define BV_COMPARE_MAX_EXTENTS  65536u    /* ceiling for bv_compare_opts.max_extents */
+
+struct bv_compare_opts {
+    bool strict;                 /* sizes must be equal (else the larger tail must read zeros) */
+    bool full;                   /* scan everything (extents, byte counts); else stop at the
+                                    first difference, as qemu-img compare */
+    size_t max_extents;          /* full: extents kept in the report (≤ BV_COMPARE_MAX_EXTENTS);
+                                    the rest are still counted in total_extents */
+    /* Both optional, called from the calling thread: progress every 64 MiB or so and
+     * once at the end (done ≤ total = the larger size, non-decreasing); should_stop
+     * before each piece is planned (≤ 256 KiB read per side, or a run both sides
+     * leave zero), true makes the call fail with -ECANCELED. */
+    void (*progress)(void *opaque, uint64_t done, uint64_t total);
+    bool (*should_stop)(void *opaque);
+    void *opaque;
+};
+
+struct bv_compare_extent {
+    uint64_t offset, length;
+};
+
+struct bv_compare_report {
+    bool identical;
+    bool size_mismatch;
+    uint64_t size_a, size_b;
+    uint64_t first_diff;         /* first difference rounded down to a sector, or UINT64_MAX */
+    uint64_t first_diff_byte;    /* the exact first differing byte, or UINT64_MAX */
+    uint32_t sample_len;         /* bytes in sample_a/b from first_diff_byte (0 if none) */
+    uint8_t sample_a[BV_COMPARE_SAMPLE], sample_b[BV_COMPARE_SAMPLE];
+    /* full scans only (a stopping scan counts what it saw up to the first difference) */
+    uint64_t mismatched_bytes;   /* bytes that differ, byte by byte; in strict mode the
+                                    larger image's tail counts whole */
+    struct bv_compare_extent *extents;  /* owned: differing sectors, merged, ascending */
+    size_t n_extents;            /* kept (≤ max_extents) */
+    uint64_t total_extents;      /* all merged extents, kept or not */
+    /* cost and coverage */
+    uint64_t scanned;            /* [0, scanned) was compared (< total after an error) */
+    uint64_t bytes_read;         /* read from both sides together */
+    uint64_t bytes_skipped;      /* settled by block status alone (both sides zero) */
+};
+
+/* Compare a and b (each with its backing chain).  *rep is always initialised;
+ * after a failure (-ECANCELED when should_stop said so) it holds what was found
+ * in [0, rep->scanned).  Free it with bv_compare_report_free in every case.
+ * Runs one reader thread per side for the duration of the call. */
+int bv_image_compare_ex(bv_node *a, bv_node *b, const struct bv_compare_opts *o,
+                        struct bv_compare_report *rep, bv_error **errp);
+void bv_compare_report_free(struct bv_compare_report *rep);
 
 struct bv_convert_opts {
     enum bv_format out_format;
