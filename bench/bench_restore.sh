@@ -10,7 +10,8 @@
 #   ours      POST /api/v1/backups/{bid}/restore {"file"}, timed from the POST to the job's
 #             BLOCK_JOB_COMPLETED (long poll on /events).  The job flushes (fdatasync) the new
 #             image before it completes and checks the digest of everything it wrote against
-#             the backup's checksum: it is durable and verified.
+#             the backup's checksum: it is durable and verified.  The job's own time (its created_at
+#             to finished_at, without the client's HTTP and process start-ups) is shown too.
 #   convert   qemu-img convert -O qcow2 <newest link> out.qcow2 (follows the backing chain).
 #             Its default output cache mode is "unsafe": nothing is flushed, the data may
 #             still be in the page cache when it exits (not durable).
@@ -108,7 +109,7 @@ best() { # prints the minimum of its arguments
     printf '%s\n' "$@" | sort -g | head -1
 }
 
-ours=() conv=() wb=() none=()
+ours=() srv=() conv=() wb=() none=()
 for ((i = 0; i < RUNS; i++)); do
     rm -f "$IMG/out.qcow2"; warm
     after=$(head_seq)
@@ -118,6 +119,10 @@ for ((i = 0; i < RUNS; i++)); do
     t1=$(now)
     [ "$err" = null ] || { echo "restore failed: $err" >&2; exit 1; }
     ours+=("$(echo "$t1 - $t0" | bc -l)")
+    js=$(curl -sf "$API/jobs/$job")
+    c0=$(date -d "$(jq -r .created_at <<<"$js")" +%s.%N)
+    c1=$(date -d "$(jq -r .finished_at <<<"$js")" +%s.%N)
+    srv+=("$(echo "$c1 - $c0" | bc -l)")
     if [ "$i" = 0 ]; then
         qemu-img compare -U "$IMG/out.qcow2" "$IMG/$link" >/dev/null ||
             { echo "restored image differs from the chain" >&2; exit 1; }
@@ -132,9 +137,10 @@ for ((i = 0; i < RUNS; i++)); do
     t0=$(now); qemu-img convert -t none -O qcow2 "$IMG/$link" "$IMG/out.qcow2"; t1=$(now)
     none+=("$(echo "$t1 - $t0" | bc -l)")
 done
-o=$(best "${ours[@]}"); c=$(best "${conv[@]}"); b=$(best "${wb[@]}"); n=$(best "${none[@]}")
+o=$(best "${ours[@]}"); sv=$(best "${srv[@]}"); c=$(best "${conv[@]}"); b=$(best "${wb[@]}"); n=$(best "${none[@]}")
 printf '\n%-46s %8s\n' "restore of a 1 GiB point (full + 2 incr.)" "best s"
 printf '%-46s %8.3f   (runs: %s)\n' "ours (POST restore -> COMPLETED, durable)" "$o" "${ours[*]}"
+printf '%-46s %8.3f   (runs: %s)\n' "  of which the job (created_at -> finished_at)" "$sv" "${srv[*]}"
 printf '%-46s %8.3f   (runs: %s)\n' "qemu-img convert -O qcow2" "$c" "${conv[*]}"
 printf '%-46s %8.3f   (runs: %s)\n' "qemu-img convert -t writeback -O qcow2" "$b" "${wb[*]}"
 printf '%-46s %8.3f   (runs: %s)\n' "qemu-img convert -t none -O qcow2" "$n" "${none[*]}"

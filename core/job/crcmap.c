@@ -8,6 +8,7 @@
 #include <zlib.h>
 
 #include "bv/crcmap.h"
+#include "util/crc32.h"
 
 struct bv_crcmap {
     uint64_t disk_size, nblocks;
@@ -108,7 +109,7 @@ void bv_crcmap_record(struct bv_crcmap *m, uint64_t off, uint64_t len, const voi
             break;
         if (n > len - done)
             n = len - done;               /* a short tail: the caller's range ends here */
-        uint32_t crc = p ? (uint32_t)crc32_z(0, p + done, (z_size_t)n) : bv_crc_zero(n);
+        uint32_t crc = p ? bv_crc32(0, p + done, n) : bv_crc_zero(n);
         bv_crcmap_set(m, block, crc);
         done += n;
     }
