@@ -11,7 +11,8 @@ Usage: bench/bench_backup.py [BLOCKVAULT_BINARY] [--runs=3] [--dir=/var/tmp] [--
                      cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DBV_TESTS=OFF
                      cmake --build build-release --target blockvault)
   --runs     each measurement runs this many times, the best time is kept (default 3)
-  --sweep=0  skip the copy-parallelism x chunk-size sweep (16 combinations x runs full backups)
+  --sweep=0  skip the copy-parallelism x chunk-size sweep (16 combinations x sweep-runs backups)
+  --sweep-runs  rounds of the sweep (default max(runs, 5)); best and median reported
 
 Cases (page cache warm for every tool; each tool reads its own copy of the same image, so that
 the peer's dirtying does not change our drive under our daemon):
@@ -108,6 +109,12 @@ class Daemon:
         self.p.terminate()
         self.p.wait()
 
+    def cpu(self):
+        """CPU seconds (user + system, all threads) the daemon used so far."""
+        with open('/proc/%d/stat' % self.p.pid) as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
     def head(self):
         return self.call('GET', '/api/v1/events?after=latest')['next']
 
@@ -172,11 +179,13 @@ class Qsd:
         args = ['qemu-img', 'create', '-q', '-f', 'qcow2', tgt, str(self.size)]
         if backing:
             args[5:5] = ['-b', backing, '-F', 'qcow2']
+        t0 = time.perf_counter()
         sh(*args)
         # a backing named in the header is opened from it (the full target, closed by now)
         r = self.q.cmd('blockdev-add', driver='qcow2', file={'driver': 'file', 'filename': tgt},
                        **{'node-name': name})
         assert 'return' in r, r
+        self.setup = time.perf_counter() - t0       # qemu-img create + blockdev-add
         kw = {'job-id': 'j' + name, 'device': 'n0', 'target': name, 'sync': sync}
         if bitmap:
             kw['bitmap'] = bitmap
@@ -268,6 +277,7 @@ def main():
     binary = os.path.abspath(args[0] if args else os.path.join(TOP, 'build-release/service/blockvault'))
     runs = int(opts.get('runs', 3))
     sweep = opts.get('sweep', '1') != '0'
+    sweep_runs = int(opts.get('sweep-runs', max(runs, 5)))
     lat_writes = int(opts.get('lat-writes', 2000))
     parent = opts.get('dir', '/var/tmp')
     if not os.access(binary, os.X_OK):
@@ -327,12 +337,17 @@ def main():
                 best('full ours', daemon.backup('d1', 'full%d' % i, 'full1g.qcow2'))
                 if i == 0:                      # the copy is the drive (untimed check)
                     sh('qemu-img', 'compare', '-q', '-U', src1, os.path.join(img, 'full1g.qcow2'))
-            # the 64 GiB drives: one full each (a sparse full; it also starts the chain)
-            warm(peer64)
-            dt, close, qfull[64] = qsd[64].backup('full')
-            res['full64 qsd'] = dt
-            warm(src64)
-            res['full64 ours'] = daemon.backup('d64', 'full64', 'full64g.qcow2')
+            # the 64 GiB drives: a sparse full (the first qsd target is the chain's base)
+            for i in range(runs):
+                warm(peer64)
+                dt, close, tgt = qsd[64].backup('full')
+                if i == 0:
+                    qfull[64] = tgt
+                else:
+                    os.unlink(tgt)
+                best('full64 qsd', dt)
+                warm(src64)
+                best('full64 ours', daemon.backup('d64', 'full64_%d' % i, 'full64g.qcow2'))
             for n, dr in ((1, 'd1'), (64, 'd64')):
                 daemon.call('POST', '/api/v1/drives/%s/bitmaps/bm0/clear' % dr)
                 qsd[n].q.cmd('block-dirty-bitmap-clear', node='n0', name='bm0')
@@ -345,6 +360,7 @@ def main():
                     os.unlink(tgt)
                     assert qsd[n].last['len'] == len(offsets) * PIECE, qsd[n].last
                     best('inc%d qsd' % n, dt)
+                    best('inc%d qsd +create+close' % n, qsd[n].setup + dt + close)
                     daemon.dirty(dr, offsets)
                     os.sync()
                     best('inc%d ours' % n, daemon.backup(dr, 'inc%d_%d' % (n, i), 'inc%dg.qcow2' % n,
@@ -375,22 +391,26 @@ def main():
         daemon = None
 
         # (d) the sweep
-        table = {}
+        table, cpu = {}, {}
         if sweep:
             threads = [1, 2, 4, 8]
             chunks = [(256 << 10, '256k'), (1 << 20, '1M'), (4 << 20, '4M'), (8 << 20, '8M')]
-            for th in threads:
-                for ch, chn in chunks:
-                    log('sweep threads=%d chunk=%s' % (th, chn))
-                    d = Daemon(binary, data, {'BV_BACKUP_THREADS': str(th), 'BV_BACKUP_CHUNK': str(ch)})
-                    try:
-                        b = 1e9
-                        for i in range(runs):
+            # rounds outside, pairs inside: the machine's load drifts, so every pair sees each
+            # stretch of it; a daemon started per pair and round (the knobs are read from its
+            # environment)
+            for i in range(sweep_runs):
+                log('sweep round %d/%d' % (i + 1, sweep_runs))
+                for th in threads:
+                    for ch, chn in chunks:
+                        d = Daemon(binary, data, {'BV_BACKUP_THREADS': str(th), 'BV_BACKUP_CHUNK': str(ch)})
+                        try:
                             warm(src1)
-                            b = min(b, d.backup('d1', 'sw%d' % i, 'full1g.qcow2'))
-                        table[(th, chn)] = b
-                    finally:
-                        d.stop()
+                            c0 = d.cpu()
+                            secs = d.backup('d1', 'sw%d' % i, 'full1g.qcow2')
+                            table.setdefault((th, chn), []).append(secs)
+                            cpu.setdefault((th, chn), []).append(d.cpu() - c0)
+                        finally:
+                            d.stop()
         load1 = os.getloadavg()
 
         # ---- report ----
@@ -406,9 +426,11 @@ def main():
             ('full 1G vs qsd incl. its flush on close', 'full ours', 'full qsd +close', ''),
             ('full 1G vs qemu-img convert -t none', 'full ours', 'full convert', '<= 1.00'),
             ('incremental 1% dirty, 1G drive, vs qsd', 'inc1 ours', 'inc1 qsd', '<= 1.00'),
+            ('  vs qsd incl. create, blockdev-add, close', 'inc1 ours', 'inc1 qsd +create+close', ''),
             ('incremental same bytes, 64G sparse, vs qsd', 'inc64 ours', 'inc64 qsd', '<= 1.00'),
+            ('  vs qsd incl. create, blockdev-add, close', 'inc64 ours', 'inc64 qsd +create+close', ''),
             ('incremental ours: 64G vs 1G', 'inc64 ours', 'inc1 ours', '<= 1.20'),
-            ('full 64G sparse (1G data), one run, vs qsd', 'full64 ours', 'full64 qsd', ''),
+            ('full 64G sparse (1G data) vs qsd', 'full64 ours', 'full64 qsd', ''),
         ]
         for name, a, b, tgt in rows:
             print('%-50s %9.3f %9.3f %7.2f  %s' % (name, res[a], res[b], ratio(a, b), tgt))
@@ -425,13 +447,19 @@ def main():
         print('%-28s %9.2f %9.2f   target median <= 2.00' % ('ratio backup / idle', mb / mi, pb / pi))
         if table:
             print()
-            print('full backup of 1G, seconds (best of %d), copy threads x chunk:' % runs)
+            print('full backup of 1G, seconds, best / median of %d, copy threads x chunk:' % sweep_runs)
             cols = ['256k', '1M', '4M', '8M']
-            print('%-8s' % 'threads' + ''.join('%9s' % c for c in cols))
+            print('%-8s' % 'threads' + ''.join('%14s' % c for c in cols))
             for th in (1, 2, 4, 8):
-                print('%-8d' % th + ''.join('%9.3f' % table[(th, c)] for c in cols))
-            (bt, bc), bs = min(table.items(), key=lambda kv: kv[1])
-            print('best: threads=%d chunk=%s, %.3f s (%.2f GB/s)' % (bt, bc, bs, GIB / bs / 1e9))
+                print('%-8d' % th + ''.join('%14s' % ('%.3f / %.3f' % (min(table[(th, c)]), pct(table[(th, c)], 0.5)))
+                                            for c in cols))
+            print('daemon CPU seconds (user+sys, all threads), median of %d:' % sweep_runs)
+            print('%-8s' % 'threads' + ''.join('%14s' % c for c in cols))
+            for th in (1, 2, 4, 8):
+                print('%-8d' % th + ''.join('%14.3f' % pct(cpu[(th, c)], 0.5) for c in cols))
+            for label, f in (('best', min), ('median', lambda xs: pct(xs, 0.5))):
+                (bt, bc), xs = min(table.items(), key=lambda kv: f(kv[1]))
+                print('lowest %s: threads=%d chunk=%s, %.3f s (%.2f GB/s)' % (label, bt, bc, f(xs), GIB / f(xs) / 1e9))
     finally:
         if daemon:
             daemon.stop()
