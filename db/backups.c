@@ -155,14 +155,16 @@ static void bind_backup(sqlite3_stmt *st, const void *arg)
     else
         sqlite3_bind_null(st, 17);
     sqlite3_bind_int64(st, 18, b->seq);
+    db_bind_opt_text(st, 19, b->policy);
 }
 
 int bvdb_backup_insert(bvdb *db, const struct bvdb_backup *b)
 {
     int r = db_exec(db, "INSERT INTO backups(id, drive_id, chain_id, parent_id, kind, file, "
                         "status, job_id, created_at, completed_at, virtual_size, data_bytes, "
-                        "checksum, verified_at, reason, compress, crcs, seq) VALUES (?1, ?2, ?3, "
-                        "?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                        "checksum, verified_at, reason, compress, crcs, seq, policy) VALUES (?1, ?2, "
+                        "?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, "
+                        "?19)",
                     bind_backup, b, "insert backup", NULL);
     return r < 0 ? r : 0;
 }
@@ -230,7 +232,7 @@ struct backup_cb {
 
 #define BACKUP_COLUMNS "id, drive_id, chain_id, parent_id, kind, file, status, job_id, " \
     "created_at, completed_at, virtual_size, data_bytes, checksum, verified_at, reason, " \
-    "compress, crcs, seq"
+    "compress, crcs, seq, policy"
 
 static int backup_row(sqlite3_stmt *st, void *opaque)
 {
@@ -255,6 +257,7 @@ static int backup_row(sqlite3_stmt *st, void *opaque)
         .crcs = sqlite3_column_blob(st, 16),
         .crcs_len = (size_t)sqlite3_column_bytes(st, 16),
         .seq = sqlite3_column_int64(st, 17),
+        .policy = (const char *)sqlite3_column_text(st, 18),
     };
     if (c->one) {
         c->one(&b, c->opaque);

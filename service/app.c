@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "app.h"
 #include "bv/path.h"
@@ -11,6 +12,7 @@
 #include "runtime/drives.h"
 #include "runtime/backups.h"
 #include "runtime/jobs.h"
+#include "runtime/policies.h"
 #include "runtime/prune.h"
 #include "runtime/registry.h"
 #include "runtime/workers.h"
@@ -36,6 +38,8 @@ static void db_log(void *opaque, const char *msg)
 int bv_app_open(struct bv_app *app, char *err, size_t errlen)
 {
     app->started = time(NULL);
+    if (app->cfg.test_clock)
+        atomic_store(&app->test_now_ms, app->cfg.test_clock_start * 1000);
     pthread_mutex_init(&app->events_lock, NULL);
     pthread_cond_init(&app->events_cond, NULL);
     pthread_mutex_init(&app->backups_lock, NULL);
@@ -72,11 +76,17 @@ int bv_app_open(struct bv_app *app, char *err, size_t errlen)
     }
     bv_backups_recover(app);
     bv_prune_recover(app);
+    if (bv_scheduler_start(app) < 0) {
+        snprintf(err, errlen, "cannot start the policy scheduler (check --timezone '%s')",
+                 app->cfg.timezone);
+        return -1;
+    }
     return 0;
 }
 
 void bv_app_close(struct bv_app *app)
 {
+    bv_scheduler_stop(app);        /* no new runs; a run in progress ends first */
     bv_jobs_shutdown(app);         /* jobs cancelled and off the workers first */
     bv_workers_stop(app->workers);
     app->workers = NULL;
@@ -108,4 +118,29 @@ int64_t bv_app_emit(struct bv_app *app, const char *name, const char *data_json)
     pthread_cond_broadcast(&app->events_cond);
     pthread_mutex_unlock(&app->events_lock);
     return seq;
+}
+
+int64_t bv_app_now_ms(struct bv_app *app)
+{
+    int64_t t = atomic_load(&app->test_now_ms);
+    if (t)
+        return t;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void bv_time_str(int64_t ms, char out[32])
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    snprintf(out, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", (tm.tm_year + 1900) % 10000,
+             (tm.tm_mon + 1) % 100, tm.tm_mday % 100, tm.tm_hour % 100, tm.tm_min % 100,
+             tm.tm_sec % 100, (int)(ms % 1000));
+}
+
+void bv_app_now_str(struct bv_app *app, char out[32])
+{
+    bv_time_str(bv_app_now_ms(app), out);
 }

@@ -26,6 +26,7 @@ struct bv_root;
 struct bv_registry;
 struct bv_job_ctx;
 struct jobs_svc;
+struct bv_scheduler;
 
 struct bv_app {
     struct bv_config cfg;
@@ -58,6 +59,8 @@ struct bv_app {
     struct bv_registry *registry;  /* open drives (own lock, see runtime/registry.h) */
     struct bv_job_ctx *jobs;       /* the job engine (own lock, see bv/job.h) */
     pthread_mutex_t backups_lock;  /* serialises chain changes (runtime/backups.h) */
+    struct bv_scheduler *scheduler;   /* policies (runtime/policies.h) */
+    _Atomic int64_t test_now_ms;   /* --test-clock: the service's clock (0: real time) */
     struct jobs_svc *jobs_svc;     /* the service's job records (runtime/jobs.c) */
 
     /* periodic bitmap saver (runtime/drives.c); saver_lock guards nothing but
@@ -73,6 +76,12 @@ struct bv_app {
 int bv_app_open(struct bv_app *app, char *err, size_t errlen);
 /* Stop workers at a safe point and close the catalog. */
 void bv_app_close(struct bv_app *app);
+
+/* The service's clock (unix ms): real time, or the test clock. */
+int64_t bv_app_now_ms(struct bv_app *app);
+/* The same as RFC 3339 UTC with milliseconds. */
+void bv_app_now_str(struct bv_app *app, char out[32]);
+void bv_time_str(int64_t ms, char out[32]);
 
 /* Append an event (name, JSON data object text) to the catalog and wake
  * long-pollers.  Returns the seq or a negative errno. */

@@ -159,6 +159,8 @@ int bv_config_parse(int argc, char **argv, struct bv_config *cfg, char *err, siz
         { "workers", required_argument, NULL, 'w' },
         { "web", required_argument, NULL, 'W' },
         { "verbose", no_argument, NULL, 'v' },
+        { "timezone", required_argument, NULL, 'z' },
+        { "test-clock", required_argument, NULL, 'T' },
         { 0 },
     };
     memset(cfg, 0, sizeof(*cfg));
@@ -179,6 +181,26 @@ int bv_config_parse(int argc, char **argv, struct bv_config *cfg, char *err, siz
         case 't': token_file = optarg; break;
         case 'w': r = parse_workers(optarg, cfg, err, errlen); break;
         case 'v': cfg->verbose = true; break;
+        case 'z':
+            if (strlen(optarg) >= sizeof(cfg->timezone)) {
+                snprintf(err, errlen, "--timezone: name too long");
+                r = -1;
+            } else {
+                snprintf(cfg->timezone, sizeof(cfg->timezone), "%s", optarg);
+            }
+            break;
+        case 'T': {
+            char *end;
+            long long v = strtoll(optarg, &end, 10);
+            if (*end || v <= 0 || v > (1LL << 40)) {
+                snprintf(err, errlen, "--test-clock wants unix seconds, got '%s'", optarg);
+                r = -1;
+            } else {
+                cfg->test_clock = true;
+                cfg->test_clock_start = v;
+            }
+            break;
+        }
         default:
             snprintf(err, errlen, "unknown or incomplete option '%s'", argv[optind - 1]);
             r = -1;

@@ -13,6 +13,11 @@ struct bv_config {
     char *token;               /* NULL: no auth; never empty or blank; owned */
     unsigned workers;
     bool verbose;
+    char timezone[128];        /* "" = UTC; an IANA name (Area/City) for schedules and
+                                  retention periods */
+    bool test_clock;           /* --test-clock=UNIX_SECONDS: the service's clock starts there
+                                  and moves only by POST /api/v1/test/clock (tests only) */
+    int64_t test_clock_start;
 };
 
 /* Parse `serve` arguments (argv[0] is "serve").  On error returns -1 and

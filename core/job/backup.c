@@ -67,6 +67,7 @@ struct backup {
     int err;                             /* first error of this round, 0 if none */
     bool err_write;
     bool stop;                           /* copy threads: leave now */
+    _Atomic uint64_t unflushed;          /* bytes written since the last early flush */
     /* rate limit: 100 ms slices (lock) */
     uint64_t slice_start_ns, slice_bytes;
 };
@@ -317,6 +318,19 @@ static void ratelimit(struct backup *bk, uint64_t bytes)
         bv_job_sleep_ns(bk->job, wait);
 }
 
+/* Every FLUSH_STEP bytes one copy thread syncs the target while the others
+ * go on copying, so the disk writes back during the copy and the final
+ * flush (which makes the backup durable) has little left to do. */
+#define FLUSH_STEP (64ull << 20)
+
+static void early_flush(struct backup *bk, uint64_t bytes)
+{
+    uint64_t n = atomic_fetch_add(&bk->unflushed, bytes) + bytes;
+    if (n < FLUSH_STEP || !atomic_compare_exchange_strong(&bk->unflushed, &n, 0))
+        return;
+    bv_node_flush(bk->target, NULL);          /* an error shows again at the final flush */
+}
+
 static bool should_stop(struct backup *bk)
 {
     return bv_job_is_cancelled(bk->job) || bv_job_should_pause(bk->job);
@@ -357,8 +371,10 @@ static void copy_chunks(struct backup *bk, bool until_read)
             bk->err_write = op_write;
         }
         pthread_mutex_unlock(&bk->lock);
-        if (r == 0)
+        if (r == 0) {
             ratelimit(bk, f.len);
+            early_flush(bk, f.len);
+        }
         if (should_stop(bk)) {
             pthread_mutex_lock(&bk->lock);
             bk->stop = true;

@@ -53,6 +53,15 @@ void api_jobs_finalize(struct bv_request *req, struct bv_reply *rep);
 void api_jobs_dismiss(struct bv_request *req, struct bv_reply *rep);
 void api_jobs_set_speed(struct bv_request *req, struct bv_reply *rep);
 void api_transactions_run(struct bv_request *req, struct bv_reply *rep);
+void api_policies_create(struct bv_request *req, struct bv_reply *rep);
+void api_policies_list(struct bv_request *req, struct bv_reply *rep);
+void api_policies_get(struct bv_request *req, struct bv_reply *rep);
+void api_policies_put(struct bv_request *req, struct bv_reply *rep);
+void api_policies_delete(struct bv_request *req, struct bv_reply *rep);
+void api_policies_run(struct bv_request *req, struct bv_reply *rep);
+void api_policies_runs(struct bv_request *req, struct bv_reply *rep);
+void api_policies_retention(struct bv_request *req, struct bv_reply *rep);
+void api_test_clock(struct bv_request *req, struct bv_reply *rep);
 
 void api_reports_list(struct bv_request *req, struct bv_reply *rep);
 void api_reports_get(struct bv_request *req, struct bv_reply *rep);

@@ -6,6 +6,7 @@
 #include "api/api.h"
 #include "app.h"
 #include "runtime/jobs.h"
+#include "runtime/policies.h"
 #include "runtime/registry.h"
 #include "runtime/verify.h"
 
@@ -78,6 +79,7 @@ void api_metrics(struct bv_request *req, struct bv_reply *rep)
             (unsigned long long)atomic_load(&req->app->corruption_reports));
     write_bitmap_metrics(req->app, f);
     bv_jobs_metrics(req->app, f);
+    bv_policy_metrics(req->app, f);
     bv_verify_metrics(req->app, f);
     fclose(f);
     bv_reply_bytes(rep, 200, "text/plain; version=0.0.4", text, len);

@@ -61,6 +61,16 @@ const struct bv_route bv_routes[] = {
     { "POST", "/api/v1/jobs/{jid}/set_speed", api_jobs_set_speed, 0 },
     { "POST", "/api/v1/transactions", api_transactions_run, 0 },
 
+    { "POST", "/api/v1/policies", api_policies_create, 0 },
+    { "GET", "/api/v1/policies", api_policies_list, 0 },
+    { "GET", "/api/v1/policies/{name}", api_policies_get, 0 },
+    { "PUT", "/api/v1/policies/{name}", api_policies_put, 0 },
+    { "DELETE", "/api/v1/policies/{name}", api_policies_delete, 0 },
+    { "POST", "/api/v1/policies/{name}/run", api_policies_run, 0 },
+    { "GET", "/api/v1/policies/{name}/runs", api_policies_runs, 0 },
+    { "GET", "/api/v1/policies/{name}/retention", api_policies_retention, 0 },
+    { "POST", "/api/v1/test/clock", api_test_clock, 0 },
+
     { "GET", "/api/v1/reports", api_reports_list, 0 },
     { "GET", "/api/v1/reports/{rid}", api_reports_get, 0 },
 

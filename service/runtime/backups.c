@@ -74,6 +74,7 @@ static void rec_of(const struct bvdb_backup *b, struct bv_backup_rec *r)
     copy_str(r->verified_at, sizeof(r->verified_at), b->verified_at);
     copy_str(r->checksum, sizeof(r->checksum), b->checksum);
     copy_str(r->reason, sizeof(r->reason), b->reason);
+    copy_str(r->policy, sizeof(r->policy), b->policy);
     r->virtual_size = b->virtual_size;
     r->data_bytes = b->data_bytes;
     r->compress = b->compress;
@@ -399,7 +400,7 @@ static void chain_finished(struct bv_app *app, void *opaque, const struct bv_job
 {
     struct chain_job *cj = opaque;
     char now[32];
-    bvdb_now(now);
+    bv_app_now_str(app, now);
     bool ok = !info->cancelled && !info->error[0];
     struct bvdb_backup b = { .id = cj->bid, .completed_at = now };
     uint8_t *blob = NULL;
@@ -593,10 +594,11 @@ static int start_incremental(struct bv_app *app, struct bv_drive_entry *e,
 }
 
 static int record_start(struct bv_app *app, struct chain_job *cj, bool full, const char *reason,
-                        const char *dir, bool compress, int64_t seq, bv_error **errp)
+                        const char *dir, const struct bv_backup_request *rq, int64_t seq,
+                        bv_error **errp)
 {
     char now[32];
-    bvdb_now(now);
+    bv_app_now_str(app, now);                   /* the service's clock: retention counts it */
     int r = bvdb_begin(app->db);
     if (r == 0 && cj->new_chain) {
         struct bvdb_chain c = {
@@ -611,7 +613,7 @@ static int record_start(struct bv_app *app, struct chain_job *cj, bool full, con
             .parent_id = cj->parent[0] ? cj->parent : NULL,
             .kind = full ? "full" : "incremental", .file = cj->file, .status = "running",
             .job_id = cj->drive, .created_at = now, .virtual_size = cj->size,
-            .reason = reason, .compress = compress, .seq = seq,
+            .reason = reason, .compress = rq->compress, .seq = seq, .policy = rq->policy,
         };
         r = bvdb_backup_insert(app->db, &b);
     }
@@ -669,7 +671,7 @@ static int create_locked(struct bv_app *app, struct bv_drive_entry *e,
         bv_verify_remark_locked(app, e, cur.parent, cur.bitmap);
     int r = make_dirs(app, dir, errp);
     if (r == 0)
-        r = record_start(app, cj, full, reason, dir, rq->compress, bseq, errp);
+        r = record_start(app, cj, full, reason, dir, rq, bseq, errp);
     if (r < 0) {
         chain_release(cj);
         return r;

@@ -46,6 +46,7 @@ struct bv_backup_rec {
     uint64_t virtual_size, data_bytes;
     bool compress;
     bool damaged;                  /* it, or a link it depends on, has unhealed damage */
+    char policy[129];              /* "" unless a policy made it */
     int64_t seq;
 };
 
@@ -54,6 +55,7 @@ struct bv_backup_request {
     bool incremental;
     bool compress;
     bool verify;                   /* a checksum verify of the new link after it */
+    const char *policy;            /* the policy making it (retention prunes only its own) */
 };
 
 /* Start a chain backup.  *out gets the backup as recorded (status running),

@@ -61,7 +61,7 @@ static pid_t spawn(struct bvh *h, const struct bvh_opts *o, int *out_fd)
         if (lfd >= 0)
             dup2(lfd, 2);
         close(pfd[0]);
-        const char *argv[12];
+        const char *argv[24];
         int a = 0;
         argv[a++] = daemon;
         argv[a++] = "serve";
@@ -73,6 +73,8 @@ static pid_t spawn(struct bvh *h, const struct bvh_opts *o, int *out_fd)
             argv[a++] = "--token-file";
             argv[a++] = o->token_file;
         }
+        for (int i = 0; h->args && h->args[i] && i < 8; i++)
+            argv[a++] = h->args[i];
         argv[a] = NULL;
         execv(daemon, (char *const *)argv);
         _exit(127);
@@ -127,7 +129,8 @@ int bvh_start(struct bvh *h, const struct bvh_opts *o)
         curl_global_init(CURL_GLOBAL_DEFAULT);
         curl_ready = true;
     }
-    struct bvh set = { .token = h->token, .keep_dir = h->keep_dir, .path_as_is = h->path_as_is };
+    struct bvh set = { .token = h->token, .keep_dir = h->keep_dir, .path_as_is = h->path_as_is,
+                       .args = o ? o->args : NULL };
     *h = set;
     if (o && o->data_dir) {
         snprintf(h->dir, sizeof(h->dir), "%s", o->data_dir);

@@ -26,12 +26,15 @@ struct bvh {
     const char *token;         /* sent as Bearer when set */
     bool keep_dir;
     bool path_as_is;           /* send paths as written: curl folds no "." or ".." segments */
+    const char *const *args;   /* the extra daemon arguments of bvh_start (borrowed) */
 };
 
 struct bvh_opts {
     const char *token_file;    /* --token-file */
     const char *listen;        /* default 127.0.0.1:0 */
     const char *data_dir;      /* reuse a directory (restart); default: a new temp dir */
+    const char *const *args;   /* more daemon arguments (NULL-terminated, at most 8), kept for
+                                  bvh_restart */
 };
 
 /* Start a daemon; returns 0, or -1 with a message on stderr. */

@@ -52,6 +52,7 @@ struct bvdb_backup {
     const void *crcs;              /* zlib CRC map of the link's own blocks, may be NULL */
     size_t crcs_len;
     int64_t seq;
+    const char *policy;            /* the policy that made it, or NULL */
 };
 
 int bvdb_backup_insert(bvdb *db, const struct bvdb_backup *b);
