@@ -80,7 +80,7 @@ static void test_migrate_empty_then_again(void **state)
     assert_int_equal(bvdb_schema_version(db), bvdb_latest_version());
     assert_int_equal(bvdb_event_head(db), 1);
     bvdb_close(db);
-    assert_int_equal(count_tables(path), 11);
+    assert_int_equal(count_tables(path), 13);
 }
 
 static void test_wal_and_foreign_keys(void **state)
