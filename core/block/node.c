@@ -432,6 +432,12 @@ static int check_req(bv_node *n, uint64_t len, uint64_t off, bool write, bv_erro
     return 0;
 }
 
+/* A write was attempted: the next flush must write metadata back.  Also
+ * after a failure, since a write that fails part way (a compressed write
+ * reaching an allocated cluster, an I/O error in a later step) has already
+ * updated cached tables and refcounts for its first part; skipping the
+ * flush then dropped them at close and left leaked clusters (found by
+ * fuzz_qcow2_write). */
 static void wrote(bv_node *n)
 {
     atomic_fetch_add(&n->write_gen, 1);
@@ -452,8 +458,7 @@ int bv_node_pwrite(bv_node *n, const void *buf, uint64_t len, uint64_t off, int 
     if (r < 0 || len == 0)
         return r;
     r = n->drv->pwrite(n, buf, len, off, flags, errp);
-    if (r >= 0)
-        wrote(n);
+    wrote(n);                    /* failed too: it may have changed metadata */
     if (r >= 0 && (flags & BV_WRITE_FUA))
         r = bv_node_flush(n, errp);
     return r;
@@ -465,8 +470,7 @@ int bv_node_write_zeroes(bv_node *n, uint64_t len, uint64_t off, int flags, bv_e
     if (r < 0 || len == 0)
         return r;
     r = n->drv->write_zeroes(n, len, off, flags, errp);
-    if (r >= 0)
-        wrote(n);
+    wrote(n);                    /* failed too: it may have changed metadata */
     return r;
 }
 
@@ -476,8 +480,7 @@ int bv_node_discard(bv_node *n, uint64_t len, uint64_t off, bv_error **errp)
     if (r < 0 || len == 0)
         return r;
     r = n->drv->discard(n, len, off, errp);
-    if (r >= 0)
-        wrote(n);
+    wrote(n);                    /* failed too: it may have changed metadata */
     return r;
 }
 
@@ -532,8 +535,7 @@ int bv_node_truncate(bv_node *n, uint64_t size, bool allow_shrink, bv_error **er
         return bv_error_setf(errp, ENOTSUP, "Image format driver does not support resize");
     uint64_t old = n->size;
     r = n->drv->truncate(n, size, allow_shrink, errp);
-    if (r >= 0)
-        wrote(n);
+    wrote(n);                    /* failed too: it may have changed metadata */
     if (r >= 0 && size > old)
         r = zero_grown_area(n, old, size, errp);
     return r;

@@ -592,6 +592,32 @@ static void test_alloc_over_metadata(void **st)
     bv_node_close(n, NULL);
 }
 
+/* A write that fails part way has changed metadata for its first part:
+ * close must still write it back (found by fuzz_qcow2_write: after a flush,
+ * a compressed write that reached an allocated cluster failed, the flush at
+ * close was skipped as "nothing written", and the first part's clusters
+ * leaked). */
+static void test_failed_write_is_flushed(void **st)
+{
+    const uint64_t clen = 702976;                 /* 1373 clusters, compressed */
+    uint8_t *buf = malloc(clen);
+    for (uint64_t i = 0; i < clen; i += 512)
+        memset(buf + i, (int)(i / 512), 512);
+    create("fw.qcow2", 1049088, 512, NULL);
+    bv_node *n = open_img("fw.qcow2", false);
+    assert_int_equal(bv_node_pwrite(n, buf, 373525, 297997, BV_WRITE_FUA, NULL), 0);
+    assert_int_equal(bv_node_pwrite(n, buf, 1037, 847994, 0, NULL), 0);
+    assert_int_equal(bv_node_flush(n, NULL), 0);
+    /* clusters 0..581 compressed, then the allocated cluster 582 fails it */
+    assert_true(bv_node_pwrite(n, buf, clen, 0, BV_WRITE_COMPRESSED, NULL) < 0);
+    assert_int_equal(bv_node_close(n, NULL), 0);
+    n = open_img("fw.qcow2", false);
+    check_clean(n);
+    bv_node_close(n, NULL);
+    qemu_check_clean(tp("fw.qcow2"));
+    free(buf);
+}
+
 static void test_refcount_widths_and_growth(void **st)
 {
     if (!qemu())
@@ -1144,6 +1170,7 @@ int main(void)
         cmocka_unit_test(test_truncate),
         cmocka_unit_test(test_truncate_over_longer_backing),
         cmocka_unit_test(test_alloc_over_metadata),
+        cmocka_unit_test(test_failed_write_is_flushed),
         cmocka_unit_test(test_refcount_widths_and_growth),
         cmocka_unit_test(test_qemu_v2_and_compressed_images),
         cmocka_unit_test(test_blkdebug_events),
