@@ -333,8 +333,14 @@ static void op_reopen(struct run *rn)
 
 static void run_op(struct run *rn, const uint8_t *op)
 {
+    static int trace = -1;
     uint64_t off, len;
     op_range(rn, op, &off, &len);
+    if (trace < 0)
+        trace = getenv("BV_FUZZ_TRACE") != NULL;
+    if (trace)                   /* BV_FUZZ_TRACE=1: replay a reproducer step by step */
+        fprintf(stderr, "op 0x%02x [%llu, +%llu) size %llu\n", op[0], (unsigned long long)off,
+                (unsigned long long)len, (unsigned long long)bv_node_size(rn->n));
     bv_error *err = NULL;
     switch (op[0] & 0x0f) {
     case 0: case 1: case 2: op_write(rn, op, off, len); break;
