@@ -220,10 +220,11 @@ static void dst_days(long long from, int days)
 {
     long long after = head();
     int starts = 0;
-    for (long long t = from; t < from + (long long)days * 86400; t += 900) {
+    for (long long t = from; t < from + (long long)days * 86400; t += 1800) {
         cJSON_Delete(bvh_json(&H, "POST", 200, "/api/v1/test/clock", "{\"now\":%lld}", t));
         char path[160];
-        snprintf(path, sizeof(path), "/api/v1/events?after=%lld&name=POLICY_RUN&wait=0.2", after);
+        snprintf(path, sizeof(path), "/api/v1/events?after=%lld&name=POLICY_RUN&wait=0.05",
+                 after);
         cJSON *j = bvh_json(&H, "GET", 200, path, NULL);
         const cJSON *e;
         cJSON_ArrayForEach(e, cJSON_GetObjectItem(j, "events")) {
