@@ -267,11 +267,32 @@ static int submit(void *opaque, void (*fn)(void *), void (*drop)(void *), void *
 
 /* ---- start-up and shutdown ---------------------------------------------- */
 
+/* A restore that was cut short leaves a partial image: it goes, unless a
+ * drive was already made on it (the restore had passed its check). */
+static void drop_partial_restore(struct bv_app *app, const struct bvdb_job *j)
+{
+    cJSON *p = cJSON_Parse(j->params ? j->params : "{}");
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(p, "target");
+    struct stat st;
+    if (cJSON_IsString(t) && bv_path_stat(app->root, t->valuestring, &st, NULL) == 0) {
+        struct bv_file_id id = { (uint64_t)st.st_dev, (uint64_t)st.st_ino };
+        char who[160];
+        if (!bv_registry_file_in_use(app, &id, who, sizeof(who))) {
+            log_warn("removing '%s', the partial output of restore job '%s'", t->valuestring,
+                     j->job_id);
+            bv_path_unlink(app->root, t->valuestring, NULL);
+        }
+    }
+    cJSON_Delete(p);
+}
+
 static int log_interrupted(const struct bvdb_job *j, void *opaque)
 {
-    (void)opaque;
+    struct bv_app *app = opaque;
     log_warn("job '%s' (%s) was %s when the service stopped: %s", j->job_id, j->type, j->status,
              INTERRUPTED);
+    if (strcmp(j->type, "restore") == 0)
+        drop_partial_restore(app, j);
     return 0;
 }
 
@@ -284,7 +305,7 @@ int bv_jobs_init(struct bv_app *app)
     app->jobs_svc = svc;
     char now[32];
     bvdb_now(now);
-    int r = bvdb_job_interrupt_live(app->db, INTERRUPTED, now, log_interrupted, NULL);
+    int r = bvdb_job_interrupt_live(app->db, INTERRUPTED, now, log_interrupted, app);
     if (r < 0)
         log_error("cannot mark interrupted jobs in the catalog: %s", strerror(-r));
     struct bv_job_hooks hooks = { .submit = submit, .events = on_events, .opaque = app };
