@@ -647,7 +647,7 @@ int bv_jobs_backup_prepare(struct bv_app *app, struct bv_drive_entry *e,
         .copied = s->copied, .copied_opaque = s->hook_opaque, .job_type = s->job_type,
         .check = s->check ? svc_job_check : NULL, .check_opaque = sj,
     };
-    /* Bench-only knobs (bench/bench_backup.sh sweeps them to choose the
+    /* Bench-only knobs (bench/bench_backup.py sweeps them to choose the
      * defaults): copy requests in flight and bytes per request.  Unset in
      * normal use, so 0 = the defaults of bv/backup.h.  Not part of the API. */
     const char *ev = getenv("BV_BACKUP_THREADS");

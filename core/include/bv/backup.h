@@ -82,7 +82,9 @@ struct bv_backup_opts {
     void *release_opaque;
 };
 
-/* Measured on the 2-core machine (bench/README.md, bench/bench_backup.sh). */
+/* Measured on the 2-core machine (bench/bench_backup.py, bench/README.md): threads
+ * 1..8 made no difference beyond noise; 4-8 MiB chunks cost twice the CPU of
+ * 256 KiB-1 MiB and ran ~1.7x slower (the page cache), so 1 MiB. */
 #define BV_BACKUP_DEFAULT_THREADS 4
 #define BV_BACKUP_DEFAULT_CHUNK   (1u << 20)
 
