@@ -9,6 +9,7 @@
 #include "bv/path.h"
 #include "bvdb/events.h"
 #include "log.h"
+#include "nbd/nbd.h"
 #include "runtime/drives.h"
 #include "runtime/backups.h"
 #include "runtime/jobs.h"
@@ -81,11 +82,15 @@ int bv_app_open(struct bv_app *app, char *err, size_t errlen)
                  app->cfg.timezone);
         return -1;
     }
+    if (bv_nbd_start(app, err, errlen) < 0)
+        return -1;
     return 0;
 }
 
 void bv_app_close(struct bv_app *app)
 {
+    bv_nbd_stop(app);              /* NBD clients' requests end first; their drive
+                                      references are dropped */
     bv_scheduler_stop(app);        /* no new runs; a run in progress ends first */
     bv_jobs_shutdown(app);         /* jobs cancelled and off the workers first */
     bv_workers_stop(app->workers);

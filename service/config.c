@@ -25,13 +25,14 @@ bool bv_config_is_loopback(const char *addr)
     return false;
 }
 
-static int parse_listen(const char *s, struct bv_config *cfg, char *err, size_t errlen)
+static int parse_addr_port(const char *flag, const char *s, char addr[64], uint16_t *pport,
+                           char *err, size_t errlen)
 {
     const char *colon = strrchr(s, ':');
     const char *host = s;
     size_t hostlen;
     if (!colon) {
-        snprintf(err, errlen, "--listen wants ADDR:PORT, got '%s'", s);
+        snprintf(err, errlen, "%s wants ADDR:PORT, got '%s'", flag, s);
         return -1;
     }
     hostlen = (size_t)(colon - s);
@@ -39,30 +40,40 @@ static int parse_listen(const char *s, struct bv_config *cfg, char *err, size_t 
         host++;
         hostlen -= 2;
     }
-    if (hostlen == 0 || hostlen >= sizeof(cfg->listen_addr)) {
-        snprintf(err, errlen, "--listen: bad address in '%s'", s);
+    if (hostlen == 0 || hostlen >= 64) {
+        snprintf(err, errlen, "%s: bad address in '%s'", flag, s);
         return -1;
     }
-    memcpy(cfg->listen_addr, host, hostlen);
-    cfg->listen_addr[hostlen] = '\0';
-    if (strcmp(cfg->listen_addr, "localhost") == 0)
-        strcpy(cfg->listen_addr, "127.0.0.1");
+    memcpy(addr, host, hostlen);
+    addr[hostlen] = '\0';
+    if (strcmp(addr, "localhost") == 0)
+        strcpy(addr, "127.0.0.1");
     char *end;
     errno = 0;
     unsigned long port = strtoul(colon + 1, &end, 10);
     if (errno || *end || end == colon + 1 || port > 65535) {
-        snprintf(err, errlen, "--listen: bad port in '%s'", s);
+        snprintf(err, errlen, "%s: bad port in '%s'", flag, s);
         return -1;
     }
-    cfg->port = (uint16_t)port;
+    *pport = (uint16_t)port;
     struct in_addr a4;
     struct in6_addr a6;
-    if (inet_pton(AF_INET, cfg->listen_addr, &a4) != 1 &&
-        inet_pton(AF_INET6, cfg->listen_addr, &a6) != 1) {
-        snprintf(err, errlen, "--listen: '%s' is not a numeric IP address", cfg->listen_addr);
+    if (inet_pton(AF_INET, addr, &a4) != 1 && inet_pton(AF_INET6, addr, &a6) != 1) {
+        snprintf(err, errlen, "%s: '%s' is not a numeric IP address", flag, addr);
         return -1;
     }
     return 0;
+}
+
+static int parse_listen(const char *s, struct bv_config *cfg, char *err, size_t errlen)
+{
+    return parse_addr_port("--listen", s, cfg->listen_addr, &cfg->port, err, errlen);
+}
+
+static int parse_nbd_listen(const char *s, struct bv_config *cfg, char *err, size_t errlen)
+{
+    cfg->nbd_tcp = true;
+    return parse_addr_port("--nbd-listen", s, cfg->nbd_addr, &cfg->nbd_port, err, errlen);
 }
 
 static bool is_blank(char c)
@@ -161,6 +172,8 @@ int bv_config_parse(int argc, char **argv, struct bv_config *cfg, char *err, siz
         { "verbose", no_argument, NULL, 'v' },
         { "timezone", required_argument, NULL, 'z' },
         { "test-clock", required_argument, NULL, 'T' },
+        { "nbd-listen", required_argument, NULL, 'N' },
+        { "nbd-tls-psk", required_argument, NULL, 'P' },
         { 0 },
     };
     memset(cfg, 0, sizeof(*cfg));
@@ -181,6 +194,11 @@ int bv_config_parse(int argc, char **argv, struct bv_config *cfg, char *err, siz
         case 't': token_file = optarg; break;
         case 'w': r = parse_workers(optarg, cfg, err, errlen); break;
         case 'v': cfg->verbose = true; break;
+        case 'N': r = parse_nbd_listen(optarg, cfg, err, errlen); break;
+        case 'P':
+            r = copy_dir(cfg->nbd_tls_psk, sizeof(cfg->nbd_tls_psk), optarg, "--nbd-tls-psk",
+                         err, errlen);
+            break;
         case 'z':
             if (strlen(optarg) >= sizeof(cfg->timezone)) {
                 snprintf(err, errlen, "--timezone: name too long");

@@ -18,6 +18,11 @@ struct bv_config {
     bool test_clock;           /* --test-clock=UNIX_SECONDS: the service's clock starts there
                                   and moves only by POST /api/v1/test/clock (tests only) */
     int64_t test_clock_start;
+    bool nbd_tcp;              /* --nbd-listen given (the Unix socket <data>/nbd.sock is
+                                  always served) */
+    char nbd_addr[64];         /* numeric address of --nbd-listen */
+    uint16_t nbd_port;         /* 0: pick a free one (nbd_uri names it) */
+    char nbd_tls_psk[4096];    /* --nbd-tls-psk FILE ("" none): psktool's username:hexkey */
 };
 
 /* Parse `serve` arguments (argv[0] is "serve").  On error returns -1 and
