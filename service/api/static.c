@@ -22,6 +22,7 @@ static const char *content_type(const char *path)
         { ".html", "text/html; charset=utf-8" },
         { ".css", "text/css; charset=utf-8" },
         { ".js", "text/javascript; charset=utf-8" },
+        { ".mjs", "text/javascript; charset=utf-8" },
         { ".svg", "image/svg+xml" },
         { ".png", "image/png" },
         { ".ico", "image/x-icon" },
