@@ -21,9 +21,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 #include "bv/verify.h"
+#include "util/crc32.h"
 
 /* ---- the checksum pass ---------------------------------------------------- */
 
@@ -127,7 +127,7 @@ static int check_run(struct reader *rd, uint8_t *buf, uint64_t first, uint64_t n
         uint64_t bl = bv_crc_block_len(s->disk_size, first + i);
         uint32_t want = 0;
         bv_crcmap_get(s->o->map, first + i, &want);
-        uint32_t got = (uint32_t)crc32_z(0, buf + pos, (z_size_t)bl);
+        uint32_t got = bv_crc32(0, buf + pos, bl);
         if (got != want) {
             r = bad_push(&rd->bad, first + i);
             note_bad(s, first + i, buf + pos, bl);
