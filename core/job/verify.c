@@ -35,6 +35,7 @@ struct bad_list {
 struct blocks_state {
     const struct bv_verify_blocks_opts *o;
     uint64_t disk_size;
+    uint32_t chunk;                      /* bytes per read */
     pthread_mutex_t lock;                /* guards next, err, first_* */
     uint64_t next;                       /* first block not yet claimed */
     int err;                             /* first failure (-errno), 0 */
@@ -68,7 +69,7 @@ static int bad_push(struct bad_list *b, uint64_t block)
 /* Claim the next run of consecutive present blocks: [*first, *first+*n). */
 static bool claim(struct blocks_state *s, uint64_t *first, uint64_t *n)
 {
-    const uint64_t max = BV_VERIFY_CHUNK / BV_CRC_BLOCK;
+    const uint64_t max = s->chunk / BV_CRC_BLOCK;
     pthread_mutex_lock(&s->lock);
     uint64_t b = s->next;
     uint32_t crc;
@@ -146,7 +147,7 @@ static void *reader_main(void *arg)
 {
     struct reader *rd = arg;
     struct blocks_state *s = rd->s;
-    uint8_t *buf = malloc(BV_VERIFY_CHUNK);
+    uint8_t *buf = malloc(s->chunk);
     if (!buf) {
         fail(s, -ENOMEM, NULL);
         return NULL;
@@ -210,6 +211,9 @@ int bv_verify_blocks(const struct bv_verify_blocks_opts *o, struct bv_verify_blo
     struct blocks_state s = {
         .o = o, .disk_size = bv_crcmap_disk_size(o->map), .first_bad = UINT64_MAX,
     };
+    s.chunk = o->chunk / BV_CRC_BLOCK * BV_CRC_BLOCK;
+    if (s.chunk == 0 || s.chunk > (16u << 20))
+        s.chunk = BV_VERIFY_CHUNK;
     if (bv_node_size(o->point) < s.disk_size)
         return bv_error_setf(errp, EINVAL, "'%s' is smaller than its CRC map",
                              bv_node_filename(o->point));

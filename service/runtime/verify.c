@@ -609,6 +609,13 @@ static int check_link(struct bv_job *job, struct verify_task *t, struct link_res
     if (r == 0 && !lr->bad_structure) {
         bv_job_add_len(job, bv_crcmap_count(map) * BV_CRC_BLOCK);
         struct bv_verify_blocks_opts o = { .point = point, .map = map, .job = job };
+        /* Bench-only knobs (bench/bench_verify.sh sweeps them to choose the
+         * defaults of bv/verify.h); unset in normal use.  Not part of the API. */
+        const char *ev = getenv("BV_VERIFY_THREADS");
+        if (ev)
+            o.threads = (unsigned)strtoul(ev, NULL, 0);
+        if ((ev = getenv("BV_VERIFY_CHUNK")))
+            o.chunk = (uint32_t)strtoul(ev, NULL, 0);
         r = bv_verify_blocks(&o, &lr->blocks, &e);
         *bytes += lr->blocks.bytes_read;
         lr->checked_data = r == 0;

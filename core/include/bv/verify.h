@@ -48,7 +48,9 @@ struct bv_verify_blocks_opts {
     bv_node *point;                      /* the link with its chain, read-only */
     const struct bv_crcmap *map;         /* the link's own map: the blocks to check */
     struct bv_job *job;                  /* progress and cancel; may be NULL */
-    unsigned threads;                    /* 0: BV_VERIFY_THREADS */
+    unsigned threads;                    /* 0: BV_VERIFY_THREADS (at most 16) */
+    uint32_t chunk;                      /* bytes per read, a multiple of 64 KiB;
+                                            0: BV_VERIFY_CHUNK (at most 16 MiB) */
 };
 
 struct bv_verify_blocks_result {
