@@ -26,6 +26,7 @@ void api_drives_resize(struct bv_request *req, struct bv_reply *rep);
 void api_drives_data_put(struct bv_request *req, struct bv_reply *rep);
 void api_drives_data_get(struct bv_request *req, struct bv_reply *rep);
 void api_drives_io(struct bv_request *req, struct bv_reply *rep);
+void api_exports_list(struct bv_request *req, struct bv_reply *rep);
 
 void api_bitmaps_list(struct bv_request *req, struct bv_reply *rep);
 void api_bitmaps_create(struct bv_request *req, struct bv_reply *rep);

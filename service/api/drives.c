@@ -16,6 +16,7 @@
 #include "bv/iocmd.h"
 #include "bv/path.h"
 #include "bvdb/reports.h"
+#include "nbd/nbd.h"
 #include "runtime/drives.h"
 #include "runtime/registry.h"
 
@@ -61,6 +62,12 @@ cJSON *api_drive_json(struct bv_drive_entry *e)
     cJSON_Delete(fj);
     cJSON_AddBoolToObject(o, "busy", bv_drive_busy(e->drive));
     cJSON_AddItemToObject(o, "bitmaps", api_bitmaps_array(e->drive));
+    char uri[4400];
+    bv_nbd_uri(e->app, e->id, uri, sizeof(uri));
+    if (uri[0])
+        cJSON_AddStringToObject(o, "nbd_uri", uri);
+    else
+        cJSON_AddNullToObject(o, "nbd_uri");
     return o;
 }
 
@@ -194,12 +201,27 @@ void api_drives_delete(struct bv_request *req, struct bv_reply *rep)
         bv_reply_error(rep, 400, NULL, "delete_file must be true or false");
         return;
     }
+    const char *fq = bv_req_query(req, "force");
+    bool force = fq && strcmp(fq, "true") == 0;
+    if (fq && !force && strcmp(fq, "false") != 0) {
+        bv_reply_error(rep, 400, NULL, "force must be true or false");
+        return;
+    }
+    unsigned clients = bv_nbd_clients(req->app, req->params[0]);
+    if (clients && !force) {
+        bv_reply_error(rep, 409, NULL, "Drive '%s' has %u NBD client%s attached (use "
+                       "?force=true to disconnect them)", req->params[0], clients,
+                       clients == 1 ? "" : "s");
+        return;
+    }
     bv_error *err = NULL;
     int r = bv_drives_remove(req->app, req->params[0], delete_file, &err);
-    if (r < 0)
+    if (r < 0) {
         api_fail(rep, 0, r, err);
-    else
+    } else {
+        bv_nbd_disconnect(req->app, req->params[0]);   /* forced, or attached meanwhile */
         bv_reply_empty(rep, 204);
+    }
 }
 
 void api_drives_resize(struct bv_request *req, struct bv_reply *rep)

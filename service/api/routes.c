@@ -27,11 +27,12 @@ const struct bv_route bv_routes[] = {
     { "POST", "/api/v1/drives", api_drives_create, 0 },
     { "GET", "/api/v1/drives", api_drives_list, 0 },
     { "GET", D, api_drives_get, 0 },
-    { "DELETE", D, api_drives_delete, 0, BV_QUERY("delete_file") },
+    { "DELETE", D, api_drives_delete, 0, BV_QUERY("delete_file", "force") },
     { "POST", D "/resize", api_drives_resize, 0 },
     { "PUT", D "/data", api_drives_data_put, BV_ROUTE_BINARY, BV_QUERY("offset", "flush") },
     { "GET", D "/data", api_drives_data_get, 0, BV_QUERY("offset", "length") },
     { "POST", D "/io", api_drives_io, 0 },
+    { "GET", "/api/v1/exports", api_exports_list, 0 },
 
     { "GET", D "/bitmaps", api_bitmaps_list, 0 },
     { "POST", D "/bitmaps", api_bitmaps_create, 0 },
