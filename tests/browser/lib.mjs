@@ -84,12 +84,18 @@ export async function startDaemon({ token } = {}) {
       if (status !== undefined && res.status !== status) throw new Error(`${method} ${path}: want ${status}, got ${res.status}: ${text}`);
       return text ? JSON.parse(text) : null;
     },
+    // Stops the daemon; its exit must be clean (a sanitizer report makes it fail).
     async stop() {
-      if (child.exitCode === null) {
+      let status = { code: child.exitCode, signal: child.signalCode };
+      if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGTERM');
-        await new Promise((r) => { const t = setTimeout(() => { child.kill('SIGKILL'); r(); }, 10000); child.on('exit', () => { clearTimeout(t); r(); }); });
+        status = await new Promise((r) => {
+          const t = setTimeout(() => { child.kill('SIGKILL'); r({ code: null, signal: 'SIGKILL (hung)' }); }, 15000);
+          child.on('exit', (code, signal) => { clearTimeout(t); r({ code, signal }); });
+        });
       }
       rmSync(data, { recursive: true, force: true });
+      if (status.code !== 0) throw new Error(`daemon exit: ${status.code ?? status.signal}\n${log.slice(-4000)}`);
     },
   };
   return d;
@@ -127,7 +133,12 @@ export async function run(name, body, { token } = {}) {
     process.exitCode = 1;
   } finally {
     if (browser) await browser.close().catch(() => {});
-    if (daemon) await daemon.stop().catch(() => {});
+    if (daemon) {
+      await daemon.stop().catch((e) => {
+        console.error(`FAIL ${name}: ${e.message}`);
+        process.exitCode = 1;
+      });
+    }
   }
 }
 

@@ -38,6 +38,7 @@ export function replace(container, ...children) {
   const active = document.activeElement;
   const key = active && container.contains(active) ? active.dataset.key : null;
   container.replaceChildren();
+  container.removeAttribute('aria-busy');
   append(container, children);
   if (active && active !== document.body && container.contains(active)) {
     active.focus({ preventScroll: true });   // the same node was put back (a kept form)

@@ -82,9 +82,11 @@ export default {
     await load();
     const unsub = ctx.jobs.subscribe((l) => { jobs = l; render(); });
     ctx.jobs.refresh();
+    // what has no event (a drive made by another client, ages) is refreshed now and then
+    const tick = setInterval(reload, 15000);
     return {
       onEvent(ev) { if (/BLOCK_JOB_COMPLETED|BLOCK_JOB_CANCELLED|CORRUPTION|RECONNECTED|JOB_STATUS/.test(ev.event)) reload(); },
-      unmount() { unsub(); },
+      unmount() { unsub(); clearInterval(tick); },
     };
   },
 };

@@ -4,7 +4,10 @@ import { get, enc } from '../api.js';
 import { h, replace, time, badge, statusTone, duration } from '../util.js';
 import { debounce, progress, speedEta, jobStatus, protection, ICON } from './common.js';
 
-const MAX_EVENTS = 15;
+const MAX_EVENTS = 12;
+// the steps every job goes through are left out: the list says what happened
+const QUIET = new Set(['waiting', 'pending', 'concluded', 'null']);
+const worth = (ev) => !(ev.event === 'JOB_STATUS_CHANGE' && QUIET.has(ev.data && ev.data.status));
 
 function eventText(ev) {
   const d = ev.data || {};
@@ -29,11 +32,14 @@ function eventTone(ev) {
 
 export default {
   async mount(root, _params, ctx) {
-    const health = h('section', { class: 'card', 'aria-labelledby': 'ov-health' });
-    const prot = h('section', { class: 'card', 'aria-labelledby': 'ov-prot' });
-    const running = h('section', { class: 'card', 'aria-labelledby': 'ov-jobs' });
-    const alerts = h('section', { class: 'card', 'aria-labelledby': 'ov-alerts' });
-    const events = h('section', { class: 'card', 'aria-labelledby': 'ov-events' });
+    const health = h('section', { class: 'card', 'aria-busy': 'true', 'aria-labelledby': 'ov-health' });
+    const prot = h('section', { class: 'card', 'aria-busy': 'true', 'aria-labelledby': 'ov-prot' });
+    const running = h('section', { class: 'card', 'aria-busy': 'true', 'aria-labelledby': 'ov-jobs' });
+    const alerts = h('section', { class: 'card', 'aria-busy': 'true', 'aria-labelledby': 'ov-alerts' });
+    const events = h('section', { class: 'card', 'aria-busy': 'true', 'aria-labelledby': 'ov-events' });
+    const titles = [[health, 'ov-health', 'Service'], [prot, 'ov-prot', 'Protection'], [running, 'ov-jobs', 'Running jobs'],
+      [alerts, 'ov-alerts', 'Corruption alerts'], [events, 'ov-events', 'Recent events']];
+    for (const [sec, id, t] of titles) sec.append(h('h2', { id }, t), h('p', { class: 'muted' }, 'Loading…'));
     root.append(h('h1', {}, 'Overview'),
       h('div', { class: 'grid' }, health, alerts, prot, running, events));
     let evList = [];
@@ -44,9 +50,9 @@ export default {
         get('/api/v1/reports'), get('/api/v1/events?after=latest')]);
       const chains = await Promise.all(dr.drives.map((d) =>
         get(`/api/v1/drives/${enc(d.id)}/backups`).then((r) => r.chains).catch(() => [])));
-      const after = Math.max(0, head.next - MAX_EVENTS);
-      const ev = await get(`/api/v1/events?after=${after}&limit=${MAX_EVENTS}`);
-      evList = ev.events.reverse();
+      const after = Math.max(0, head.next - 80);
+      const ev = await get(`/api/v1/events?after=${after}&limit=80`);
+      evList = ev.events.filter(worth).reverse().slice(0, MAX_EVENTS);
       renderHealth(hl, dr.drives, rep.reports);
       renderProt(dr.drives, chains, pol.policies);
       renderAlerts(rep.reports, chains);
@@ -95,8 +101,8 @@ export default {
     function renderEvents() {
       replace(events, h('h2', { id: 'ov-events' }, 'Recent events'),
         evList.length ? h('ol', { class: 'plain events', reversed: true }, evList.map((e) => h('li', { class: eventTone(e) },
-          h('span', { class: 'ev-name' }, e.event), ' ', eventText(e), ' ',
-          h('span', { class: 'small muted' }, time(e.timestamp, { rel: true })))))
+          h('span', { class: 'ev-text' }, h('span', { class: 'ev-name' }, e.event), ' ', eventText(e)),
+          h('span', { class: 'small muted ev-time' }, time(e.timestamp, { rel: true })))))
           : h('p', { class: 'muted' }, 'No events yet.'));
     }
 
@@ -114,12 +120,14 @@ export default {
     const unsub = ctx.jobs.subscribe(renderJobs);
     ctx.jobs.refresh();
     await load();
+    // what has no event (a drive made by another client, ages) is refreshed now and then
+    const tick = setInterval(reload, 15000);
     return {
       onEvent(ev) {
-        if (ev.seq) { evList.unshift(ev); evList = evList.slice(0, MAX_EVENTS); renderEvents(); }
+        if (ev.seq && worth(ev)) { evList.unshift(ev); evList = evList.slice(0, MAX_EVENTS); renderEvents(); }
         if (/COMPLETED|CANCELLED|CORRUPTION|POLICY_RUN|RECONNECTED/.test(ev.event)) reload();
       },
-      unmount() { unsub(); },
+      unmount() { unsub(); clearInterval(tick); },
     };
   },
 };

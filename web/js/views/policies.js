@@ -55,7 +55,7 @@ export default {
         h('header', { class: 'row spread' }, h('h2', { id: `pol-${p.name}` }, p.name),
           p.enabled ? badge('enabled', 'ok') : badge('disabled', 'neutral')),
         h('dl', { class: 'stats' },
-          h('div', {}, h('dt', {}, 'Schedule'), h('dd', {}, cronWords(p.schedule), ' ', h('code', {}, p.schedule))),
+          h('div', {}, h('dt', {}, 'Schedule'), h('dd', {}, cronWords(p.schedule), h('br'), h('code', { class: 'small cron' }, p.schedule))),
           h('div', {}, h('dt', {}, 'Next run'), h('dd', {}, p.next_run ? h('span', {}, time(p.next_run, { rel: true }), h('br'), h('span', { class: 'small' }, time(p.next_run))) : 'not scheduled')),
           h('div', {}, h('dt', {}, 'Last outcome'), h('dd', {}, p.last_run
             ? h('span', {}, badge(p.last_run.outcome || 'running', statusTone(p.last_run.outcome || 'running')), ' ', time(p.last_run.finished_at || p.last_run.started_at, { rel: true }))
