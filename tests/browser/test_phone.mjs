@@ -45,7 +45,7 @@ await run('phone', async ({ daemon, newPage }) => {
     });
     assert(m.sw <= m.iw, `${v}: page is ${m.sw} px wide at ${m.iw} px (${m.over.join('; ')})`);
     assert(m.over.length === 0, `${v}: elements past the right edge: ${m.over.join('; ')}`);
-    await shot(page, `phone-${v.replace(/\//g, '-')}`);
+    await shot(page, `phone-${v.startsWith('reports/') ? 'report' : v.startsWith('drives/') ? 'chain' : v}`);
   }
 
   // keyboard: the first Tab reaches the skip link, which moves the focus to the content

@@ -158,21 +158,6 @@ function listWords(field, names) {
   }).join(', ');
 }
 
-function count(field, lo, hi) {
-  if (field === '*') return hi - lo + 1;
-  let n = 0;
-  for (const part of field.split(',')) {
-    const [range, step] = part.split('/');
-    let a = lo, b = hi;
-    if (range !== '*') {
-      if (range.includes('-')) [a, b] = range.split('-').map(num);
-      else { a = num(range); b = step ? hi : a; }
-    }
-    n += Math.floor((b - a) / (Number(step) || 1)) + 1;
-  }
-  return Math.max(1, n);
-}
-
 const plain = (f) => /^\d+$/.test(f);
 
 export function cronWords(expr) {
@@ -186,27 +171,56 @@ export function cronWords(expr) {
   else if (plain(mi) && hr === '*') when = mi === '0' ? 'every hour, on the hour' : `every hour at minute ${mi}`;
   else if (plain(mi) && /^\*\/\d+$/.test(hr)) when = `every ${hr.slice(2)} hours at minute ${mi}`;
   else if (plain(mi) && /^\d+(,\d+)*$/.test(hr)) when = 'at ' + hr.split(',').map((x) => `${pad(x)}:${pad(mi)}`).join(', ');
-  else when = `at minute ${listWords(mi)} of hour ${listWords(hr)}`;
+  else if (plain(mi) && /^\d+-\d+$/.test(hr)) {
+    const [a, b] = hr.split('-');
+    when = `every hour from ${pad(a)}:${pad(mi)} to ${pad(b)}:${pad(mi)}`;
+  } else when = `at minute ${listWords(mi)} of hour ${listWords(hr)}`;
   const days = [];
   if (dom !== '*') days.push(`on day ${listWords(dom)} of the month`);
   if (dow !== '*') days.push(`on ${listWords(dow, DAYS)}`);
   let text = when;
   if (days.length) text += ' ' + days.join(' or ');
-  else if (plain(mi) && !hr.includes('*')) text = 'every day ' + text;
+  else if (plain(mi) && /^\d+(,\d+)*$/.test(hr)) text = 'every day ' + text;
   if (mon !== '*') text += ` in ${listWords(mon, MONTHS)}`;
   return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
-// The typical time between two runs, in seconds (an estimate: enough to colour an age).
+function values(field, lo, hi) {
+  const out = new Set();
+  for (const part of field.split(',')) {
+    const [range, step] = part.split('/');
+    let a = lo, b = hi;
+    if (range !== '*') {
+      if (range.includes('-')) [a, b] = range.split('-').map(num);
+      else { a = num(range); b = step ? hi : a; }
+    }
+    for (let v = a; v <= b; v += Number(step) || 1) out.add(v % (hi + 1));
+  }
+  return [...out].sort((x, y) => x - y);
+}
+
+// the longest wait between two values of a cyclic field (e.g. Friday to Monday: 3)
+function maxGap(vals, cycle) {
+  if (!vals.length) return cycle;
+  let g = vals[0] + cycle - vals[vals.length - 1];
+  for (let i = 1; i < vals.length; i++) g = Math.max(g, vals[i] - vals[i - 1]);
+  return g;
+}
+
+// The longest time between two runs, in seconds (an estimate: enough to judge an age).
 export function cronPeriod(expr) {
   const src = (expr || '').trim();
   const f = (MACROS[src.toLowerCase()] || src).split(/\s+/);
   if (f.length !== 5) return null;
   const [mi, hr, dom, mon, dow] = f;
   const day = 86400;
-  if (mon !== '*') return (366 * day) / count(mon, 1, 12);
-  if (dom !== '*' && dow === '*') return (31 * day) / count(dom, 1, 31);
-  if (dow !== '*' && dom === '*') return (7 * day) / Math.min(7, count(dow, 0, 6));
-  if (hr !== '*') return day / count(hr, 0, 23);
-  return 3600 / count(mi, 0, 59);
+  try {
+    if (mon !== '*') return maxGap(values(mon, 1, 12).map((m) => m - 1), 12) * 31 * day;
+    if (dom !== '*' && dow === '*') return maxGap(values(dom, 1, 31).map((d) => d - 1), 31) * day;
+    if (dow !== '*' && dom === '*') return maxGap(values(dow, 0, 6), 7) * day;
+    if (hr !== '*') return maxGap(values(hr, 0, 23), 24) * 3600;
+    return maxGap(values(mi, 0, 59), 60) * 60;
+  } catch {
+    return null;
+  }
 }

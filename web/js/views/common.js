@@ -1,7 +1,7 @@
 // Pieces several views share: responsive tables, job progress and verbs, drive protection.
 
 import { post, enc } from '../api.js';
-import { h, bytes, rate, duration, eta, percent, badge, statusTone, ageSeconds, cronPeriod, relative, LIVE_DONE } from '../util.js';
+import { h, bytes, rate, duration, eta, percent, badge, statusTone, ageSeconds, cronPeriod, cronWords, relative, LIVE_DONE } from '../util.js';
 
 export function debounce(fn, ms = 250) {
   let t = null;
@@ -75,7 +75,7 @@ export function protection(drive, chains, policies) {
   const detail = newest
     ? `newest good backup ${newest.id}, ${relative(newest.completed_at || newest.created_at)}`
     : 'no good backup';
-  const sched = period === null ? (pols.length ? '' : 'no policy') : `policy ${pols.map((p) => p.name).join(', ')}: every ~${duration(period)}`;
+  const sched = pols.length ? `policy ${pols.map((p) => `${p.name} (${cronWords(p.schedule).toLowerCase()})`).join(', ')}` : 'no policy';
   return { tone, label, detail, sched, newest, age, period };
 }
 

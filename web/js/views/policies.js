@@ -50,7 +50,7 @@ export default {
           if (ex[what]) { delete ex[what]; extra.set(p.name, ex); render(); return; }
           const r = await ctx.act(ev.currentTarget, () => get(url));
           if (r) { ex[what] = r; extra.set(p.name, ex); render(); }
-        } }, ex[what] ? `Hide ${label}` : label);
+        } }, ex[what] ? `Hide ${label.toLowerCase()}` : label);
       return h('article', { class: 'card policy', 'aria-labelledby': `pol-${p.name}` },
         h('header', { class: 'row spread' }, h('h2', { id: `pol-${p.name}` }, p.name),
           p.enabled ? badge('enabled', 'ok') : badge('disabled', 'neutral')),

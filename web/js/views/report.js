@@ -14,7 +14,7 @@ function extentMap(extents, total, length) {
     svg('rect', { x: 0, y: 4, width: W, height: 26, class: 'map-bg' }));
   for (const e of extents) {
     const x = (e.offset / length) * W;
-    const w = Math.max(2, (e.length / length) * W);
+    const w = Math.max(12, (e.length / length) * W);   // a sector must still be seen
     const r = svg('rect', { x: Math.min(x, W - w), y: 4, width: w, height: 26, class: 'map-bad' });
     r.append(svg('title', {}, document.createTextNode(`bytes ${e.offset} – ${e.offset + e.length - 1} (${bytes(e.length)})`)));
     map.append(r);
