@@ -65,24 +65,35 @@ await run('dashboard', async ({ daemon, newPage }) => {
   await page.locator('.point[data-backup=b1]').getByRole('button', { name: 'Restore b1' }).click();
   await page.getByLabel('New drive id or file name').waitFor();
   await shot(page, 'chain');
+  // restore the point to a new drive from the form: the job runs and the drive appears
+  await page.getByRole('button', { name: 'Start restore' }).click();
+  await page.locator('#announce', { hasText: /Restore job restore-\d+ started/ }).waitFor({ state: 'attached' });
+  let restored = null;
+  for (let i = 0; i < 200 && !restored; i++) {
+    const d = await daemon.api('GET', '/api/v1/drives');
+    restored = d.drives.find((x) => x.id === 'web0-b1');
+    if (!restored) await new Promise((r) => setTimeout(r, 100));
+  }
+  assert(restored && restored.size === 256 << 20, 'restored drive web0-b1 exists');
 
   // an incremental from the drives page and a verify, then the overview is green
   await nav(page, 'Drives');
   await daemon.api('POST', '/api/v1/drives/web0/io', { commands: ['write -P 0x22 1M 64k'] }, { status: 200 });
-  await page.getByRole('button', { name: 'Incremental backup' }).click();
+  const web0 = page.locator('article', { has: page.getByRole('heading', { name: 'web0', exact: true }) });
+  await web0.getByRole('button', { name: 'Incremental backup' }).click();
   await page.waitForFunction(async () => true);
   for (let i = 0; i < 100; i++) {
     const b = await daemon.api('GET', '/api/v1/drives/web0/backups');
     if (b.chains[0].backups.length === 2 && b.chains[0].backups[1].status === 'complete') break;
     await new Promise((r) => setTimeout(r, 100));
   }
-  await page.getByRole('button', { name: 'Verify backups' }).click();
+  await web0.getByRole('button', { name: 'Verify backups' }).click();
   await shot(page, 'drives');
 
   await daemon.api('POST', '/api/v1/policies', { name: 'hourly', drives: ['web0'], schedule: '0 * * * *',
     full_every: 24, retention: { keep_last: 2, keep_daily: 7 }, verify: 'after' }, { status: 201 });
   await nav(page, 'Overview');
-  await page.locator('.prot.ok', { hasText: 'web0' }).waitFor();
+  await page.locator('.prot.ok', { hasText: 'web0 Protected' }).waitFor();
   await page.locator('.events li').first().waitFor();
   await shot(page, 'overview');
 
