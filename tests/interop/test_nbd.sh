@@ -141,6 +141,7 @@ cmp "$T/src.raw" "$T/back.raw" || fail "nbdcopy round trip differs"
 qio "$U" "flush"
 qemu-img compare -U -f raw -F qcow2 "$T/src.raw" "$IMG/drive0.qcow2" >/dev/null 2>&1 ||
     fail "image file differs from what nbdcopy wrote"
+rm -f "$T/src.raw" "$T/back.raw"
 
 note "a backup under NBD writes equals the drive at job start"
 nbdcopy "$U" "$T/pit.raw"
@@ -169,6 +170,7 @@ n=$(grep -c 10 "$T/writes")
 echo "   $n batches of 10 NBD writes during the job (final status $st)"
 out=$(qemu-img compare -U -f qcow2 -F raw "$IMG/pit.qcow2" "$T/pit.raw" 2>&1) ||
     fail "backup differs from the drive at job start: $out"
+rm -f "$T/pit.raw" "$IMG/pit.qcow2"
 
 note "a backup point: read-only, reads as at the backup"
 nbdcopy "$U" "$T/atbackup.raw"
