@@ -54,6 +54,12 @@ int bv_app_open(struct bv_app *app, char *err, size_t errlen)
         bv_error_free(e);
         return -1;
     }
+    if (app->cfg.qmp_dir[0] && bv_root_open(app->cfg.qmp_dir, &app->qmp_root, &e) < 0) {
+        snprintf(err, errlen, "--qmp-dir %s: %s", app->cfg.qmp_dir,
+                 e ? e->msg : "cannot open the directory");
+        bv_error_free(e);
+        return -1;
+    }
     if (bvdb_open(app->catalog_path, &app->db, err, errlen) < 0)
         return -1;
     bvdb_set_log(app->db, db_log, NULL);
@@ -105,6 +111,8 @@ void bv_app_close(struct bv_app *app)
     app->db = NULL;
     bv_root_close(app->root);
     app->root = NULL;
+    bv_root_close(app->qmp_root);
+    app->qmp_root = NULL;
     pthread_cond_destroy(&app->events_cond);
     pthread_mutex_destroy(&app->events_lock);
 }

@@ -35,6 +35,8 @@ struct bv_app {
     struct bv_root *root;          /* images_dir opened once: every client or recorded file
                                       name is resolved beneath it (bv/path.h), never by
                                       re-walking images_dir as a string */
+    struct bv_root *qmp_root;      /* --qmp-dir opened once (NULL without the flag): QMP
+                                      socket names resolve beneath it (service/qmp/qmp.h) */
     char catalog_path[4200];
     bvdb *db;
     struct bv_workers *workers;

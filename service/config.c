@@ -174,6 +174,7 @@ int bv_config_parse(int argc, char **argv, struct bv_config *cfg, char *err, siz
         { "test-clock", required_argument, NULL, 'T' },
         { "nbd-listen", required_argument, NULL, 'N' },
         { "nbd-tls-psk", required_argument, NULL, 'P' },
+        { "qmp-dir", required_argument, NULL, 'Q' },
         { 0 },
     };
     memset(cfg, 0, sizeof(*cfg));
@@ -198,6 +199,9 @@ int bv_config_parse(int argc, char **argv, struct bv_config *cfg, char *err, siz
         case 'P':
             r = copy_dir(cfg->nbd_tls_psk, sizeof(cfg->nbd_tls_psk), optarg, "--nbd-tls-psk",
                          err, errlen);
+            break;
+        case 'Q':
+            r = copy_dir(cfg->qmp_dir, sizeof(cfg->qmp_dir), optarg, "--qmp-dir", err, errlen);
             break;
         case 'z':
             if (strlen(optarg) >= sizeof(cfg->timezone)) {

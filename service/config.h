@@ -23,6 +23,8 @@ struct bv_config {
     char nbd_addr[64];         /* numeric address of --nbd-listen */
     uint16_t nbd_port;         /* 0: pick a free one (nbd_uri names it) */
     char nbd_tls_psk[4096];    /* --nbd-tls-psk FILE ("" none): psktool's username:hexkey */
+    char qmp_dir[4096];        /* --qmp-dir DIR ("" none: VM drives are refused): every QMP
+                                  socket name resolves beneath it (service/qmp/qmp.h) */
 };
 
 /* Parse `serve` arguments (argv[0] is "serve").  On error returns -1 and
