@@ -46,17 +46,18 @@ int bv_app_open(struct bv_app *app, char *err, size_t errlen)
     pthread_mutex_init(&app->backups_lock, NULL);
     snprintf(app->images_dir, sizeof(app->images_dir), "%s/images", app->cfg.data_dir);
     snprintf(app->catalog_path, sizeof(app->catalog_path), "%s/catalog.db", app->cfg.data_dir);
+    bv_error *e = NULL;
     if (make_dir(app->cfg.data_dir, err, errlen) < 0 || make_dir(app->images_dir, err, errlen) < 0)
         return -1;
-    bv_error *e = NULL;
-    if (bv_root_open(app->images_dir, &app->root, &e) < 0) {
-        snprintf(err, errlen, "%s", e ? e->msg : "cannot open the storage directory");
-        bv_error_free(e);
-        return -1;
-    }
+    /* first: a bad --qmp-dir fails start-up before anything is held */
     if (app->cfg.qmp_dir[0] && bv_root_open(app->cfg.qmp_dir, &app->qmp_root, &e) < 0) {
         snprintf(err, errlen, "--qmp-dir %s: %s", app->cfg.qmp_dir,
                  e ? e->msg : "cannot open the directory");
+        bv_error_free(e);
+        return -1;
+    }
+    if (bv_root_open(app->images_dir, &app->root, &e) < 0) {
+        snprintf(err, errlen, "%s", e ? e->msg : "cannot open the storage directory");
         bv_error_free(e);
         return -1;
     }
