@@ -18,12 +18,16 @@ static void usage(FILE *f)
     fprintf(f,
         "usage: blockvault serve [--listen ADDR:PORT] [--data DIR] [--token-file FILE]\n"
         "                        [--workers N] [--web DIR] [--timezone AREA/CITY] [--verbose]\n"
+        "                        [--nbd-listen ADDR:PORT] [--nbd-tls-psk FILE] [--qmp-dir DIR]\n"
         "  --listen ADDR:PORT  where to listen (default 127.0.0.1:8080; port 0 picks a free port)\n"
         "  --data DIR          data directory: DIR/images and DIR/catalog.db (default ./var)\n"
         "  --token-file FILE   require 'Authorization: Bearer <token>' (or BLOCKVAULT_TOKEN)\n"
         "  --workers N         worker threads for jobs (default 2)\n"
         "  --web DIR           static UI directory (default: the source tree's web/)\n"
-        "  --timezone ZONE     time zone of policy schedules and retention periods (default UTC)\n");
+        "  --timezone ZONE     time zone of policy schedules and retention periods (default UTC)\n"
+        "  --nbd-listen A:P    also serve NBD over TCP (the Unix socket DIR/nbd.sock always)\n"
+        "  --nbd-tls-psk FILE  TLS-PSK keys for NBD over TCP (psktool format)\n"
+        "  --qmp-dir DIR       QMP sockets of VM drives must resolve beneath DIR\n");
 }
 
 /* Give the event streams (woken by stopping) a bounded moment to send
