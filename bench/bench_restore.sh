@@ -20,13 +20,13 @@
 #   convert -t none        the same with O_DIRECT on the output (durable)
 # Each runs RUNS times (default 3), best time kept; ratio = ours / theirs (target: <= 1.0).
 #
-# BV_DAEMON defaults to build-h11-rel/service/blockvault, a Release build without sanitizers:
-#   cmake -S . -B build-h11-rel -DCMAKE_BUILD_TYPE=Release -DBV_SANITIZE=OFF -DBV_WERROR=OFF
-#   cmake --build build-h11-rel --target blockvault
+# BV_DAEMON defaults to build-release/service/blockvault, a Release build without sanitizers:
+#   cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DBV_SANITIZE=OFF -DBV_WERROR=OFF
+#   cmake --build build-release --target blockvault
 # The work directory (default: a new one under /var/tmp) is removed at the end.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-BV_DAEMON=${BV_DAEMON:-$top/build-h11-rel/service/blockvault}
+BV_DAEMON=${BV_DAEMON:-$top/build-release/service/blockvault}
 RUNS=${BENCH_RUNS:-3}
 for p in qemu-img curl jq bc; do
     command -v "$p" >/dev/null || { echo "$p not installed" >&2; exit 1; }
