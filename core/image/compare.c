@@ -94,6 +94,7 @@ struct cmp_state {
     const struct bv_compare_opts *o;
     struct bv_compare_report *rep;
     struct cmp_ring ring;
+    struct cmp_slot spare;       /* side B read again by the comparer (buf[B] only) */
     pthread_t helper;
     bool ring_ready, helper_started;
     size_t bufsize;
@@ -113,6 +114,8 @@ static const uint8_t zero_sector[SECTOR];
 
 static void read_side(struct cmp_state *s, struct cmp_slot *sl, int k)
 {
+    bv_error_free(sl->err[k]);
+    sl->err[k] = NULL;
     sl->ret[k] = bv_node_pread(s->node[k], sl->buf[k], sl->len, sl->off, &sl->err[k]);
 }
 
@@ -151,24 +154,42 @@ static void *helper_main(void *arg)
     return NULL;
 }
 
-/* Comparer: side B of item i is in sl->buf[B] (or not needed) on return. */
-static void take_side_b(struct cmp_state *s, struct cmp_slot *sl, uint64_t i)
+/* Wait until the helper has finished a read of item i it is in the middle of. */
+static void wait_helper(struct cmp_state *s, struct cmp_slot *sl, uint64_t i)
 {
     struct cmp_ring *ring = &s->ring;
-    uint64_t want = B_STATE(i, B_QUEUED);
-    if (atomic_compare_exchange_strong(&sl->b_state, &want, B_STATE(i, B_READING))) {
-        read_side(s, sl, SIDE_B);        /* the helper is behind: do it here */
-        return;
-    }
-    if (want == B_STATE(i, B_DONE))
+    if (atomic_load(&sl->b_state) != B_STATE(i, B_READING))
         return;
     pthread_mutex_lock(&ring->lock);
-    while (atomic_load(&sl->b_state) != B_STATE(i, B_DONE)) {
+    while (atomic_load(&sl->b_state) == B_STATE(i, B_READING)) {
         ring->comparer_waits = true;
         pthread_cond_wait(&ring->done, &ring->lock);
         ring->comparer_waits = false;
     }
     pthread_mutex_unlock(&ring->lock);
+}
+
+/* Comparer: returns the slot holding side B of item i (sl, or the spare).
+ * When the helper is behind, the comparer reads B itself; when the helper is in
+ * the middle of that read, it reads B again into the spare instead of waiting:
+ * on a busy machine the helper may be preempted mid-read for a whole time
+ * slice.  The helper's copy is then dropped (the planner waits for it before
+ * reusing the slot, CMP_SLOTS items later). */
+static struct cmp_slot *take_side_b(struct cmp_state *s, struct cmp_slot *sl, uint64_t i)
+{
+    uint64_t want = B_STATE(i, B_QUEUED);
+    if (atomic_compare_exchange_strong(&sl->b_state, &want, B_STATE(i, B_READING))) {
+        read_side(s, sl, SIDE_B);        /* the helper is behind: do it here */
+        atomic_store(&sl->b_state, B_STATE(i, B_DONE));
+        return sl;
+    }
+    if (want == B_STATE(i, B_DONE))
+        return sl;
+    struct cmp_slot *sp = &s->spare;
+    sp->off = sl->off;
+    sp->len = sl->len;
+    read_side(s, sp, SIDE_B);
+    return sp;
 }
 
 static int ring_init(struct cmp_state *s, bv_error **errp)
@@ -182,6 +203,8 @@ static int ring_init(struct cmp_state *s, bv_error **errp)
         for (int k = 0; k < SIDES; k++)
             if (posix_memalign((void **)&ring->slot[i].buf[k], 4096, s->bufsize))
                 return bv_error_setf(errp, ENOMEM, "out of memory for compare buffers");
+    if (posix_memalign((void **)&s->spare.buf[SIDE_B], 4096, s->bufsize))
+        return bv_error_setf(errp, ENOMEM, "out of memory for compare buffers");
     int r = pthread_create(&s->helper, NULL, helper_main, s);
     if (r)
         return bv_error_setf(errp, r, "cannot start a compare reader: %s", strerror(r));
@@ -212,6 +235,8 @@ static void ring_destroy(struct cmp_state *s)
             free(ring->slot[i].buf[k]);
             bv_error_free(ring->slot[i].err[k]);
         }
+    free(s->spare.buf[SIDE_B]);
+    bv_error_free(s->spare.err[SIDE_B]);
     pthread_mutex_destroy(&ring->lock);
     pthread_cond_destroy(&ring->work);
     pthread_cond_destroy(&ring->done);
@@ -368,6 +393,8 @@ static int plan_one(struct cmp_state *s, uint64_t *off, struct side_run run[SIDE
             return r;
     }
     struct cmp_slot *sl = &s->ring.slot[s->planned % CMP_SLOTS];
+    if (s->planned >= CMP_SLOTS)         /* a dropped helper read may still be going on */
+        wait_helper(s, sl, s->planned - CMP_SLOTS);
     sl->off = *off;
     sl->len = len;
     for (int k = 0; k < SIDES; k++) {
@@ -383,16 +410,19 @@ static int plan_one(struct cmp_state *s, uint64_t *off, struct side_run run[SIDE
 
 /* ---- comparing ---- */
 
-static int compare_slot(struct cmp_state *s, struct cmp_slot *sl, bv_error **errp)
+/* Compare item sl, side B taken from bsl (sl or the spare). */
+static int compare_slot(struct cmp_state *s, struct cmp_slot *sl, struct cmp_slot *bsl,
+                        bv_error **errp)
 {
+    struct cmp_slot *from[SIDES] = { sl, bsl };
     for (int k = 0; k < SIDES; k++) {
-        if (sl->ret[k] < 0) {
-            bv_error_propagate(errp, &sl->err[k]);
-            return sl->ret[k];
+        if (from[k]->ret[k] < 0) {
+            bv_error_propagate(errp, &from[k]->err[k]);
+            return from[k]->ret[k];
         }
     }
     const uint8_t *x = sl->read[SIDE_A] ? sl->buf[SIDE_A] : NULL;
-    const uint8_t *y = sl->read[SIDE_B] ? sl->buf[SIDE_B] : NULL;
+    const uint8_t *y = sl->read[SIDE_B] ? bsl->buf[SIDE_B] : NULL;
     bool same = x && y ? !memcmp(x, y, sl->len) : buf_is_zero(x ? x : y, sl->len);
     int r = same ? 0 : scan_sectors(s, sl->off, sl->len, x, y);
     if (r < 0)
@@ -408,8 +438,8 @@ static int consume_one(struct cmp_state *s, bv_error **errp)
     struct cmp_slot *sl = &s->ring.slot[i % CMP_SLOTS];
     if (sl->read[SIDE_A])
         read_side(s, sl, SIDE_A);
-    take_side_b(s, sl, i);
-    int r = compare_slot(s, sl, errp);
+    struct cmp_slot *bsl = sl->read[SIDE_B] ? take_side_b(s, sl, i) : sl;
+    int r = compare_slot(s, sl, bsl, errp);
     s->consumed++;
     return r;
 }
