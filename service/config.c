@@ -1,7 +1,8 @@
 /*
  * `blockvault serve` options.  The rule that matters for safety: a listen
- * address that is not loopback needs a token, so that a backup appliance is
- * never exposed unauthenticated by a typo.
+ * address that is not loopback needs a token and TLS, so that a backup
+ * appliance is never exposed unauthenticated (or its token in clear text) by
+ * a typo.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -161,6 +162,27 @@ static int copy_dir(char *dst, size_t cap, const char *src, const char *what,
     return 0;
 }
 
+/* TLS flags fit together, and a non-loopback address has TLS as well as a
+ * token: a bearer token sent in clear text over a network is no protection. */
+static int check_tls(const struct bv_config *cfg, char *err, size_t errlen)
+{
+    bool files = cfg->tls_cert[0] || cfg->tls_key[0];
+    if (files && (!cfg->tls_cert[0] || !cfg->tls_key[0])) {
+        snprintf(err, errlen, "--tls-cert and --tls-key go together");
+        return -1;
+    }
+    if (files && cfg->tls_self_signed) {
+        snprintf(err, errlen, "--tls-self-signed and --tls-cert/--tls-key exclude each other");
+        return -1;
+    }
+    if (!files && !cfg->tls_self_signed && !bv_config_is_loopback(cfg->listen_addr)) {
+        snprintf(err, errlen, "refusing to listen on non-loopback address %s without TLS "
+                 "(use --tls-cert/--tls-key or --tls-self-signed)", cfg->listen_addr);
+        return -1;
+    }
+    return 0;
+}
+
 int bv_config_parse(int argc, char **argv, struct bv_config *cfg, char *err, size_t errlen)
 {
     static const struct option opts[] = {
@@ -175,6 +197,9 @@ int bv_config_parse(int argc, char **argv, struct bv_config *cfg, char *err, siz
         { "nbd-listen", required_argument, NULL, 'N' },
         { "nbd-tls-psk", required_argument, NULL, 'P' },
         { "qmp-dir", required_argument, NULL, 'Q' },
+        { "tls-cert", required_argument, NULL, 'C' },
+        { "tls-key", required_argument, NULL, 'K' },
+        { "tls-self-signed", no_argument, NULL, 'S' },
         { 0 },
     };
     memset(cfg, 0, sizeof(*cfg));
@@ -203,6 +228,13 @@ int bv_config_parse(int argc, char **argv, struct bv_config *cfg, char *err, siz
         case 'Q':
             r = copy_dir(cfg->qmp_dir, sizeof(cfg->qmp_dir), optarg, "--qmp-dir", err, errlen);
             break;
+        case 'C':
+            r = copy_dir(cfg->tls_cert, sizeof(cfg->tls_cert), optarg, "--tls-cert", err, errlen);
+            break;
+        case 'K':
+            r = copy_dir(cfg->tls_key, sizeof(cfg->tls_key), optarg, "--tls-key", err, errlen);
+            break;
+        case 'S': cfg->tls_self_signed = true; break;
         case 'z':
             if (strlen(optarg) >= sizeof(cfg->timezone)) {
                 snprintf(err, errlen, "--timezone: name too long");
@@ -241,6 +273,8 @@ int bv_config_parse(int argc, char **argv, struct bv_config *cfg, char *err, siz
                  "(use --token-file or BLOCKVAULT_TOKEN)", cfg->listen_addr);
         r = -1;
     }
+    if (r == 0)
+        r = check_tls(cfg, err, errlen);
     if (r < 0)
         bv_config_free(cfg);
     return r;

@@ -23,6 +23,9 @@ struct bv_config {
     char nbd_addr[64];         /* numeric address of --nbd-listen */
     uint16_t nbd_port;         /* 0: pick a free one (nbd_uri names it) */
     char nbd_tls_psk[4096];    /* --nbd-tls-psk FILE ("" none): psktool's username:hexkey */
+    char tls_cert[4096];       /* --tls-cert FILE ("" none; needs --tls-key) */
+    char tls_key[4096];        /* --tls-key FILE */
+    bool tls_self_signed;      /* --tls-self-signed: a pair made once under <data>/tls/ */
     char qmp_dir[4096];        /* --qmp-dir DIR ("" none: VM drives are refused): every QMP
                                   socket name resolves beneath it (service/qmp/qmp.h) */
 };

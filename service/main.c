@@ -19,6 +19,7 @@ static void usage(FILE *f)
         "usage: blockvault serve [--listen ADDR:PORT] [--data DIR] [--token-file FILE]\n"
         "                        [--workers N] [--web DIR] [--timezone AREA/CITY] [--verbose]\n"
         "                        [--nbd-listen ADDR:PORT] [--nbd-tls-psk FILE] [--qmp-dir DIR]\n"
+        "                        [--tls-cert FILE --tls-key FILE | --tls-self-signed]\n"
         "  --listen ADDR:PORT  where to listen (default 127.0.0.1:8080; port 0 picks a free port)\n"
         "  --data DIR          data directory: DIR/images and DIR/catalog.db (default ./var)\n"
         "  --token-file FILE   require 'Authorization: Bearer <token>' (or BLOCKVAULT_TOKEN)\n"
@@ -27,7 +28,12 @@ static void usage(FILE *f)
         "  --timezone ZONE     time zone of policy schedules and retention periods (default UTC)\n"
         "  --nbd-listen A:P    also serve NBD over TCP (the Unix socket DIR/nbd.sock always)\n"
         "  --nbd-tls-psk FILE  TLS-PSK keys for NBD over TCP (psktool format)\n"
-        "  --qmp-dir DIR       QMP sockets of VM drives must resolve beneath DIR\n");
+        "  --qmp-dir DIR       QMP sockets of VM drives must resolve beneath DIR\n"
+        "  --tls-cert FILE     serve HTTPS with this PEM certificate (chain) ...\n"
+        "  --tls-key FILE      ... and this PEM private key\n"
+        "  --tls-self-signed   serve HTTPS with a key and certificate made once under\n"
+        "                      DIR/tls/ (its SHA-256 fingerprint is printed at start)\n"
+        "  A non-loopback --listen needs both a token and TLS.\n");
 }
 
 /* Give the event streams (woken by stopping) a bounded moment to send
@@ -83,8 +89,11 @@ static int serve(int argc, char **argv)
         goto out;
     }
     bool v6 = strchr(app.cfg.listen_addr, ':') != NULL;
-    printf("listening on http://%s%s%s:%u\n", v6 ? "[" : "", app.cfg.listen_addr,
-           v6 ? "]" : "", port);
+    const char *fp = bv_http_tls_fingerprint(http);
+    if (fp)
+        printf("tls fingerprint sha256 %s\n", fp);
+    printf("listening on http%s://%s%s%s:%u\n", fp ? "s" : "", v6 ? "[" : "",
+           app.cfg.listen_addr, v6 ? "]" : "", port);
     fflush(stdout);
     log_info("data directory %s, catalog schema v%d, %u workers%s", app.cfg.data_dir,
              bvdb_schema_version(app.db), app.cfg.workers, app.cfg.token ? ", token required" : "");

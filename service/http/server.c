@@ -35,6 +35,7 @@
 #include "http/auth.h"
 #include "http/router.h"
 #include "http/server.h"
+#include "http/tls.h"
 #include "json/json.h"
 #include "log.h"
 
@@ -54,6 +55,7 @@ struct sock {
 struct bv_http {
     struct bv_app *app;
     struct MHD_Daemon *mhd;
+    struct bv_tls tls;             /* cert/key PEM when serving HTTPS (tls.cert_pem NULL: plain) */
     /* bytes of request bodies buffered across all connections (atomic): a
      * ceiling so that many large uploads at once cannot exhaust memory */
     atomic_size_t buffered;
@@ -514,10 +516,26 @@ struct bv_http *bv_http_start(struct bv_app *app, uint16_t *port_out, char *err,
     if (!h)
         return NULL;
     h->app = app;
+    int tls = bv_tls_load(&app->cfg, &h->tls, err, errlen);
+    if (tls > 0 && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+        snprintf(err, errlen, "this libmicrohttpd was built without TLS support");
+        tls = -1;
+    }
+    if (tls < 0) {
+        bv_tls_free(&h->tls);
+        free(h);
+        return NULL;
+    }
+    struct MHD_OptionItem tls_opts[] = {
+        { MHD_OPTION_HTTPS_MEM_KEY, 0, h->tls.key_pem },
+        { MHD_OPTION_HTTPS_MEM_CERT, 0, h->tls.cert_pem },
+        { MHD_OPTION_END, 0, NULL },
+    };
     bv_mutex_init(&h->addr_lock);
     /* poll, not select: with 1024 connections descriptors pass FD_SETSIZE */
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                     MHD_USE_POLL | MHD_USE_ERROR_LOG | MHD_USE_ITC | (v6 ? MHD_USE_IPv6 : 0);
+                     MHD_USE_POLL | MHD_USE_ERROR_LOG | MHD_USE_ITC | (v6 ? MHD_USE_IPv6 : 0) |
+                     (tls ? MHD_USE_TLS : 0);
     h->mhd = MHD_start_daemon(flags, app->cfg.port, on_accept, h, on_request, h,
                               MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                               MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
@@ -526,9 +544,11 @@ struct bv_http *bv_http_start(struct bv_app *app, uint16_t *port_out, char *err,
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
                               MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
                               MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
+                              MHD_OPTION_ARRAY, tls ? tls_opts : tls_opts + 2,
                               MHD_OPTION_END);
     if (!h->mhd) {
         bv_mutex_destroy(&h->addr_lock);
+        bv_tls_free(&h->tls);
         snprintf(err, errlen, "cannot listen on %s:%u (address in use or not available)",
                  app->cfg.listen_addr, app->cfg.port);
         free(h);
@@ -555,5 +575,11 @@ void bv_http_stop(struct bv_http *h)
     if (h->mhd)
         MHD_stop_daemon(h->mhd);
     bv_mutex_destroy(&h->addr_lock);
+    bv_tls_free(&h->tls);
     free(h);
+}
+
+const char *bv_http_tls_fingerprint(const struct bv_http *h)
+{
+    return h && h->tls.cert_pem ? h->tls.fingerprint : NULL;
 }

@@ -10,6 +10,9 @@
  * upload that would pass it gets 503 (retry later) instead of memory.
  * Auth, URL strings, routing and the declared body size are checked on the
  * headers, so a refused request never has its body buffered.
+ *
+ * HTTPS (libmicrohttpd over GnuTLS) when the configuration names a
+ * certificate or --tls-self-signed (http/tls.h); the port then speaks only TLS.
  */
 #ifndef BV_HTTP_SERVER_H
 #define BV_HTTP_SERVER_H
@@ -32,6 +35,9 @@ struct bv_http;
 
 /* Bind and start serving.  *port_out gets the bound port (useful with 0). */
 struct bv_http *bv_http_start(struct bv_app *app, uint16_t *port_out, char *err, size_t errlen);
+/* The certificate's SHA-256 fingerprint ("AA:BB:...") when serving HTTPS,
+ * else NULL. */
+const char *bv_http_tls_fingerprint(const struct bv_http *h);
 /* Stop accepting new connections (first step of shutdown). */
 void bv_http_quiesce(struct bv_http *h);
 /* Wait for in-flight requests and free everything. */

@@ -17,7 +17,18 @@
 
 #include "harness.h"
 
-static int read_port(int fd, unsigned *port)
+/* The printed fingerprint line ("tls fingerprint sha256 AA:..."), if any. */
+static void read_fingerprint(const char *buf, struct bvh *h)
+{
+    const char *f = strstr(buf, "tls fingerprint sha256 ");
+    const char *nl = f ? strchr(f, '\n') : NULL;
+    if (f && nl) {
+        f += strlen("tls fingerprint sha256 ");
+        snprintf(h->tls_fingerprint, sizeof(h->tls_fingerprint), "%.*s", (int)(nl - f), f);
+    }
+}
+
+static int read_port(int fd, unsigned *port, bool *tls, struct bvh *h)
 {
     char buf[512];
     size_t len = 0;
@@ -29,9 +40,11 @@ static int read_port(int fd, unsigned *port)
             return -1;
         len += (size_t)n;
         buf[len] = '\0';
-        char *p = strstr(buf, "listening on http://");
+        char *p = strstr(buf, "listening on http");
         char *nl = p ? strchr(p, '\n') : NULL;
         if (p && nl) {
+            *tls = p[strlen("listening on http")] == 's';
+            read_fingerprint(buf, h);
             char *colon = strrchr(p, ':');
             *port = (unsigned)strtoul(colon + 1, NULL, 10);
             return *port ? 0 : -1;
@@ -110,14 +123,14 @@ static int start_in_dir(struct bvh *h, const struct bvh_opts *o)
     h->pid = spawn(h, o, &fd);
     if (h->pid < 0)
         return -1;
-    int r = read_port(fd, &h->port);
+    int r = read_port(fd, &h->port, &h->tls, h);
     close(fd);
     if (r < 0) {
         fprintf(stderr, "harness: daemon did not print its port (log: %s.log)\n", h->dir);
         bvh_kill9(h);
         return -1;
     }
-    snprintf(h->base, sizeof(h->base), "http://127.0.0.1:%u", h->port);
+    snprintf(h->base, sizeof(h->base), "%s://127.0.0.1:%u", h->tls ? "https" : "http", h->port);
     snprintf(h->images, sizeof(h->images), "%s/images", h->dir);
     return wait_health(h);
 }
@@ -129,7 +142,7 @@ int bvh_start(struct bvh *h, const struct bvh_opts *o)
         curl_global_init(CURL_GLOBAL_DEFAULT);
         curl_ready = true;
     }
-    struct bvh set = { .token = h->token, .keep_dir = h->keep_dir, .path_as_is = h->path_as_is,
+    struct bvh set = { .token = h->token, .cainfo = h->cainfo, .keep_dir = h->keep_dir, .path_as_is = h->path_as_is,
                        .args = o ? o->args : NULL };
     *h = set;
     if (o && o->data_dir) {
@@ -242,6 +255,11 @@ int bvh_request(struct bvh *h, const char *method, const char *path, const void 
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 300L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_PATH_AS_IS, h->path_as_is ? 1L : 0L);
+    char ca[400];
+    if (h->tls) {
+        snprintf(ca, sizeof(ca), "%s/tls/cert.pem", h->dir);
+        curl_easy_setopt(c, CURLOPT_CAINFO, h->cainfo ? h->cainfo : ca);
+    }
     if (body) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);

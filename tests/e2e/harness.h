@@ -22,7 +22,10 @@ struct bvh {
     unsigned port;
     char dir[256];             /* data directory (removed by bvh_stop unless keep_dir) */
     char images[300];          /* <dir>/images */
-    char base[64];             /* http://127.0.0.1:PORT */
+    char base[64];             /* http://127.0.0.1:PORT (https:// when the daemon serves TLS) */
+    bool tls;                  /* the daemon printed "listening on https://" */
+    char tls_fingerprint[128]; /* what it printed after "tls fingerprint sha256 " */
+    const char *cainfo;        /* CA file for https (NULL: <dir>/tls/cert.pem) */
     const char *token;         /* sent as Bearer when set */
     bool keep_dir;
     bool path_as_is;           /* send paths as written: curl folds no "." or ".." segments */

@@ -87,7 +87,11 @@ static void test_config_blank_token(void **state)
         assert_int_equal(bv_config_parse(3, loop, &cfg, err, sizeof(err)), -1);
     }
     setenv("BLOCKVAULT_TOKEN", "  s3cret \n", 1);
-    assert_int_equal(bv_config_parse(3, nonloop, &cfg, err, sizeof(err)), 0);
+    assert_int_equal(bv_config_parse(3, nonloop, &cfg, err, sizeof(err)), -1);
+    assert_string_equal(err, "refusing to listen on non-loopback address 0.0.0.0 without TLS "
+                             "(use --tls-cert/--tls-key or --tls-self-signed)");
+    char *nonloop_tls[] = { "serve", "--listen", "0.0.0.0:8080", "--tls-self-signed", NULL };
+    assert_int_equal(bv_config_parse(4, nonloop_tls, &cfg, err, sizeof(err)), 0);
     assert_string_equal(cfg.token, "s3cret");
     bv_config_free(&cfg);
     unsetenv("BLOCKVAULT_TOKEN");
@@ -130,8 +134,13 @@ static void test_config(void **state)
     assert_int_equal(bv_config_parse(3, a2, &cfg, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "without a token"));
     setenv("BLOCKVAULT_TOKEN", "t0k", 1);
-    assert_int_equal(bv_config_parse(3, a2, &cfg, err, sizeof(err)), 0);
+    assert_int_equal(bv_config_parse(3, a2, &cfg, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "without TLS"));
+    char *a2tls[] = { "serve", "--listen", "0.0.0.0:8080", "--tls-cert", "c", "--tls-key", "k",
+                      NULL };
+    assert_int_equal(bv_config_parse(7, a2tls, &cfg, err, sizeof(err)), 0);
     assert_string_equal(cfg.token, "t0k");
+    assert_string_equal(cfg.tls_cert, "c");
     bv_config_free(&cfg);
     unsetenv("BLOCKVAULT_TOKEN");
 
