@@ -25,6 +25,8 @@ int api_status(int r, const bv_error *e, const char **cls)
         return 409;
     case EFBIG: case E2BIG:
         return 413;
+    case ENOSPC:                   /* refused before the job started (runtime/capacity.h) */
+        return 507;
     default:
         return 500;
     }

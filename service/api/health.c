@@ -5,6 +5,7 @@
 
 #include "api/api.h"
 #include "app.h"
+#include "runtime/capacity.h"
 #include "runtime/jobs.h"
 #include "runtime/policies.h"
 #include "runtime/registry.h"
@@ -81,6 +82,7 @@ void api_metrics(struct bv_request *req, struct bv_reply *rep)
     bv_jobs_metrics(req->app, f);
     bv_policy_metrics(req->app, f);
     bv_verify_metrics(req->app, f);
+    bv_capacity_metrics(req->app, f);
     fclose(f);
     bv_reply_bytes(rep, 200, "text/plain; version=0.0.4", text, len);
 }

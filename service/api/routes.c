@@ -3,12 +3,17 @@
  * routes come before captures at the same depth, and the static catch-all
  * is last.  The fifth field lists the query parameters a route takes
  * (BV_QUERY(...)); a route that leaves it out takes none (router.h).
+ * .role is the least token role that may call it (model/roles.h); a route
+ * that leaves it out needs reader for GET and admin for anything else.
  */
 #include "api/api.h"
+#include "api/storage.h"
+#include "api/tokens.h"
 #include "http/router.h"
 
 #define D "/api/v1/drives/{id}"
 #define B D "/bitmaps/{name}"
+#define OPERATOR .role = BV_ROLE_OPERATOR
 
 const struct bv_route bv_routes[] = {
     { "GET", "/api/v1/health", api_health, 0 },
@@ -18,8 +23,8 @@ const struct bv_route bv_routes[] = {
 
     { "POST", "/api/v1/images", api_images_create, 0 },
     { "GET", "/api/v1/images", api_images_list, 0 },
-    { "POST", "/api/v1/images/compare", api_images_compare, 0 },
-    { "POST", "/api/v1/images/check", api_images_check, 0 },
+    { "POST", "/api/v1/images/compare", api_images_compare, 0, OPERATOR },
+    { "POST", "/api/v1/images/check", api_images_check, 0, OPERATOR },
     { "POST", "/api/v1/images/rebase", api_images_rebase, 0 },
     { "GET", "/api/v1/images/{*file}", api_images_get, 0 },
     { "DELETE", "/api/v1/images/{*file}", api_images_delete, 0 },
@@ -44,36 +49,41 @@ const struct bv_route bv_routes[] = {
     { "POST", B "/disable", api_bitmaps_disable, 0 },
     { "POST", B "/merge", api_bitmaps_merge, 0 },
 
-    { "POST", D "/backups", api_backups_create, 0 },
+    { "POST", D "/backups", api_backups_create, 0, OPERATOR },
     { "GET", D "/backups", api_backups_list, 0 },
     { "GET", "/api/v1/backups/{bid}", api_backups_get, 0 },
     { "DELETE", "/api/v1/backups/{bid}", api_backups_delete, 0 },
     { "GET", "/api/v1/backups/{bid}/data", api_backups_data, 0, BV_QUERY("offset", "length") },
-    { "POST", "/api/v1/backups/{bid}/restore", api_backups_restore, 0 },
+    { "POST", "/api/v1/backups/{bid}/restore", api_backups_restore, 0, OPERATOR },
 
-    { "POST", "/api/v1/jobs", api_jobs_create, 0 },
+    { "POST", "/api/v1/jobs", api_jobs_create, 0, OPERATOR },
     { "GET", "/api/v1/jobs", api_jobs_list, 0, BV_QUERY("status", "type", "history") },
     { "GET", "/api/v1/jobs/{jid}", api_jobs_get, 0 },
-    { "POST", "/api/v1/jobs/{jid}/pause", api_jobs_pause, 0 },
-    { "POST", "/api/v1/jobs/{jid}/resume", api_jobs_resume, 0 },
-    { "POST", "/api/v1/jobs/{jid}/cancel", api_jobs_cancel, 0 },
-    { "POST", "/api/v1/jobs/{jid}/finalize", api_jobs_finalize, 0 },
-    { "POST", "/api/v1/jobs/{jid}/dismiss", api_jobs_dismiss, 0 },
-    { "POST", "/api/v1/jobs/{jid}/set_speed", api_jobs_set_speed, 0 },
-    { "POST", "/api/v1/transactions", api_transactions_run, 0 },
+    { "POST", "/api/v1/jobs/{jid}/pause", api_jobs_pause, 0, OPERATOR },
+    { "POST", "/api/v1/jobs/{jid}/resume", api_jobs_resume, 0, OPERATOR },
+    { "POST", "/api/v1/jobs/{jid}/cancel", api_jobs_cancel, 0, OPERATOR },
+    { "POST", "/api/v1/jobs/{jid}/finalize", api_jobs_finalize, 0, OPERATOR },
+    { "POST", "/api/v1/jobs/{jid}/dismiss", api_jobs_dismiss, 0, OPERATOR },
+    { "POST", "/api/v1/jobs/{jid}/set_speed", api_jobs_set_speed, 0, OPERATOR },
+    { "POST", "/api/v1/transactions", api_transactions_run, 0, OPERATOR },
 
     { "POST", "/api/v1/policies", api_policies_create, 0 },
     { "GET", "/api/v1/policies", api_policies_list, 0 },
     { "GET", "/api/v1/policies/{name}", api_policies_get, 0 },
     { "PUT", "/api/v1/policies/{name}", api_policies_put, 0 },
     { "DELETE", "/api/v1/policies/{name}", api_policies_delete, 0 },
-    { "POST", "/api/v1/policies/{name}/run", api_policies_run, 0 },
+    { "POST", "/api/v1/policies/{name}/run", api_policies_run, 0, OPERATOR },
     { "GET", "/api/v1/policies/{name}/runs", api_policies_runs, 0 },
     { "GET", "/api/v1/policies/{name}/retention", api_policies_retention, 0 },
     { "POST", "/api/v1/test/clock", api_test_clock, 0 },
 
     { "GET", "/api/v1/reports", api_reports_list, 0 },
     { "GET", "/api/v1/reports/{rid}", api_reports_get, 0 },
+
+    { "POST", "/api/v1/tokens", api_tokens_create, 0 },
+    { "GET", "/api/v1/tokens", api_tokens_list, 0, .role = BV_ROLE_ADMIN },
+    { "DELETE", "/api/v1/tokens/{name}", api_tokens_delete, 0 },
+    { "GET", "/api/v1/storage", api_storage_get, 0 },
 
     /* the web UI: everything else that is not under /api */
     { "GET", "/", api_static, BV_ROUTE_PUBLIC | BV_ROUTE_ANY_QUERY },

@@ -132,3 +132,10 @@ bool bv_route_query_ok(const struct bv_route *route, const struct bv_request *re
         bv_reply_error(rep, 400, NULL, "%s", w.msg);
     return !w.bad;
 }
+
+enum bv_role bv_route_role(const struct bv_route *route)
+{
+    if (route->role != BV_ROLE_DEFAULT)
+        return route->role;
+    return strcmp(route->method, "GET") == 0 ? BV_ROLE_READER : BV_ROLE_ADMIN;
+}

@@ -3,6 +3,10 @@
  * Patterns are literal segments, "{name}" (one segment) or "{*name}" (the
  * rest of the path, slashes included; last only).  Captures land in
  * req->params in pattern order.
+ *
+ * Each route's role is data too, checked in one place (server.c, on the
+ * headers, after authentication and routing): a route that names none needs
+ * admin unless it is a GET, so a new endpoint cannot forget its guard.
  */
 #ifndef BV_HTTP_ROUTER_H
 #define BV_HTTP_ROUTER_H
@@ -12,6 +16,7 @@
 #include <stdint.h>
 
 #include "http/reply.h"
+#include "model/roles.h"
 
 typedef void (*bv_handler)(struct bv_request *req, struct bv_reply *rep);
 
@@ -31,7 +36,12 @@ struct bv_route {
     bv_handler handler;
     unsigned flags;
     const char *const *query;      /* accepted query names (at most BV_MAX_ROUTE_QUERY); NULL: none */
+    enum bv_role role;             /* the least role that may call it (model/roles.h);
+                                      BV_ROLE_DEFAULT: reader for GET, admin otherwise */
 };
+
+/* route->role, or what its method implies when it is BV_ROLE_DEFAULT. */
+enum bv_role bv_route_role(const struct bv_route *route);
 
 enum bv_route_match { BV_ROUTE_FOUND, BV_ROUTE_NO_PATH, BV_ROUTE_NO_METHOD };
 

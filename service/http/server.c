@@ -4,10 +4,10 @@
  *
  * Order of checks, all on the headers (the first call of the access
  * handler), before any body byte is accepted: auth (every /api and
- * /metrics path, known or not), then the URL's strings (no NUL, UTF-8),
- * then routing (404/405) and the route's query names (router.h), then the
- * body's declared size.  A request refused there is answered at once and its
- * body is never read or buffered.
+ * /metrics path, known or not: 401), then the URL's strings (no NUL, UTF-8),
+ * then routing (404/405), the token's role against the route's (403), the
+ * route's query names (router.h), then the body's declared size.  A request
+ * refused there is answered at once and its body is never read or buffered.
  *
  * Connection slots: a total of BV_MAX_CONNECTIONS, at most
  * BV_MAX_CONNECTIONS_PER_ADDRESS of them for one non-loopback address
@@ -181,6 +181,24 @@ static bool needs_auth(const char *path)
            strncmp(path, "/api/", 5) == 0;
 }
 
+/* Who is asking (the configured admin token or a scoped one); false: rep
+ * holds the 401. */
+static bool authenticate(struct bv_http *h, struct bv_request *req, enum bv_role *role,
+                         struct bv_reply *rep)
+{
+    switch (bv_auth_check(h->app, bv_req_header(req, MHD_HTTP_HEADER_AUTHORIZATION), role)) {
+    case BV_AUTH_PASS:
+        return true;
+    case BV_AUTH_EXPIRED:
+        bv_reply_error(rep, 401, "AuthenticationError", "the token has expired");
+        return false;
+    default:
+        bv_reply_error(rep, 401, "AuthenticationError",
+                       "a valid 'Authorization: Bearer <token>' header is required");
+        return false;
+    }
+}
+
 struct args_check {
     bool bad;
     char key[64];
@@ -230,12 +248,9 @@ static bool check_headers(struct bv_http *h, struct conn *c, struct MHD_Connecti
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(mc, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     struct sock *sk = ci ? ci->socket_context : NULL;
-    if (needs_auth(req->path) &&
-        !bv_auth_ok(h->app->cfg.token, bv_req_header(req, MHD_HTTP_HEADER_AUTHORIZATION))) {
-        bv_reply_error(rep, 401, "AuthenticationError",
-                       "a valid 'Authorization: Bearer <token>' header is required");
+    enum bv_role role = BV_ROLE_ADMIN;
+    if (needs_auth(req->path) && !authenticate(h, req, &role, rep))
         return false;
-    }
     if (!url_ok(c, mc, sk, rep))
         return false;
     if (c->match == BV_ROUTE_NO_PATH) {
@@ -244,6 +259,12 @@ static bool check_headers(struct bv_http *h, struct conn *c, struct MHD_Connecti
     }
     if (c->match == BV_ROUTE_NO_METHOD) {
         bv_reply_error(rep, 405, NULL, "method %s is not allowed on %s", req->method, req->path);
+        return false;
+    }
+    if (!(c->route->flags & BV_ROUTE_PUBLIC) && role < bv_route_role(c->route)) {
+        bv_reply_error(rep, 403, "Forbidden", "%s %s needs the %s role; this token is %s",
+                       req->method, req->path, bv_role_name(bv_route_role(c->route)),
+                       bv_role_name(role));
         return false;
     }
     return bv_route_query_ok(c->route, req, rep);

@@ -29,6 +29,7 @@
 #include "bvdb/backups.h"
 #include "log.h"
 #include "runtime/backups.h"
+#include "runtime/capacity.h"
 #include "runtime/drives.h"
 #include "runtime/jobs.h"
 #include "runtime/registry.h"
@@ -633,6 +634,27 @@ static void unrecord(struct bv_app *app, struct chain_job *cj)
         bvdb_chain_delete(app->db, cj->cid);
 }
 
+/* Refuse (ENOSPC, before anything is made) a backup the storage directory
+ * cannot hold: runtime/capacity.h says how it is estimated. */
+static int check_space(struct bv_app *app, struct bv_drive_entry *e, bool full,
+                       const char *bitmap, bv_error **errp)
+{
+    uint64_t bytes = 0;
+    if (full) {
+        int r = bv_capacity_allocated(bv_drive_node(e->drive), &bytes, errp);
+        if (r < 0)
+            return r;
+    } else {
+        struct bv_bitmap_set *set = bv_drive_bitmaps(e->drive);
+        struct bv_dirty_bitmap *bm = bv_bitmap_find(set, bitmap);
+        struct bv_bitmap_info bi = { .count = 0 };
+        if (bm)
+            bv_bitmap_query(set, bm, &bi);
+        bytes = bi.count;
+    }
+    return bv_capacity_check(app, bv_capacity_need(bytes), errp);
+}
+
 static int create_locked(struct bv_app *app, struct bv_drive_entry *e,
                          const struct bv_backup_request *rq, char *bid_out, bv_error **errp)
 {
@@ -645,6 +667,9 @@ static int create_locked(struct bv_app *app, struct bv_drive_entry *e,
     char why[300];
     const char *reason = rq->incremental ? incremental_blocker(e, &cur, why, sizeof(why)) : NULL;
     bool full = !rq->incremental || reason;
+    int space = check_space(app, e, full, cur.bitmap, errp);
+    if (space < 0)
+        return space;
     int64_t bseq = 0, cseq = 0;
     if (bvdb_next_seq(app->db, "backup", &bseq) < 0 ||
         (full && bvdb_next_seq(app->db, "chain", &cseq) < 0))

@@ -59,7 +59,8 @@ struct bv_backup_request {
 };
 
 /* Start a chain backup.  *out gets the backup as recorded (status running),
- * *job the job.  ENODEV unknown drive, EBUSY a backup of it runs. */
+ * *job the job.  ENODEV unknown drive, EBUSY a backup of it runs, ENOSPC the
+ * estimate does not fit (runtime/capacity.h; nothing is created). */
 int bv_backups_create(struct bv_app *app, const struct bv_backup_request *rq,
                       struct bv_backup_rec *out, struct bv_job_info *job, bv_error **errp);
 

@@ -34,6 +34,7 @@
 #include "bvdb/backups.h"
 #include "log.h"
 #include "runtime/backups.h"
+#include "runtime/capacity.h"
 #include "runtime/drives.h"
 #include "runtime/jobs.h"
 #include "runtime/registry.h"
@@ -230,7 +231,12 @@ static int start_job(struct bv_app *app, const struct bv_restore_request *rq,
 {
     uint64_t size = 0;
     char *params = NULL;
+    uint64_t alloc = 0;
     int r = open_source(app, rj, &size, errp);
+    if (r == 0)                    /* room for it, before the target is created */
+        r = bv_capacity_allocated(bv_drive_node(rj->src), &alloc, errp);
+    if (r == 0)
+        r = bv_capacity_check(app, bv_capacity_need(alloc), errp);
     if (r == 0 && !(params = params_text(rq, rj, fmt)))
         r = bv_error_setf(errp, ENOMEM, "out of memory");
     if (r < 0) {

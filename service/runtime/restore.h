@@ -18,7 +18,8 @@
  * Refusals, before anything is created: unknown backup ENODEV (404); a
  * backup running or failed, a damaged point without force, a target that
  * exists or a drive id taken EBUSY/EEXIST (409); a bad drive id, format or
- * target name EINVAL/EACCES (400).  force only lifts the damaged refusal:
+ * target name EINVAL/EACCES (400); too little free space for the point's
+ * allocated bytes ENOSPC (507, runtime/capacity.h).  force only lifts the damaged refusal:
  * the digest is always checked.
  *
  * Locking: app->backups_lock is held while the point is looked up and
