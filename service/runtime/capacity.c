@@ -109,7 +109,7 @@ int bv_capacity_check(struct bv_app *app, uint64_t need, bv_error **errp)
     return 0;
 }
 
-static uint64_t file_bytes(struct bv_app *app, const char *file)
+uint64_t bv_capacity_file_bytes(struct bv_app *app, const char *file)
 {
     struct stat st;
     if (!file[0] || bv_path_stat(app->root, file, &st, NULL) < 0)
@@ -135,7 +135,7 @@ int bv_capacity_chains(struct bv_app *app, struct bv_chain_usage **out)
             snprintf(u[k].chain, sizeof(u[k].chain), "%s", recs[i].chain);
             nu++;
         }
-        u[k].bytes += file_bytes(app, recs[i].file);
+        u[k].bytes += bv_capacity_file_bytes(app, recs[i].file);
     }
     free(recs);
     if (!u)

@@ -9,6 +9,8 @@
  *   incremental  the chain bitmap's dirty bytes;
  *   full/restore the source's allocated bytes (data or allocated in any
  *                layer of its chain, capped at its size);
+ *   prune        (a link merged into its child) the allocated bytes of both
+ *                link files, which the merged child may hold;
  * plus qcow2 metadata: 1/4096 of that and 1 MiB.
  *
  * BV_TEST_FREE_BYTES (tests only): when set in the service's environment,
@@ -35,6 +37,8 @@ int bv_capacity_space(struct bv_app *app, struct bv_space *out, bv_error **errp)
 uint64_t bv_capacity_need(uint64_t data_bytes);
 /* The allocated bytes of n's chain (see above); -errno on a read failure. */
 int bv_capacity_allocated(bv_node *n, uint64_t *out, bv_error **errp);
+/* Allocated bytes (st_blocks × 512) of a storage-relative file, 0 if it is gone. */
+uint64_t bv_capacity_file_bytes(struct bv_app *app, const char *file);
 /* 0 when need bytes fit, else -ENOSPC with the contract's sentence. */
 int bv_capacity_check(struct bv_app *app, uint64_t need, bv_error **errp);
 

@@ -50,6 +50,7 @@
 #include "bvdb/backups.h"
 #include "log.h"
 #include "runtime/backups.h"
+#include "runtime/capacity.h"
 #include "runtime/jobs.h"
 #include "runtime/prune.h"
 
@@ -558,12 +559,25 @@ static int prune_run(struct bv_job *job, void *opaque, bv_error **errp)
     return r;
 }
 
+/* A merge writes the child anew with the link's data: room for both files
+ * (runtime/capacity.h), or ENOSPC before anything is made. */
+static int check_space(struct bv_app *app, const struct plan *p, bv_error **errp)
+{
+    if (!p->child)
+        return 0;
+    uint64_t bytes = bv_capacity_file_bytes(app, p->link->file) +
+                     bv_capacity_file_bytes(app, p->child->file);
+    return bv_capacity_check(app, bv_capacity_need(bytes), errp);
+}
+
 int bv_prune_start(struct bv_app *app, const char *bid, struct bv_job_info *info,
                    bv_error **errp)
 {
     struct plan p;
     pthread_mutex_lock(&app->backups_lock);
     int r = plan_locked(app, bid, &p, errp);
+    if (r == 0)
+        r = check_space(app, &p, errp);
     struct prune *pr = r == 0 ? calloc(1, sizeof(*pr)) : NULL;
     if (r == 0 && !pr)
         r = bv_error_setf(errp, ENOMEM, "out of memory");

@@ -9,6 +9,7 @@
  * Refusals (409, EBUSY): the backup is running; its child or the child's
  * child is running; it is the newest link of a chain that is still extended
  * (the chain's bitmap counts from it).  ENODEV: no such backup (404).
+ * ENOSPC (507): a merge whose new child may not fit (runtime/capacity.h).
  *
  * Locking: the job holds app->backups_lock for its whole run (plan, merge,
  * switch, clean-up), so chain backups and other prunes wait for it; the

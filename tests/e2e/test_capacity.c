@@ -1,7 +1,7 @@
 /*
  * Capacity: GET /api/v1/storage and its metrics; a chain backup (full and
- * incremental) and a restore that do not fit are 507 "Insufficient space:
- * need N, have M" and leave no file and no catalog row.  The free space is
+ * incremental), a restore and a prune that merges that do not fit are 507
+ * "Insufficient space: need N, have M" and leave no file and no catalog row.  The free space is
  * forced low with the test-only BV_TEST_FREE_BYTES, and, where this process
  * may mount one, measured for real on a small tmpfs.
  */
@@ -41,8 +41,11 @@ static void write_data(struct bvh *h, const char *drive, size_t len, int byte)
 /* A chain backup that completes; its id into bid. */
 static void backup_ok(struct bvh *h, const char *drive, const char *kind, char bid[32])
 {
+    /* from the newest event on: every chain backup's job is named after the drive */
+    cJSON *head = bvh_json(h, "GET", 200, "/api/v1/events?after=latest", NULL);
     struct ju_events ev;
-    ju_events_init(&ev, h, 0);
+    ju_events_init(&ev, h, (long long)bvh_num(head, "next"));
+    cJSON_Delete(head);
     char path[128];
     snprintf(path, sizeof(path), "/api/v1/drives/%s/backups", drive);
     cJSON *j = bvh_json(h, "POST", 201, path, "{\"kind\":\"%s\"}", kind);
@@ -97,8 +100,10 @@ static void test_storage_and_refusals(void **state)
     cJSON_Delete(bvh_json(&h, "POST", 201, "/api/v1/drives",
                           "{\"id\":\"d0\",\"format\":\"qcow2\",\"size\":\"4M\"}"));
     write_data(&h, "d0", 1 << 20, 0x5a);
-    char b1[32];
+    char b1[32], b2[32];
     backup_ok(&h, "d0", "full", b1);
+    write_data(&h, "d0", 64 << 10, 0x5b);
+    backup_ok(&h, "d0", "incremental", b2);
 
     cJSON *s = bvh_json(&h, "GET", 200, "/api/v1/storage", NULL);
     assert_true(bvh_num(s, "total") > 0);
@@ -133,8 +138,14 @@ static void test_storage_and_refusals(void **state)
     cJSON_Delete(s);
     expect_507(&h, "/api/v1/drives/d0/backups", "{\"kind\":\"incremental\"}", TIGHT);
     expect_507(&h, "/api/v1/drives/d0/backups", "{\"kind\":\"full\"}", TIGHT);
-    assert_int_equal(count_backups(&h, "d0"), 1);
+    assert_int_equal(count_backups(&h, "d0"), 2);
     char path[128];
+    snprintf(path, sizeof(path), "/api/v1/backups/%s", b1);     /* merged into b2: 507 */
+    struct bvh_resp r2;
+    assert_int_equal(bvh_request(&h, "DELETE", path, NULL, 0, NULL, NULL, &r2), 0);
+    bvh_assert_error(&r2, 507, "GenericError");
+    bvh_resp_free(&r2);
+    assert_int_equal(count_backups(&h, "d0"), 2);
     snprintf(path, sizeof(path), "/api/v1/backups/%s/restore", b1);
     expect_507(&h, path, "{\"file\":\"restored.qcow2\"}", TIGHT);
     expect_507(&h, path, "{\"drive\":\"r0\"}", TIGHT);
