@@ -163,10 +163,28 @@ static const struct bv_job_driver prune_driver = {
     .free = prune_free,
 };
 
+/* Service jobs of other types run exactly as a prune does (a function on a worker). */
+static const struct bv_job_driver replicate_driver = {
+    .type = "replicate", .run = prune_run, .commit = prune_nothing, .abort = prune_nothing,
+    .clean = prune_nothing, .free = prune_free,
+};
+static const struct bv_job_driver import_driver = {
+    .type = "import", .run = prune_run, .commit = prune_nothing, .abort = prune_nothing,
+    .clean = prune_nothing, .free = prune_free,
+};
+
 int bv_prune_job_create(struct bv_job_ctx *ctx, const struct bv_job_opts *jo,
                         const struct bv_prune_job_opts *o, struct bv_job **out,
                         bv_error **errp)
 {
+    const struct bv_job_driver *drv = !o->type || !strcmp(o->type, "prune") ? &prune_driver
+                                    : !strcmp(o->type, "replicate") ? &replicate_driver
+                                    : !strcmp(o->type, "import") ? &import_driver : NULL;
+    if (!drv) {
+        if (o->release)
+            o->release(o->release_opaque);
+        return bv_error_setf(errp, EINVAL, "no service job of type '%s'", o->type);
+    }
     struct prune_job *pj = calloc(1, sizeof(*pj));
     if (!pj) {
         if (o->release)
@@ -177,5 +195,5 @@ int bv_prune_job_create(struct bv_job_ctx *ctx, const struct bv_job_opts *jo,
     pj->opaque = o->opaque;
     pj->release = o->release;
     pj->release_opaque = o->release_opaque;
-    return bv_job_create(ctx, &prune_driver, pj, jo, out, errp);   /* failure: prune_free ran */
+    return bv_job_create(ctx, drv, pj, jo, out, errp);   /* failure: prune_free ran */
 }

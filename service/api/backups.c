@@ -10,6 +10,7 @@
 
 #include "api/api.h"
 #include "api/common.h"
+#include "api/remotes.h"
 #include "app.h"
 #include "runtime/backups.h"
 #include "runtime/jobs.h"
@@ -108,7 +109,9 @@ void api_backups_list(struct bv_request *req, struct bv_reply *rep)
             cJSON_AddArrayToObject(chain, "backups");
             cJSON_AddItemToArray(chains, chain);
         }
-        cJSON_AddItemToArray(cJSON_GetObjectItem(chain, "backups"), api_backup_json(&v[i]));
+        cJSON *bo = api_backup_json(&v[i]);
+        api_backup_add_remotes(req->app, bo, &v[i]);
+        cJSON_AddItemToArray(cJSON_GetObjectItem(chain, "backups"), bo);
     }
     free(v);
     bv_reply_json(rep, 200, o);
@@ -119,10 +122,13 @@ void api_backups_get(struct bv_request *req, struct bv_reply *rep)
     struct bv_backup_rec b;
     bv_error *e = NULL;
     int r = bv_backups_get(req->app, req->params[0], &b, &e);
-    if (r < 0)
+    if (r < 0) {
         api_fail(rep, 404, r, e);
-    else
-        bv_reply_json(rep, 200, api_backup_json(&b));
+        return;
+    }
+    cJSON *o = api_backup_json(&b);
+    api_backup_add_remotes(req->app, o, &b);
+    bv_reply_json(rep, 200, o);
 }
 
 static int query_size(struct bv_request *req, struct bv_reply *rep, const char *key,

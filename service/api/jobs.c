@@ -272,7 +272,8 @@ void api_jobs_list(struct bv_request *req, struct bv_reply *rep)
         return;
     }
     if (type && bvj_enum_index(job_types, type) < 0 && strcmp(type, "restore") != 0 &&
-        strcmp(type, "prune") != 0) {
+        strcmp(type, "prune") != 0 && strcmp(type, "replicate") != 0 &&
+        strcmp(type, "import") != 0) {
         bv_reply_error(rep, 400, NULL, "Parameter 'type' does not accept value '%s'", type);
         return;
     }

@@ -7,6 +7,7 @@
  * that leaves it out needs reader for GET and admin for anything else.
  */
 #include "api/api.h"
+#include "api/remotes.h"
 #include "api/storage.h"
 #include "api/tokens.h"
 #include "http/router.h"
@@ -55,6 +56,12 @@ const struct bv_route bv_routes[] = {
     { "DELETE", "/api/v1/backups/{bid}", api_backups_delete, 0 },
     { "GET", "/api/v1/backups/{bid}/data", api_backups_data, 0, BV_QUERY("offset", "length") },
     { "POST", "/api/v1/backups/{bid}/restore", api_backups_restore, 0, OPERATOR },
+    { "POST", "/api/v1/backups/{bid}/replicate", api_backups_replicate, 0, OPERATOR },
+
+    { "POST", "/api/v1/remotes", api_remotes_create, 0 },
+    { "GET", "/api/v1/remotes", api_remotes_list, 0 },
+    { "GET", "/api/v1/remotes/{name}", api_remotes_get, 0 },
+    { "DELETE", "/api/v1/remotes/{name}", api_remotes_delete, 0 },
 
     { "POST", "/api/v1/jobs", api_jobs_create, 0, OPERATOR },
     { "GET", "/api/v1/jobs", api_jobs_list, 0, BV_QUERY("status", "type", "history") },

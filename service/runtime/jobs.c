@@ -721,7 +721,8 @@ int bv_jobs_task(struct bv_app *app, const struct bv_task_spec *s, struct bv_job
     char id[129];
     struct svc_job *sj = NULL;
     bool verify = strcmp(s->type, "verify") == 0;
-    int r = strcmp(s->type, "prune") == 0 || verify ? 0
+    int r = strcmp(s->type, "prune") == 0 || strcmp(s->type, "replicate") == 0 ||
+            strcmp(s->type, "import") == 0 || verify ? 0
           : bv_error_setf(errp, ENOTSUP, "no service job of type '%s'", s->type);
     if (r == 0)
         r = task_id(app, s->type, id, errp);
@@ -739,7 +740,7 @@ int bv_jobs_task(struct bv_app *app, const struct bv_task_spec *s, struct bv_job
         snprintf(sj->params, sizeof(sj->params), "%s", s->params);
     svc_job_link(sj);
     struct bv_prune_job_opts po = {
-        .run = s->run, .opaque = s->opaque, .release = svc_job_release, .release_opaque = sj,
+        .type = s->type, .run = s->run, .opaque = s->opaque, .release = svc_job_release, .release_opaque = sj,
     };
     struct bv_job_opts jo = {
         .id = id, .device = s->device, .auto_finalize = true, .auto_dismiss = true, .user = sj,
@@ -814,7 +815,9 @@ static void view_of_row(const struct bvdb_job *j, struct bv_job_view *v)
     struct bv_job_info *i = &v->info;
     snprintf(i->id, sizeof(i->id), "%s", j->job_id);
     i->type = strcmp(j->type, "backup") == 0 ? "backup" : strcmp(j->type, "verify") == 0
-              ? "verify" : strcmp(j->type, "restore") == 0 ? "restore" : "prune";
+              ? "verify" : strcmp(j->type, "restore") == 0 ? "restore"
+              : strcmp(j->type, "replicate") == 0 ? "replicate"
+              : strcmp(j->type, "import") == 0 ? "import" : "prune";
     snprintf(i->device, sizeof(i->device), "%s", j->device ? j->device : "");
     int st = bv_job_status_parse(j->status);
     i->status = st < 0 ? BV_JOB_NULL : (enum bv_job_status)st;

@@ -102,7 +102,7 @@ int bv_jobs_backup(struct bv_app *app, const struct bv_backup_spec *s, struct bv
  * auto-dismissed.  run executes on a worker (bv/prune.h); release is called
  * once the job's state is gone, or by this call when it fails. */
 struct bv_task_spec {
-    const char *type;                /* "prune" (the only one so far) */
+    const char *type;                /* "prune", "verify", "replicate" or "import" */
     const char *device;              /* the drive it concerns, or NULL */
     const char *params;              /* the type's fields (JSON object text), NULL: {} */
     int (*run)(struct bv_job *job, void *opaque, bv_error **errp);

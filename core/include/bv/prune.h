@@ -52,6 +52,9 @@ struct bv_prune_merge_opts {
 int bv_prune_merge(const struct bv_prune_merge_opts *o, bv_error **errp);
 
 struct bv_prune_job_opts {
+    /* The job's type: "prune" (NULL), or another service job run the same way
+     * ("replicate", "import"); anything else is -EINVAL. */
+    const char *type;
     /* The work, on a worker: 0 done, -errno failed (-ECANCELED: cancelled). */
     int (*run)(struct bv_job *job, void *opaque, bv_error **errp);
     void *opaque;

@@ -1,0 +1,54 @@
+/*
+ * Remotes (S3 buckets) and the links copied to them.  Plain records (see
+ * catalog.h).  The secret key is never in the catalog: the service keeps it
+ * in a file of its own.
+ */
+#ifndef BVDB_REMOTES_H
+#define BVDB_REMOTES_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "bvdb/catalog.h"
+
+struct bvdb_remote {
+    const char *name;
+    const char *endpoint;
+    const char *bucket;
+    const char *region;
+    const char *access_key;
+    bool path_style;
+    bool object_lock;
+    const char *created_at;
+};
+
+/* -EEXIST when the name is taken. */
+int bvdb_remote_insert(bvdb *db, const struct bvdb_remote *r);
+/* -ENOENT when there is no such remote; its link records go too. */
+int bvdb_remote_delete(bvdb *db, const char *name);
+/* cb once (return value ignored); -ENOENT when missing. */
+int bvdb_remote_get(bvdb *db, const char *name,
+                    int (*cb)(const struct bvdb_remote *r, void *opaque), void *opaque);
+/* By name; cb returns non-zero to stop.  Returns the count or -errno. */
+int bvdb_remote_list(bvdb *db, int (*cb)(const struct bvdb_remote *r, void *opaque),
+                     void *opaque);
+
+struct bvdb_remote_link {
+    const char *remote;
+    const char *backup_id;
+    const char *key;               /* object key in the remote's bucket */
+    const char *state;             /* "uploading" | "present" | "failed" */
+    int64_t size;
+    const char *locked_until;      /* RFC 3339, NULL: not locked */
+    const char *updated_at;
+};
+
+/* Insert or replace the record of (remote, backup_id). */
+int bvdb_remote_link_put(bvdb *db, const struct bvdb_remote_link *l);
+/* The records of one backup (remote NULL) or of one remote (backup_id NULL), by remote then
+ * backup.  Returns the count or -errno. */
+int bvdb_remote_link_list(bvdb *db, const char *remote, const char *backup_id,
+                          int (*cb)(const struct bvdb_remote_link *l, void *opaque),
+                          void *opaque);
+
+#endif

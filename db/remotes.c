@@ -1,0 +1,145 @@
+/* Remotes and remote links.  See include/bvdb/remotes.h. */
+#include <errno.h>
+
+#include "bvdb/remotes.h"
+#include "catalog-int.h"
+
+static void bind_remote(sqlite3_stmt *st, const void *arg)
+{
+    const struct bvdb_remote *r = arg;
+    sqlite3_bind_text(st, 1, r->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, r->endpoint, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, r->bucket, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, r->region, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, r->access_key, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 6, r->path_style);
+    sqlite3_bind_int(st, 7, r->object_lock);
+    sqlite3_bind_text(st, 8, r->created_at, -1, SQLITE_STATIC);
+}
+
+int bvdb_remote_insert(bvdb *db, const struct bvdb_remote *r)
+{
+    int n = db_exec(db, "INSERT INTO remotes(name, endpoint, bucket, region, access_key, "
+                        "path_style, object_lock, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
+                        "?7, ?8)", bind_remote, r, "insert remote", NULL);
+    return n < 0 ? n : 0;
+}
+
+static void bind_name(sqlite3_stmt *st, const void *arg)
+{
+    sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
+}
+
+int bvdb_remote_delete(bvdb *db, const char *name)
+{
+    int n = db_exec(db, "DELETE FROM remote_links WHERE remote = ?1", bind_name, name,
+                    "delete remote links", NULL);
+    if (n >= 0)
+        n = db_exec(db, "DELETE FROM remotes WHERE name = ?1", bind_name, name, "delete remote",
+                    NULL);
+    return n < 0 ? n : n == 0 ? -ENOENT : 0;
+}
+
+struct remote_cb {
+    int (*cb)(const struct bvdb_remote *r, void *opaque);
+    void *opaque;
+    bool once;
+};
+
+static int remote_row(sqlite3_stmt *st, void *opaque)
+{
+    const struct remote_cb *c = opaque;
+    struct bvdb_remote r = {
+        .name = (const char *)sqlite3_column_text(st, 0),
+        .endpoint = (const char *)sqlite3_column_text(st, 1),
+        .bucket = (const char *)sqlite3_column_text(st, 2),
+        .region = (const char *)sqlite3_column_text(st, 3),
+        .access_key = (const char *)sqlite3_column_text(st, 4),
+        .path_style = sqlite3_column_int(st, 5) != 0,
+        .object_lock = sqlite3_column_int(st, 6) != 0,
+        .created_at = (const char *)sqlite3_column_text(st, 7),
+    };
+    int stop = c->cb(&r, c->opaque);
+    return c->once ? 1 : stop;
+}
+
+#define REMOTE_COLUMNS "name, endpoint, bucket, region, access_key, path_style, object_lock, " \
+                       "created_at"
+
+int bvdb_remote_get(bvdb *db, const char *name,
+                    int (*cb)(const struct bvdb_remote *r, void *opaque), void *opaque)
+{
+    struct remote_cb c = { cb, opaque, true };
+    int n = db_query(db, "SELECT " REMOTE_COLUMNS " FROM remotes WHERE name = ?1", bind_name,
+                     name, remote_row, &c, "get remote");
+    return n < 0 ? n : n == 0 ? -ENOENT : 0;
+}
+
+int bvdb_remote_list(bvdb *db, int (*cb)(const struct bvdb_remote *r, void *opaque),
+                     void *opaque)
+{
+    struct remote_cb c = { cb, opaque, false };
+    return db_query(db, "SELECT " REMOTE_COLUMNS " FROM remotes ORDER BY name", NULL, NULL,
+                    remote_row, &c, "list remotes");
+}
+
+static void bind_link(sqlite3_stmt *st, const void *arg)
+{
+    const struct bvdb_remote_link *l = arg;
+    sqlite3_bind_text(st, 1, l->remote, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, l->backup_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, l->key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, l->state, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, l->size);
+    db_bind_opt_text(st, 6, l->locked_until);
+    sqlite3_bind_text(st, 7, l->updated_at, -1, SQLITE_STATIC);
+}
+
+int bvdb_remote_link_put(bvdb *db, const struct bvdb_remote_link *l)
+{
+    int n = db_exec(db, "INSERT OR REPLACE INTO remote_links(remote, backup_id, key, state, size, "
+                        "locked_until, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    bind_link, l, "put remote link", NULL);
+    return n < 0 ? n : 0;
+}
+
+struct link_cb {
+    int (*cb)(const struct bvdb_remote_link *l, void *opaque);
+    void *opaque;
+};
+
+static int link_row(sqlite3_stmt *st, void *opaque)
+{
+    const struct link_cb *c = opaque;
+    struct bvdb_remote_link l = {
+        .remote = (const char *)sqlite3_column_text(st, 0),
+        .backup_id = (const char *)sqlite3_column_text(st, 1),
+        .key = (const char *)sqlite3_column_text(st, 2),
+        .state = (const char *)sqlite3_column_text(st, 3),
+        .size = sqlite3_column_int64(st, 4),
+        .locked_until = (const char *)sqlite3_column_text(st, 5),
+        .updated_at = (const char *)sqlite3_column_text(st, 6),
+    };
+    return c->cb(&l, c->opaque);
+}
+
+struct two { const char *a, *b; };
+
+static void bind_two(sqlite3_stmt *st, const void *arg)
+{
+    const struct two *t = arg;
+    db_bind_opt_text(st, 1, t->a);
+    db_bind_opt_text(st, 2, t->b);
+}
+
+int bvdb_remote_link_list(bvdb *db, const char *remote, const char *backup_id,
+                          int (*cb)(const struct bvdb_remote_link *l, void *opaque),
+                          void *opaque)
+{
+    struct link_cb c = { cb, opaque };
+    struct two t = { remote, backup_id };
+    return db_query(db, "SELECT remote, backup_id, key, state, size, locked_until, updated_at "
+                        "FROM remote_links WHERE (?1 IS NULL OR remote = ?1) AND "
+                        "(?2 IS NULL OR backup_id = ?2) ORDER BY remote, backup_id",
+                    bind_two, &t, link_row, &c, "list remote links");
+}

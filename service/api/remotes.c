@@ -1,0 +1,136 @@
+/*
+ * /api/v1/remotes: S3 remotes; POST /api/v1/backups/{bid}/replicate.  Parsing and formatting
+ * only: runtime/remotes.c checks, stores and replicates.  The secret key is read from the
+ * body and never written into a reply.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "api/common.h"
+#include "api/remotes.h"
+#include "app.h"
+#include "bv/path.h"
+#include "runtime/backups.h"
+#include "runtime/jobs.h"
+#include "runtime/remotes.h"
+
+static cJSON *remote_json(const struct bv_remote_view *v)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", v->name);
+    cJSON_AddStringToObject(o, "endpoint", v->endpoint);
+    cJSON_AddStringToObject(o, "bucket", v->bucket);
+    cJSON_AddStringToObject(o, "region", v->region);
+    cJSON_AddStringToObject(o, "access_key", v->access_key);
+    cJSON_AddBoolToObject(o, "path_style", v->path_style);
+    cJSON_AddBoolToObject(o, "object_lock", v->object_lock);
+    cJSON_AddStringToObject(o, "created_at", v->created_at);
+    return o;
+}
+
+void api_remotes_create(struct bv_request *req, struct bv_reply *rep)
+{
+    struct bv_remote_spec s = { .path_style = true };
+    const struct bvj_field f[] = {
+        { "name", BVJ_STRING, true, &s.name },
+        { "endpoint", BVJ_STRING, true, &s.endpoint },
+        { "bucket", BVJ_STRING, true, &s.bucket },
+        { "region", BVJ_STRING, false, &s.region },
+        { "access_key", BVJ_STRING, true, &s.access_key },
+        { "secret_key", BVJ_STRING, true, &s.secret_key },
+        { "path_style", BVJ_BOOL, false, &s.path_style },
+        { "create_bucket", BVJ_BOOL, false, &s.create_bucket },
+        { "object_lock", BVJ_BOOL, false, &s.object_lock },
+    };
+    cJSON *obj = api_read_body(req, rep, f, BVJ_COUNT(f));
+    if (!obj)
+        return;
+    struct bv_remote_view v;
+    bv_error *e = NULL;
+    int r = bv_remotes_create(req->app, &s, &v, &e);
+    /* scrub the secret from the parsed body before it is freed */
+    cJSON *sk = cJSON_GetObjectItemCaseSensitive(obj, "secret_key");
+    if (cJSON_IsString(sk))
+        explicit_bzero(sk->valuestring, strlen(sk->valuestring));
+    cJSON_Delete(obj);
+    if (r < 0)
+        api_fail(rep, 0, r, e);
+    else
+        bv_reply_json(rep, 201, remote_json(&v));
+}
+
+void api_remotes_list(struct bv_request *req, struct bv_reply *rep)
+{
+    struct bv_remote_view *v = NULL;
+    int n = bv_remotes_list(req->app, &v);
+    if (n < 0) {
+        bv_reply_error(rep, 500, NULL, "cannot read the catalog");
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(o, "remotes");
+    for (int i = 0; i < n; i++)
+        cJSON_AddItemToArray(arr, remote_json(&v[i]));
+    free(v);
+    bv_reply_json(rep, 200, o);
+}
+
+void api_remotes_get(struct bv_request *req, struct bv_reply *rep)
+{
+    struct bv_remote_view v;
+    bv_error *e = NULL;
+    if (bv_remotes_get(req->app, req->params[0], &v, &e) < 0)
+        api_fail(rep, 404, -ENOENT, e);
+    else
+        bv_reply_json(rep, 200, remote_json(&v));
+}
+
+void api_remotes_delete(struct bv_request *req, struct bv_reply *rep)
+{
+    bv_error *e = NULL;
+    int r = bv_remotes_delete(req->app, req->params[0], &e);
+    if (r < 0)
+        api_fail(rep, r == -ENOENT ? 404 : 0, r, e);
+    else
+        bv_reply_empty(rep, 204);
+}
+
+void api_backups_replicate(struct bv_request *req, struct bv_reply *rep)
+{
+    const char *remote = NULL;
+    const struct bvj_field f[] = { { "remote", BVJ_STRING, true, &remote } };
+    cJSON *obj = api_read_body(req, rep, f, BVJ_COUNT(f));
+    if (!obj)
+        return;
+    struct bv_job_info info;
+    bv_error *e = NULL;
+    int r = bv_remotes_replicate(req->app, req->params[0], remote, &info, &e);
+    cJSON_Delete(obj);
+    if (r < 0) {
+        api_fail(rep, r == -ENODEV ? 404 : r == -ENOENT ? 400 : 0, r, e);
+        return;
+    }
+    struct bv_job_view *v = malloc(sizeof(*v));
+    if (v && bv_jobs_get(req->app, info.id, v, NULL) == 0) {
+        bv_reply_json(rep, 201, api_job_json(v));
+    } else {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "id", info.id);
+        cJSON_AddStringToObject(o, "type", "replicate");
+        bv_reply_json(rep, 201, o);
+    }
+    free(v);
+}
+
+void api_backup_add_remotes(struct bv_app *app, cJSON *o, const struct bv_backup_rec *b)
+{
+    char *text = bv_remotes_of_backup_json(app, b->id);
+    cJSON *arr = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    cJSON_AddItemToObject(o, "remotes", arr ? arr : cJSON_CreateArray());
+    struct stat st;
+    cJSON_AddBoolToObject(o, "local", bv_path_stat(app->root, b->file, &st, NULL) == 0);
+}

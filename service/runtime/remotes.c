@@ -1,0 +1,604 @@
+/*
+ * Remotes and replicate jobs (see remotes.h for the contract and the locking).
+ *
+ * Replicate, on a worker: under backups_lock, the point's links (the point and its parents
+ * down to the full) are resolved and each link the remote lacks is opened (the descriptor
+ * keeps the immutable file readable even if a prune removes its name meanwhile); then,
+ * without the lock, each is uploaded (multipart above 16 MiB, 4 parts in flight), checked
+ * with a HEAD (size) and recorded as present; last the chain's manifest is rewritten from
+ * the catalog's present links.  A link already present is neither opened nor uploaded.
+ */
+#include "runtime/remotes.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "app.h"
+#include "bv/path.h"
+#include "bvdb/backups.h"
+#include "bvdb/remotes.h"
+#include "runtime/backups.h"
+#include "runtime/jobs.h"
+#include "s3/s3.h"
+
+#define SECRET_MAX 256
+#define MAX_LINKS 4096
+
+/* ---- names and the secret file ---- */
+
+static int check_name(const char *name, bv_error **errp)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n == 0 || n > BV_REMOTE_NAME_MAX || name[0] == '.')
+        return bv_error_setf(errp, EINVAL, "name: 1 to %d characters of [A-Za-z0-9._-], not "
+                             "starting with '.'", BV_REMOTE_NAME_MAX);
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return bv_error_setf(errp, EINVAL, "name: '%c' is not allowed (use [A-Za-z0-9._-])",
+                                 c);
+    }
+    return 0;
+}
+
+static void secret_path(struct bv_app *app, const char *name, const char *suffix, char *out,
+                        size_t len)
+{
+    snprintf(out, len, "%s/remotes/%s.secret%s", app->cfg.data_dir, name, suffix);
+}
+
+static int write_secret(struct bv_app *app, const char *name, const char *secret,
+                        bv_error **errp)
+{
+    char dir[4200], tmp[4400], path[4400];
+    snprintf(dir, sizeof(dir), "%s/remotes", app->cfg.data_dir);
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+        return bv_error_setf(errp, errno, "cannot create %s: %s", dir, strerror(errno));
+    secret_path(app, name, ".tmp", tmp, sizeof(tmp));
+    secret_path(app, name, "", path, sizeof(path));
+    unlink(tmp);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return bv_error_setf(errp, errno, "cannot create %s: %s", tmp, strerror(errno));
+    size_t n = strlen(secret);
+    int r = 0;
+    if (write(fd, secret, n) != (ssize_t)n || fsync(fd) < 0)
+        r = bv_error_setf(errp, EIO, "cannot write %s: %s", tmp, strerror(errno));
+    close(fd);
+    if (r == 0 && rename(tmp, path) < 0)
+        r = bv_error_setf(errp, errno, "cannot rename %s: %s", tmp, strerror(errno));
+    if (r < 0) {
+        unlink(tmp);
+        return r;
+    }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return 0;
+}
+
+static int read_secret(struct bv_app *app, const char *name, char out[SECRET_MAX],
+                       bv_error **errp)
+{
+    char path[4400];
+    secret_path(app, name, "", path, sizeof(path));
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return bv_error_setf(errp, errno, "cannot read the secret key of remote '%s': %s", name,
+                             strerror(errno));
+    ssize_t n = read(fd, out, SECRET_MAX - 1);
+    close(fd);
+    if (n <= 0)
+        return bv_error_setf(errp, EIO, "the secret key file of remote '%s' is empty", name);
+    out[n] = '\0';
+    return 0;
+}
+
+/* ---- views ---- */
+
+static void view_of(const struct bvdb_remote *r, struct bv_remote_view *v)
+{
+    memset(v, 0, sizeof(*v));
+    snprintf(v->name, sizeof(v->name), "%s", r->name);
+    snprintf(v->endpoint, sizeof(v->endpoint), "%s", r->endpoint);
+    snprintf(v->bucket, sizeof(v->bucket), "%s", r->bucket);
+    snprintf(v->region, sizeof(v->region), "%s", r->region);
+    snprintf(v->access_key, sizeof(v->access_key), "%s", r->access_key);
+    snprintf(v->created_at, sizeof(v->created_at), "%s", r->created_at ? r->created_at : "");
+    v->path_style = r->path_style;
+    v->object_lock = r->object_lock;
+}
+
+static int get_cb(const struct bvdb_remote *r, void *opaque)
+{
+    view_of(r, opaque);
+    return 0;
+}
+
+int bv_remotes_get(struct bv_app *app, const char *name, struct bv_remote_view *out,
+                   bv_error **errp)
+{
+    int r = bvdb_remote_get(app->db, name, get_cb, out);
+    if (r == -ENOENT)
+        return bv_error_setf(errp, ENOENT, "Remote '%s' not found", name);
+    if (r < 0)
+        return bv_error_setf(errp, EIO, "cannot read remote '%s' from the catalog", name);
+    return 0;
+}
+
+struct list_acc {
+    struct bv_remote_view *v;
+    size_t n, cap;
+    bool oom;
+};
+
+static int list_cb(const struct bvdb_remote *r, void *opaque)
+{
+    struct list_acc *a = opaque;
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 8;
+        struct bv_remote_view *nv = realloc(a->v, cap * sizeof(*nv));
+        if (!nv) {
+            a->oom = true;
+            return 1;
+        }
+        a->v = nv;
+        a->cap = cap;
+    }
+    view_of(r, &a->v[a->n++]);
+    return 0;
+}
+
+int bv_remotes_list(struct bv_app *app, struct bv_remote_view **out)
+{
+    struct list_acc a = {0};
+    int r = bvdb_remote_list(app->db, list_cb, &a);
+    if (r < 0 || a.oom) {
+        free(a.v);
+        *out = NULL;
+        return r < 0 ? r : -ENOMEM;
+    }
+    *out = a.v;
+    return (int)a.n;
+}
+
+/* ---- create / delete ---- */
+
+static int check_remote(const struct bv_remote_spec *s, bv_error **errp)
+{
+    struct bv_s3_config cfg = {
+        .endpoint = s->endpoint, .bucket = s->bucket, .region = s->region,
+        .access_key = s->access_key, .secret_key = s->secret_key, .retries = 1,
+        .timeout_s = 10,
+    };
+    struct bv_s3 *s3 = NULL;
+    int r = bv_s3_new(&cfg, &s3, errp);
+    if (r == 0)
+        r = bv_s3_check_bucket(s3, s->create_bucket, s->object_lock, errp);
+    bv_s3_free(s3);
+    if (r == -ENOENT && errp && *errp)
+        bv_error_prepend(errp, "bucket check");
+    /* any failure to reach or use the remote is a bad reference in the body (400) */
+    if (r < 0 && r != -EACCES && r != -ENOENT && r != -ENOMEM && errp && *errp)
+        (*errp)->err = EINVAL;
+    return r < 0 && r != -EACCES && r != -ENOENT && r != -ENOMEM ? -EINVAL : r;
+}
+
+int bv_remotes_create(struct bv_app *app, const struct bv_remote_spec *s,
+                      struct bv_remote_view *out, bv_error **errp)
+{
+    int r = check_name(s->name, errp);
+    if (r == 0 && !s->path_style)
+        r = bv_error_setf(errp, EINVAL, "path_style: only path-style addressing is supported "
+                          "(true)");
+    if (r == 0 && strlen(s->secret_key) >= SECRET_MAX)
+        r = bv_error_setf(errp, EINVAL, "secret_key: at most %d characters", SECRET_MAX - 1);
+    if (r == 0 && strlen(s->access_key) >= sizeof(out->access_key))
+        r = bv_error_setf(errp, EINVAL, "access_key: at most %zu characters",
+                          sizeof(out->access_key) - 1);
+    if (r == 0 && strlen(s->endpoint) >= sizeof(out->endpoint))
+        r = bv_error_setf(errp, EINVAL, "endpoint: at most %zu characters",
+                          sizeof(out->endpoint) - 1);
+    if (r == 0 && bvdb_remote_get(app->db, s->name, get_cb, out) == 0)
+        r = bv_error_setf(errp, EEXIST, "Remote '%s' already exists", s->name);
+    if (r == 0)
+        r = check_remote(s, errp);         /* before any lock: talks to the remote */
+    if (r < 0)
+        return r;
+    char now[32];
+    bv_app_now_str(app, now);
+    struct bvdb_remote row = {
+        .name = s->name, .endpoint = s->endpoint, .bucket = s->bucket,
+        .region = s->region && s->region[0] ? s->region : "us-east-1",
+        .access_key = s->access_key, .path_style = true, .object_lock = s->object_lock,
+        .created_at = now,
+    };
+    pthread_mutex_lock(&app->backups_lock);
+    if (bvdb_remote_get(app->db, s->name, get_cb, out) == 0)
+        r = bv_error_setf(errp, EEXIST, "Remote '%s' already exists", s->name);
+    if (r == 0)
+        r = write_secret(app, s->name, s->secret_key, errp);
+    if (r == 0) {
+        r = bvdb_remote_insert(app->db, &row);
+        if (r < 0) {
+            char path[4400];
+            secret_path(app, s->name, "", path, sizeof(path));
+            unlink(path);
+            r = r == -EEXIST ? bv_error_setf(errp, EEXIST, "Remote '%s' already exists", s->name)
+                             : bv_error_setf(errp, EIO, "cannot record remote '%s'", s->name);
+        }
+    }
+    pthread_mutex_unlock(&app->backups_lock);
+    if (r == 0)
+        view_of(&row, out);
+    return r;
+}
+
+struct only_there {
+    struct bv_app *app;
+    char bid[BV_BACKUP_ID_MAX];
+    int n;
+};
+
+static int only_cb(const struct bvdb_remote_link *l, void *opaque)
+{
+    struct only_there *o = opaque;
+    if (strcmp(l->state, "present") != 0)
+        return 0;
+    struct bv_backup_rec b;
+    if (bv_backups_get(o->app, l->backup_id, &b, NULL) < 0)
+        return 0;                      /* the backup is gone: nothing lives there */
+    struct stat st;
+    if (bv_path_stat(o->app->root, b.file, &st, NULL) < 0) {
+        if (o->n++ == 0)
+            snprintf(o->bid, sizeof(o->bid), "%s", l->backup_id);
+    }
+    return 0;
+}
+
+int bv_remotes_delete(struct bv_app *app, const char *name, bv_error **errp)
+{
+    struct bv_remote_view v;
+    pthread_mutex_lock(&app->backups_lock);
+    int r = bv_remotes_get(app, name, &v, errp);
+    struct only_there o = {.app = app};
+    if (r == 0)
+        bvdb_remote_link_list(app->db, name, NULL, only_cb, &o);
+    if (r == 0 && o.n > 0)
+        r = bv_error_setf(errp, EBUSY, "Remote '%s' holds the only copy of %d backup link(s) "
+                          "(e.g. '%s'); delete those backups first", name, o.n, o.bid);
+    if (r == 0 && bvdb_remote_delete(app->db, name) < 0)
+        r = bv_error_setf(errp, EIO, "cannot delete remote '%s' from the catalog", name);
+    if (r == 0) {
+        char path[4400];
+        secret_path(app, name, "", path, sizeof(path));
+        unlink(path);
+    }
+    pthread_mutex_unlock(&app->backups_lock);
+    return r;
+}
+
+int bv_remotes_client(struct bv_app *app, const char *name, struct bv_s3 **out,
+                      bv_error **errp)
+{
+    struct bv_remote_view v;
+    char secret[SECRET_MAX];
+    int r = bv_remotes_get(app, name, &v, errp);
+    if (r == 0)
+        r = read_secret(app, name, secret, errp);
+    if (r < 0)
+        return r;
+    struct bv_s3_config cfg = {
+        .endpoint = v.endpoint, .bucket = v.bucket, .region = v.region,
+        .access_key = v.access_key, .secret_key = secret, .retries = -1,
+    };
+    r = bv_s3_new(&cfg, out, errp);
+    explicit_bzero(secret, sizeof(secret));
+    return r;
+}
+
+/* ---- a backup's copies ---- */
+
+static int copies_cb(const struct bvdb_remote_link *l, void *opaque)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "remote", l->remote);
+    cJSON_AddStringToObject(o, "state", l->state);
+    if (l->locked_until)
+        cJSON_AddStringToObject(o, "locked_until", l->locked_until);
+    cJSON_AddItemToArray(opaque, o);
+    return 0;
+}
+
+char *bv_remotes_of_backup_json(struct bv_app *app, const char *bid)
+{
+    cJSON *arr = cJSON_CreateArray();
+    bvdb_remote_link_list(app->db, NULL, bid, copies_cb, arr);
+    char *text = cJSON_PrintUnformatted(arr);
+    cJSON_Delete(arr);
+    return text;
+}
+
+/* ---- replicate ---- */
+
+struct link {
+    struct bv_backup_rec rec;
+    char key[1200];
+    int fd;                        /* -1: already present (or not opened) */
+    uint64_t size;
+};
+
+struct replicate {
+    struct bv_app *app;
+    char bid[BV_BACKUP_ID_MAX];
+    char remote[BV_REMOTE_NAME_MAX + 1];
+};
+
+static void key_of(const struct bv_backup_rec *b, char *out, size_t len)
+{
+    const char *base = strrchr(b->file, '/');
+    snprintf(out, len, "%s/%s/%s", b->drive, b->chain, base ? base + 1 : b->file);
+}
+
+struct present_q {
+    const char *bid;
+    bool present;
+};
+
+static int present_cb(const struct bvdb_remote_link *l, void *opaque)
+{
+    struct present_q *q = opaque;
+    if (!strcmp(l->state, "present"))
+        q->present = true;
+    return 0;
+}
+
+static bool link_present(struct bv_app *app, const char *remote, const char *bid)
+{
+    struct present_q q = {bid, false};
+    bvdb_remote_link_list(app->db, remote, bid, present_cb, &q);
+    return q.present;
+}
+
+/* The point's links, the full first, each missing one opened.  Under backups_lock. */
+static int resolve_locked(struct replicate *rp, struct link **out, size_t *n, bv_error **errp)
+{
+    struct link *v = calloc(MAX_LINKS, sizeof(*v));
+    if (!v)
+        return bv_error_setf(errp, ENOMEM, "out of memory");
+    size_t k = 0;
+    char cur[BV_BACKUP_ID_MAX];
+    snprintf(cur, sizeof(cur), "%s", rp->bid);
+    int r = 0;
+    while (r == 0 && cur[0]) {
+        if (k == MAX_LINKS) {
+            r = bv_error_setf(errp, E2BIG, "chain of '%s' is longer than %d links", rp->bid,
+                              MAX_LINKS);
+            break;
+        }
+        struct link *l = &v[k];
+        l->fd = -1;
+        r = bv_backups_get(rp->app, cur, &l->rec, errp);
+        if (r < 0)
+            break;
+        if (strcmp(l->rec.status, "complete") != 0) {
+            r = bv_error_setf(errp, EBUSY, "Backup '%s' is %s, not complete: only complete "
+                              "links are replicated", cur, l->rec.status);
+            break;
+        }
+        key_of(&l->rec, l->key, sizeof(l->key));
+        k++;
+        snprintf(cur, sizeof(cur), "%s", l->rec.parent);
+    }
+    /* full first */
+    for (size_t i = 0; i < k / 2; i++) {
+        struct link t = v[i];
+        v[i] = v[k - 1 - i];
+        v[k - 1 - i] = t;
+    }
+    for (size_t i = 0; r == 0 && i < k; i++) {
+        if (link_present(rp->app, rp->remote, v[i].rec.id))
+            continue;
+        r = bv_path_open(rp->app->root, NULL, v[i].rec.file, 0, O_RDONLY, 0, &v[i].fd, NULL,
+                         errp);
+        struct stat st;
+        if (r == 0 && fstat(v[i].fd, &st) < 0)
+            r = bv_error_setf(errp, errno, "cannot stat '%s'", v[i].rec.file);
+        if (r == 0)
+            v[i].size = (uint64_t)st.st_size;
+    }
+    if (r < 0) {
+        for (size_t i = 0; i < k; i++)
+            if (v[i].fd >= 0)
+                close(v[i].fd);
+        free(v);
+        return r;
+    }
+    *out = v;
+    *n = k;
+    return 0;
+}
+
+static void record(struct bv_app *app, const char *remote, const struct link *l,
+                   const char *state)
+{
+    char now[32];
+    bv_app_now_str(app, now);
+    struct bvdb_remote_link row = {
+        .remote = remote, .backup_id = l->rec.id, .key = l->key, .state = state,
+        .size = (int64_t)l->size, .updated_at = now,
+    };
+    pthread_mutex_lock(&app->backups_lock);
+    bvdb_remote_link_put(app->db, &row);
+    pthread_mutex_unlock(&app->backups_lock);
+}
+
+static int upload_link(struct replicate *rp, struct bv_s3 *s3, struct link *l,
+                       struct bv_job *job, bv_error **errp)
+{
+    record(rp->app, rp->remote, l, "uploading");
+    int r = bv_s3_put_file(s3, l->key, l->fd, l->size, errp);
+    uint64_t got = 0;
+    if (r == 0 && (r = bv_s3_head(s3, l->key, &got, errp)) == 0 && got != l->size)
+        r = bv_error_setf(errp, EIO, "the remote holds %" PRIu64 " bytes of '%s', expected %"
+                          PRIu64, got, l->key, l->size);
+    if (r < 0)
+        bv_error_prepend(errp, "uploading backup '%s'", l->rec.id);
+    record(rp->app, rp->remote, l, r == 0 ? "present" : "failed");
+    if (r == 0)
+        bv_job_progress_add(job, l->size);
+    return r;
+}
+
+struct manifest_acc {
+    struct bv_app *app;
+    const char *remote, *chain;
+    cJSON *links;
+};
+
+static int manifest_cb(const struct bvdb_backup *b, void *opaque)
+{
+    struct manifest_acc *m = opaque;
+    if (!link_present(m->app, m->remote, b->id))
+        return 0;
+    struct bv_backup_rec rec = {0};
+    snprintf(rec.drive, sizeof(rec.drive), "%s", b->drive_id);
+    snprintf(rec.chain, sizeof(rec.chain), "%s", b->chain_id);
+    snprintf(rec.file, sizeof(rec.file), "%s", b->file);
+    char key[1200];
+    key_of(&rec, key, sizeof(key));
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", b->id);
+    if (b->parent_id)
+        cJSON_AddStringToObject(o, "parent", b->parent_id);
+    else
+        cJSON_AddNullToObject(o, "parent");
+    cJSON_AddStringToObject(o, "kind", b->kind);
+    cJSON_AddStringToObject(o, "key", key);
+    cJSON_AddStringToObject(o, "file", b->file);
+    if (b->checksum)
+        cJSON_AddStringToObject(o, "checksum", b->checksum);
+    cJSON_AddNumberToObject(o, "virtual_size", (double)b->virtual_size);
+    cJSON_AddNumberToObject(o, "data_bytes", (double)b->data_bytes);
+    cJSON_AddNumberToObject(o, "seq", (double)b->seq);
+    cJSON_AddBoolToObject(o, "compress", b->compress);
+    cJSON_AddStringToObject(o, "created_at", b->created_at ? b->created_at : "");
+    cJSON_AddStringToObject(o, "completed_at", b->completed_at ? b->completed_at : "");
+    if (b->crcs && b->crcs_len > 0) {
+        /* the link's CRC map (zlib-compressed), hex: import rebuilds checksums from it */
+        char *hex = malloc(b->crcs_len * 2 + 1);
+        if (hex) {
+            for (size_t i = 0; i < b->crcs_len; i++)
+                snprintf(hex + 2 * i, 3, "%02x", ((const unsigned char *)b->crcs)[i]);
+            cJSON_AddStringToObject(o, "crcs", hex);
+            free(hex);
+        }
+    }
+    cJSON_AddItemToArray(m->links, o);
+    return 0;
+}
+
+static int put_manifest(struct replicate *rp, struct bv_s3 *s3, const struct link *top,
+                        bv_error **errp)
+{
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddNumberToObject(doc, "format", 1);
+    cJSON_AddStringToObject(doc, "drive", top->rec.drive);
+    cJSON_AddStringToObject(doc, "chain", top->rec.chain);
+    cJSON_AddNumberToObject(doc, "virtual_size", (double)top->rec.virtual_size);
+    struct manifest_acc m = {rp->app, rp->remote, top->rec.chain, NULL};
+    m.links = cJSON_AddArrayToObject(doc, "links");
+    pthread_mutex_lock(&rp->app->backups_lock);
+    int r = bvdb_backup_list(rp->app->db, NULL, top->rec.chain, manifest_cb, &m);
+    pthread_mutex_unlock(&rp->app->backups_lock);
+    char *text = r < 0 ? NULL : cJSON_PrintUnformatted(doc);
+    cJSON_Delete(doc);
+    if (!text)
+        return bv_error_setf(errp, r < 0 ? EIO : ENOMEM, "cannot build the manifest of chain '%s'",
+                             top->rec.chain);
+    char key[600];
+    snprintf(key, sizeof(key), "%s/%s/manifest.json", top->rec.drive, top->rec.chain);
+    r = bv_s3_put(s3, key, text, strlen(text), errp);
+    free(text);
+    return r;
+}
+
+static int replicate_run(struct bv_job *job, void *opaque, bv_error **errp)
+{
+    struct replicate *rp = opaque;
+    struct bv_s3 *s3 = NULL;
+    struct link *v = NULL;
+    size_t n = 0;
+    int r = bv_remotes_client(rp->app, rp->remote, &s3, errp);
+    if (r == 0) {
+        pthread_mutex_lock(&rp->app->backups_lock);
+        r = resolve_locked(rp, &v, &n, errp);
+        pthread_mutex_unlock(&rp->app->backups_lock);
+    }
+    uint64_t total = 0;
+    for (size_t i = 0; r == 0 && i < n; i++)
+        if (v[i].fd >= 0)
+            total += v[i].size;
+    if (r == 0)
+        bv_job_set_len(job, total);
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        if (v[i].fd < 0)
+            continue;
+        if (bv_job_is_cancelled(job))
+            r = -ECANCELED;
+        else
+            r = upload_link(rp, s3, &v[i], job, errp);
+    }
+    if (r == 0 && n > 0)
+        r = put_manifest(rp, s3, &v[n - 1], errp);
+    for (size_t i = 0; i < n; i++)
+        if (v[i].fd >= 0)
+            close(v[i].fd);
+    free(v);
+    bv_s3_free(s3);
+    return r;
+}
+
+int bv_remotes_replicate(struct bv_app *app, const char *bid, const char *remote,
+                         struct bv_job_info *info, bv_error **errp)
+{
+    struct bv_backup_rec b;
+    struct bv_remote_view rv;
+    int r = bv_backups_get(app, bid, &b, errp);
+    if (r == 0)
+        r = bv_remotes_get(app, remote, &rv, errp);
+    if (r == 0 && strcmp(b.status, "complete") != 0)
+        r = bv_error_setf(errp, EBUSY, "Backup '%s' is %s, not complete", bid, b.status);
+    if (r < 0)
+        return r;
+    struct replicate *rp = calloc(1, sizeof(*rp));
+    if (!rp)
+        return bv_error_setf(errp, ENOMEM, "out of memory");
+    rp->app = app;
+    snprintf(rp->bid, sizeof(rp->bid), "%s", bid);
+    snprintf(rp->remote, sizeof(rp->remote), "%s", remote);
+    cJSON *params = cJSON_CreateObject();
+    cJSON_AddStringToObject(params, "backup", bid);
+    cJSON_AddStringToObject(params, "remote", remote);
+    char *text = cJSON_PrintUnformatted(params);
+    cJSON_Delete(params);
+    struct bv_task_spec s = {
+        .type = "replicate", .device = b.drive, .params = text, .run = replicate_run,
+        .release = free, .opaque = rp,
+    };
+    r = bv_jobs_task(app, &s, info, errp);      /* rp belongs to the job */
+    free(text);
+    return r;
+}
