@@ -539,25 +539,12 @@ static void backup_free(struct bv_job *job)
         backup_destroy(bk);
 }
 
-static const struct bv_job_driver restore_driver = {
-    .type = "restore",
-    .run = backup_run,
-    .commit = backup_commit,
-    .abort = backup_abort,
-    .clean = backup_clean,
-    .kick = backup_kick,
-    .free = backup_free,
-};
+/* A restore is the same copy reported as type "restore". */
+#define BACKUP_OPS .run = backup_run, .commit = backup_commit, .abort = backup_abort, \
+                   .clean = backup_clean, .kick = backup_kick, .free = backup_free
 
-static const struct bv_job_driver backup_driver = {
-    .type = "backup",
-    .run = backup_run,
-    .commit = backup_commit,
-    .abort = backup_abort,
-    .clean = backup_clean,
-    .kick = backup_kick,
-    .free = backup_free,
-};
+static const struct bv_job_driver backup_driver = { .type = "backup", BACKUP_OPS };
+static const struct bv_job_driver restore_driver = { .type = "restore", BACKUP_OPS };
 
 /* ---- creation ------------------------------------------------------------- */
 

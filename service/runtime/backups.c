@@ -204,6 +204,16 @@ static void crcs_cb(const struct bvdb_backup *b, void *opaque)
         c->len = 0;
 }
 
+static int load_link_map(struct bv_app *app, const struct bv_backup_rec *l,
+                         struct bv_crcmap **out, bv_error **errp)
+{
+    struct crcs_blob c = { NULL, 0 };
+    bvdb_backup_get(app->db, l->id, crcs_cb, &c);
+    int r = bv_crcmap_load(c.data, c.len, l->virtual_size, out, errp);
+    free(c.data);
+    return r;
+}
+
 int bv_backups_point_crcmap(struct bv_app *app, const char *id, struct bv_crcmap **out,
                             bv_error **errp)
 {
@@ -214,11 +224,8 @@ int bv_backups_point_crcmap(struct bv_app *app, const char *id, struct bv_crcmap
     struct bv_crcmap *m = NULL;
     int r = bv_crcmap_new(links[n - 1].virtual_size, &m, errp);
     for (size_t i = 0; i < n && r == 0; i++) {
-        struct crcs_blob c = { NULL, 0 };
-        bvdb_backup_get(app->db, links[i].id, crcs_cb, &c);
         struct bv_crcmap *lm = NULL;
-        r = bv_crcmap_load(c.data, c.len, links[i].virtual_size, &lm, errp);
-        free(c.data);
+        r = load_link_map(app, &links[i], &lm, errp);
         if (r == 0)
             bv_crcmap_overlay(m, lm);
         bv_crcmap_free(lm);
@@ -230,16 +237,6 @@ int bv_backups_point_crcmap(struct bv_app *app, const char *id, struct bv_crcmap
     }
     *out = m;
     return 0;
-}
-
-static int load_link_map(struct bv_app *app, const struct bv_backup_rec *l,
-                         struct bv_crcmap **out, bv_error **errp)
-{
-    struct crcs_blob c = { NULL, 0 };
-    bvdb_backup_get(app->db, l->id, crcs_cb, &c);
-    int r = bv_crcmap_load(c.data, c.len, l->virtual_size, out, errp);
-    free(c.data);
-    return r;
 }
 
 int bv_backups_link_crcmap(struct bv_app *app, const char *id, struct bv_crcmap **out,

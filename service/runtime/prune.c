@@ -354,25 +354,10 @@ struct blob {
     size_t len;
 };
 
-static void get_crcs(const struct bvdb_backup *b, void *opaque)
-{
-    struct blob *c = opaque;
-    c->len = b->crcs ? b->crcs_len : 0;
-    c->data = c->len ? malloc(c->len) : NULL;
-    if (c->data)
-        memcpy(c->data, b->crcs, c->len);
-    else
-        c->len = 0;
-}
-
 static int load_map(struct bv_app *app, const struct link *l, struct bv_crcmap **out,
                     bv_error **errp)
 {
-    struct blob c = { NULL, 0 };
-    bvdb_backup_get(app->db, l->id, get_crcs, &c);
-    int r = bv_crcmap_load(c.data, c.len, l->size, out, errp);
-    free(c.data);
-    return r;
+    return bv_backups_link_crcmap(app, l->id, out, errp);
 }
 
 /* The child's new map: the link's, overlaid by the child's own. */
