@@ -16,6 +16,7 @@
 #include "runtime/policies.h"
 #include "runtime/prune.h"
 #include "runtime/registry.h"
+#include "runtime/vmdrives.h"
 #include "runtime/workers.h"
 
 static int make_dir(const char *path, char *err, size_t errlen)
@@ -66,7 +67,7 @@ int bv_app_open(struct bv_app *app, char *err, size_t errlen)
     bvdb_set_log(app->db, db_log, NULL);
     app->events_head = bvdb_event_head(app->db);
     app->registry = bv_registry_new();
-    if (!app->registry) {
+    if (!app->registry || bv_vms_init(app) < 0) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -103,6 +104,7 @@ void bv_app_close(struct bv_app *app)
     bv_workers_stop(app->workers);
     app->workers = NULL;
     bv_drives_stop_saver(app);
+    bv_vms_free(app);
     if (app->registry) {
         bv_drives_save_bitmaps(app, true);
         bv_registry_free(app->registry);

@@ -24,6 +24,7 @@
 struct bv_workers;
 struct bv_root;
 struct bv_registry;
+struct bv_vms;
 struct bv_job_ctx;
 struct jobs_svc;
 struct bv_scheduler;
@@ -60,6 +61,8 @@ struct bv_app {
     atomic_uint_fast64_t verify_count, verify_us;
 
     struct bv_registry *registry;  /* open drives (own lock, see runtime/registry.h) */
+    struct bv_vms *vms;            /* VM drives and their QMP connections (own lock, see
+                                      runtime/vmdrives.h) */
     struct bv_job_ctx *jobs;       /* the job engine (own lock, see bv/job.h) */
     pthread_mutex_t backups_lock;  /* serialises chain changes (runtime/backups.h) */
     struct bv_scheduler *scheduler;   /* policies (runtime/policies.h) */

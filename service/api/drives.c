@@ -12,6 +12,7 @@
 
 #include "api/api.h"
 #include "api/common.h"
+#include "api/vmdrives.h"
 #include "app.h"
 #include "bv/iocmd.h"
 #include "bv/path.h"
@@ -123,6 +124,8 @@ static char *filters_text(const struct create_req *c)
 
 void api_drives_create(struct bv_request *req, struct bv_reply *rep)
 {
+    if (api_vm_drives_create(req, rep))          /* "format":"qemu" */
+        return;
     struct create_req c = { .format = -1 };
     const struct bvj_field f[] = {
         { "id", BVJ_STRING, true, &c.id },
@@ -179,6 +182,7 @@ void api_drives_list(struct bv_request *req, struct bv_reply *rep)
         bv_registry_put(req->app, all[i]);
     }
     free(all);
+    api_vm_drives_list(req, arr);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddItemToObject(o, "drives", arr);
     bv_reply_json(rep, 200, o);
@@ -186,6 +190,8 @@ void api_drives_list(struct bv_request *req, struct bv_reply *rep)
 
 void api_drives_get(struct bv_request *req, struct bv_reply *rep)
 {
+    if (api_vm_drives_get(req, rep))
+        return;
     struct bv_drive_entry *e = api_drive_get(req, rep);
     if (!e)
         return;
@@ -207,6 +213,8 @@ void api_drives_delete(struct bv_request *req, struct bv_reply *rep)
         bv_reply_error(rep, 400, NULL, "force must be true or false");
         return;
     }
+    if (api_vm_drives_delete(req, rep))
+        return;
     unsigned clients = bv_nbd_clients(req->app, req->params[0]);
     if (clients && !force) {
         bv_reply_error(rep, 409, NULL, "Drive '%s' has %u NBD client%s attached (use "
@@ -361,6 +369,8 @@ void api_drives_data_get(struct bv_request *req, struct bv_reply *rep)
                        (unsigned long long)len, MAX_READ_LENGTH);
         return;
     }
+    if (api_vm_drives_data_get(req, rep, off, len))
+        return;
     struct bv_drive_entry *e = api_drive_get(req, rep);
     if (!e)
         return;

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "runtime/drives.h"
 #include "runtime/reports.h"
+#include "runtime/vmdrives.h"
 
 #define MAX_BITMAP_BLOB (512u << 20)
 #define MAX_FILE_NAME   1024
@@ -182,7 +183,9 @@ static int record_drive(struct bv_app *app, struct bv_drive_entry *e, bv_error *
 static int drive_taken(struct bv_app *app, const char *id, bv_error **errp)
 {
     struct bv_drive_entry *taken = bv_registry_get(app, id);
-    if (!taken)
+    struct bv_vm_drive *vm = bv_vm_drives_get(app, id);     /* one id namespace */
+    bv_vm_drives_put(app, vm);
+    if (!taken && !vm)
         return 0;
     bv_registry_put(app, taken);
     return bv_error_setf(errp, EEXIST, "Drive '%s' already exists", id);
@@ -229,9 +232,14 @@ int bv_drives_get(struct bv_app *app, const char *id, struct bv_drive_entry **ou
                   bv_error **errp)
 {
     *out = bv_registry_get(app, id);
-    if (!*out)
-        return bv_error_setf(errp, ENODEV, "Cannot find device='%s' nor node-name='%s'", id, id);
-    return 0;
+    if (*out)
+        return 0;
+    struct bv_vm_drive *vm = bv_vm_drives_get(app, id);   /* local-only operations refuse it */
+    bv_vm_drives_put(app, vm);
+    if (vm)
+        return bv_error_setf(errp, EBUSY, "Drive '%s' is a VM drive: not supported for VM "
+                             "drives (the VM owns the disk)", id);
+    return bv_error_setf(errp, ENODEV, "Cannot find device='%s' nor node-name='%s'", id, id);
 }
 
 int bv_drives_remove(struct bv_app *app, const char *id, bool delete_file, bv_error **errp)

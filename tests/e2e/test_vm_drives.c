@@ -1,0 +1,414 @@
+/*
+ * VM drives against a real QEMU (qemu-system-x86_64 -machine none with a
+ * qcow2 disk): the daemon runs with --qmp-dir; the test has a monitor of its
+ * own (a second -qmp, outside that directory) for guest writes through HMP
+ * qemu-io and for looking at what QEMU holds.  Checked: create (size,
+ * QEMU's bitmaps, source and vm_status), reads through the short-lived
+ * export equal to a raw copy of the disk and leaving nothing in QEMU, the
+ * 409s of mutations, the 400s of bad sockets (.., absolute, symlink out,
+ * missing, not QEMU) and nodes, the shared id namespace, DELETE removing
+ * blockvault-tmp objects, vm_status "gone" after QEMU quits, and a daemon
+ * without --qmp-dir refusing VM drives.  Skips (77) without QEMU.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <fcntl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+
+static struct bvh H;
+static char tmp[256], qdir[300], outside[300], disk[300];
+static pid_t qemu = -1;
+static int mon = -1;             /* the test's own QMP monitor */
+static FILE *mon_in;
+
+/* ---------------- the test's monitor ---------------- */
+
+static cJSON *mon_read(void)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    cJSON *j = NULL;
+    while (getline(&line, &cap, mon_in) > 0) {
+        j = cJSON_Parse(line);
+        if (j && !cJSON_GetObjectItem(j, "event"))
+            break;
+        cJSON_Delete(j);
+        j = NULL;
+    }
+    free(line);
+    return j;
+}
+
+/* Run a command on the test's monitor; returns "return" (caller frees) or
+ * fails the test on an error reply. */
+static cJSON *mon_cmd(const char *fmt, ...)
+{
+    char buf[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    size_t n = strlen(buf);
+    buf[n++] = '\n';
+    assert_int_equal(write(mon, buf, n), (ssize_t)n);
+    cJSON *j = mon_read();
+    assert_non_null(j);
+    if (cJSON_GetObjectItem(j, "error"))
+        fail_msg("QMP %s: %s", buf, cJSON_PrintUnformatted(j));
+    cJSON *ret = cJSON_DetachItemFromObject(j, "return");
+    cJSON_Delete(j);
+    return ret;
+}
+
+static void hmp_io(const char *cmd)
+{
+    cJSON_Delete(mon_cmd("{\"execute\":\"human-monitor-command\",\"arguments\":"
+                         "{\"command-line\":\"qemu-io drive0 \\\"%s\\\"\"}}", cmd));
+}
+
+static int connect_unix(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s >= 0 && connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+        return s;
+    if (s >= 0)
+        close(s);
+    return -1;
+}
+
+static bool wait_socket(const char *path)
+{
+    for (int i = 0; i < 1000; i++) {           /* QEMU's start-up, bounded at 10 s */
+        struct stat st;
+        if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+            return true;
+        if (waitpid(qemu, NULL, WNOHANG) == qemu)
+            return false;
+        usleep(10000);
+    }
+    return false;
+}
+
+static int start_qemu(void)
+{
+    char drive[700], q1[500], q2[500], s1[400], s2[400];
+    snprintf(disk, sizeof(disk), "%s/vm1.qcow2", tmp);
+    if (bvh_sh("qemu-img create -q -f qcow2 '%s' 64M", disk) != 0)
+        return -1;
+    snprintf(s1, sizeof(s1), "%s/vm1.sock", qdir);
+    snprintf(s2, sizeof(s2), "%s/test.sock", outside);
+    snprintf(drive, sizeof(drive), "if=none,id=drive0,driver=qcow2,node-name=disk0,"
+             "file.driver=file,file.filename=%s", disk);
+    snprintf(q1, sizeof(q1), "unix:%s,server=on,wait=off", s1);
+    snprintf(q2, sizeof(q2), "unix:%s,server=on,wait=off", s2);
+    qemu = fork();
+    if (qemu == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);      /* QEMU dies with the test, whatever happens */
+        int nul = open("/dev/null", O_RDWR);
+        dup2(nul, 0);
+        dup2(nul, 1);
+        execlp("qemu-system-x86_64", "qemu-system-x86_64", "-machine", "none", "-nodefaults",
+               "-display", "none", "-drive", drive, "-qmp", q1, "-qmp", q2, (char *)NULL);
+        _exit(127);
+    }
+    if (qemu < 0 || !wait_socket(s1) || !wait_socket(s2) || (mon = connect_unix(s2)) < 0)
+        return -1;
+    mon_in = fdopen(dup(mon), "r");
+    cJSON_Delete(mon_read());                  /* the greeting */
+    cJSON_Delete(mon_cmd("{\"execute\":\"qmp_capabilities\"}"));
+    return 0;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    if (!bvh_have("qemu-system-x86_64") || !bvh_have("qemu-img")) {
+        fprintf(stderr, "SKIP: qemu-system-x86_64 or qemu-img is not installed "
+                "(scripts/install-deps installs qemu-system-x86)\n");
+        exit(77);
+    }
+    snprintf(tmp, sizeof(tmp), "/tmp/bvvmXXXXXX");
+    if (!mkdtemp(tmp))
+        return -1;
+    snprintf(qdir, sizeof(qdir), "%s/qmp", tmp);
+    snprintf(outside, sizeof(outside), "%s/out", tmp);
+    mkdir(qdir, 0700);
+    mkdir(outside, 0700);
+    if (start_qemu() < 0) {
+        fprintf(stderr, "SKIP: qemu-system-x86_64 -machine none did not start here\n");
+        exit(77);
+    }
+    static char arg[400];
+    snprintf(arg, sizeof(arg), "--qmp-dir=%s", qdir);
+    static const char *args[2];
+    args[0] = arg;
+    struct bvh_opts o = { .args = args };
+    if (bvh_start(&H, &o) < 0) {
+        kill(qemu, SIGKILL);
+        waitpid(qemu, NULL, 0);
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    int rc = bvh_stop(&H);           /* 0: a clean exit, no sanitizer report */
+    if (mon_in)
+        fclose(mon_in);
+    if (mon >= 0)
+        close(mon);
+    if (qemu > 0) {
+        kill(qemu, SIGKILL);
+        waitpid(qemu, NULL, 0);
+    }
+    bvh_sh("rm -rf '%s'", tmp);
+    if (rc != 0)
+        fprintf(stderr, "the daemon exited with %d\n", rc);
+    return rc == 0 ? 0 : -1;
+}
+
+static void expect_error(const char *method, const char *path, const char *body, long status,
+                         const char *needle)
+{
+    struct bvh_resp r = { 0 };
+    assert_int_equal(bvh_request(&H, method, path, body, body ? strlen(body) : 0, NULL, NULL,
+                                 &r), 0);
+    if (r.status != status)
+        fail_msg("%s %s %s: %ld %s", method, path, body ? body : "", r.status, r.body);
+    if (status != 500)
+        bvh_assert_error(&r, status, status == 404 ? "DeviceNotFound" : "GenericError");
+    if (needle && !strstr(r.body, needle))
+        fail_msg("%s %s: '%s' not in %s", method, path, needle, r.body);
+    bvh_resp_free(&r);
+}
+
+/* Names of what QEMU holds that start with "blockvault-". */
+static int blockvault_objects(void)
+{
+    int n = 0;
+    const char *cmds[][2] = { { "query-block-exports", "id" }, { "query-block-jobs", "device" },
+                              { "query-named-block-nodes", "node-name" } };
+    for (size_t i = 0; i < 3; i++) {
+        cJSON *list = mon_cmd("{\"execute\":\"%s\"}", cmds[i][0]), *it;
+        cJSON_ArrayForEach(it, list) {
+            const char *s = cJSON_GetStringValue(cJSON_GetObjectItem(it, cmds[i][1]));
+            n += s && !strncmp(s, "blockvault-", 11);
+        }
+        cJSON_Delete(list);
+    }
+    return n;
+}
+
+/* ---------------- tests ---------------- */
+
+static void test_create_get_read(void **state)
+{
+    (void)state;
+    cJSON_Delete(mon_cmd("{\"execute\":\"block-dirty-bitmap-add\",\"arguments\":"
+                         "{\"node\":\"disk0\",\"name\":\"bm0\"}}"));
+    cJSON *d = bvh_json(&H, "POST", 201, "/api/v1/drives",
+                        "{\"id\":\"vm1\",\"format\":\"qemu\",\"qmp\":\"vm1.sock\","
+                        "\"node\":\"drive0\"}");
+    assert_string_equal(bvh_str(d, "format"), "qemu");
+    assert_int_equal((int64_t)bvh_num(d, "size"), 64 << 20);
+    const cJSON *src = cJSON_GetObjectItem(d, "source");
+    assert_string_equal(bvh_str(src, "qmp"), "vm1.sock");
+    assert_string_equal(bvh_str(src, "node"), "drive0");
+    assert_string_equal(bvh_str(src, "vm_status"), "running");
+    const cJSON *bm = cJSON_GetArrayItem(cJSON_GetObjectItem(d, "bitmaps"), 0);
+    assert_string_equal(bvh_str(bm, "name"), "bm0");
+    assert_int_equal((int)bvh_num(bm, "count"), 0);
+    cJSON_Delete(d);
+
+    hmp_io("write -P 0xab 1M 64k");
+    hmp_io("write -P 0x5c 3M 4k");
+    hmp_io("flush");
+    d = bvh_json(&H, "GET", 200, "/api/v1/drives/vm1", NULL);
+    bm = cJSON_GetArrayItem(cJSON_GetObjectItem(d, "bitmaps"), 0);
+    assert_int_equal((int)bvh_num(bm, "count"), 131072);      /* two 64 KiB granules */
+    assert_string_equal(bvh_str(bm, "status"), "active");
+    cJSON_Delete(d);
+
+    /* the list holds it beside local drives */
+    cJSON_Delete(bvh_json(&H, "POST", 201, "/api/v1/drives",
+                          "{\"id\":\"local\",\"format\":\"raw\",\"size\":\"1M\"}"));
+    cJSON *all = bvh_json(&H, "GET", 200, "/api/v1/drives", NULL);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(all, "drives")), 2);
+    cJSON_Delete(all);
+
+    /* reads equal a raw copy of the disk (qemu-img -U reads beside QEMU) */
+    char ref[400];
+    snprintf(ref, sizeof(ref), "%s/ref.raw", tmp);
+    assert_int_equal(bvh_sh("qemu-img convert -U -f qcow2 -O raw '%s' '%s'", disk, ref), 0);
+    struct bvh_resp r = { 0 };
+    assert_int_equal(bvh_request(&H, "GET", "/api/v1/drives/vm1/data?offset=0&length=4M", NULL,
+                                 0, NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.len, 4 << 20);
+    FILE *f = fopen(ref, "rb");
+    char *want = malloc(4 << 20);
+    assert_int_equal(fread(want, 1, 4 << 20, f), 4 << 20);
+    fclose(f);
+    assert_memory_equal(r.body, want, 4 << 20);
+    assert_int_equal((unsigned char)r.body[1 << 20], 0xab);
+    assert_int_equal((unsigned char)r.body[3 << 20], 0x5c);
+    free(want);
+    bvh_resp_free(&r);
+    assert_int_equal(blockvault_objects(), 0);               /* the export is gone again */
+
+    expect_error("GET", "/api/v1/drives/vm1/data?offset=64M&length=1", NULL, 400, "beyond");
+}
+
+static void test_mutations_refused(void **state)
+{
+    (void)state;
+    const char *msg = "not supported for VM drives";
+    expect_error("PUT", "/api/v1/drives/vm1/data?offset=0", "abcd", 409, msg);
+    expect_error("POST", "/api/v1/drives/vm1/io", "{\"commands\":[\"write 0 512\"]}", 409, msg);
+    expect_error("POST", "/api/v1/drives/vm1/resize", "{\"size\":\"128M\"}", 409, msg);
+    expect_error("POST", "/api/v1/drives/vm1/bitmaps", "{\"name\":\"x\"}", 409, msg);
+    expect_error("DELETE", "/api/v1/drives/vm1/bitmaps/bm0", NULL, 409, msg);
+}
+
+static void test_create_refusals(void **state)
+{
+    (void)state;
+    char p[700], body[1024];
+    snprintf(p, sizeof(p), "%s/escape.sock", qdir);
+    assert_int_equal(symlink("../out/test.sock", p), 0);       /* a live monitor, outside */
+    const char *bad[] = { "../out/test.sock", "escape.sock", "missing.sock" };
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(body, sizeof(body), "{\"id\":\"x\",\"format\":\"qemu\",\"qmp\":\"%s\","
+                 "\"node\":\"disk0\"}", bad[i]);
+        expect_error("POST", "/api/v1/drives", body, 400, NULL);
+    }
+    snprintf(body, sizeof(body), "{\"id\":\"x\",\"format\":\"qemu\",\"qmp\":\"%s/test.sock\","
+             "\"node\":\"disk0\"}", outside);
+    expect_error("POST", "/api/v1/drives", body, 400, NULL);    /* absolute */
+
+    /* a socket with nobody behind it, and one that is not QEMU */
+    int s = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%.90s/dead.sock", qdir);
+    assert_int_equal(bind(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    close(s);
+    expect_error("POST", "/api/v1/drives",
+                 "{\"id\":\"x\",\"format\":\"qemu\",\"qmp\":\"dead.sock\",\"node\":\"disk0\"}",
+                 400, "QEMU does not answer");
+
+    expect_error("POST", "/api/v1/drives",
+                 "{\"id\":\"x\",\"format\":\"qemu\",\"qmp\":\"vm1.sock\",\"node\":\"nope\"}",
+                 400, "no block node or device 'nope'");
+    expect_error("POST", "/api/v1/drives",
+                 "{\"id\":\"vm1\",\"format\":\"qemu\",\"qmp\":\"vm1.sock\",\"node\":\"disk0\"}",
+                 409, "already exists");
+    expect_error("POST", "/api/v1/drives",
+                 "{\"id\":\"local\",\"format\":\"qemu\",\"qmp\":\"vm1.sock\",\"node\":\"disk0\"}",
+                 409, "already exists");
+    expect_error("POST", "/api/v1/drives",
+                 "{\"id\":\"vm1\",\"format\":\"raw\",\"size\":\"1M\"}", 409, "already exists");
+    expect_error("POST", "/api/v1/drives",
+                 "{\"id\":\"x\",\"format\":\"qemu\",\"qmp\":\"vm1.sock\",\"node\":\"disk0\","
+                 "\"size\":1}", 400, "size");
+    expect_error("POST", "/api/v1/drives",
+                 "{\"id\":\"x\",\"format\":\"qemu\",\"qmp\":\"vm1.sock\",\"node\":\"disk0\","
+                 "\"scratch_dir\":\"../x\"}", 400, NULL);
+}
+
+/* FNV-1a of the id, as runtime/vmdrives.c tags its temporary objects. */
+static void tag_of(const char *id, char tag[9])
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = id; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    snprintf(tag, 9, "%08x", h);
+}
+
+static void test_delete_cleans_qemu(void **state)
+{
+    (void)state;
+    char tag[9];
+    tag_of("vm1", tag);
+    /* what a crash mid-operation would leave: a node of ours, and one not ours */
+    cJSON_Delete(mon_cmd("{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"null-co\","
+                         "\"node-name\":\"blockvault-tmp-%s-77\",\"size\":1048576}}", tag));
+    cJSON_Delete(mon_cmd("{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"null-co\","
+                         "\"node-name\":\"theirs\",\"size\":1048576}}"));
+    assert_int_equal(blockvault_objects(), 1);
+    cJSON_Delete(bvh_json(&H, "DELETE", 204, "/api/v1/drives/vm1", NULL));
+    assert_int_equal(blockvault_objects(), 0);
+    cJSON *nodes = mon_cmd("{\"execute\":\"query-named-block-nodes\"}"), *it;
+    int theirs = 0, disk0 = 0;
+    cJSON_ArrayForEach(it, nodes) {
+        const char *nn = cJSON_GetStringValue(cJSON_GetObjectItem(it, "node-name"));
+        theirs += nn && !strcmp(nn, "theirs");
+        disk0 += nn && !strcmp(nn, "disk0");
+    }
+    cJSON_Delete(nodes);
+    assert_int_equal(theirs, 1);
+    assert_int_equal(disk0, 1);
+    expect_error("GET", "/api/v1/drives/vm1", NULL, 404, NULL);
+}
+
+static void test_gone(void **state)
+{
+    (void)state;
+    cJSON_Delete(bvh_json(&H, "POST", 201, "/api/v1/drives",
+                          "{\"id\":\"vm2\",\"format\":\"qemu\",\"qmp\":\"vm1.sock\","
+                          "\"node\":\"disk0\"}"));
+    cJSON_Delete(mon_cmd("{\"execute\":\"quit\"}"));
+    waitpid(qemu, NULL, 0);
+    qemu = -1;
+    cJSON *d = bvh_json(&H, "GET", 200, "/api/v1/drives/vm2", NULL);
+    assert_string_equal(bvh_str(cJSON_GetObjectItem(d, "source"), "vm_status"), "gone");
+    cJSON_Delete(d);
+    expect_error("GET", "/api/v1/drives/vm2/data?offset=0&length=512", NULL, 500, "is gone");
+    cJSON_Delete(bvh_json(&H, "DELETE", 204, "/api/v1/drives/vm2", NULL));
+}
+
+static void test_without_qmp_dir(void **state)
+{
+    (void)state;
+    struct bvh h2 = { 0 };
+    assert_int_equal(bvh_start(&h2, NULL), 0);
+    struct bvh_resp r = { 0 };
+    const char *body = "{\"id\":\"x\",\"format\":\"qemu\",\"qmp\":\"vm1.sock\",\"node\":\"disk0\"}";
+    assert_int_equal(bvh_request(&h2, "POST", "/api/v1/drives", body, strlen(body), NULL, NULL,
+                                 &r), 0);
+    bvh_assert_error(&r, 400, "GenericError");
+    assert_non_null(strstr(r.body, "--qmp-dir"));
+    bvh_resp_free(&r);
+    assert_int_equal(bvh_stop(&h2), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_create_get_read),
+        cmocka_unit_test(test_mutations_refused),
+        cmocka_unit_test(test_create_refusals),
+        cmocka_unit_test(test_delete_cleans_qemu),
+        cmocka_unit_test(test_gone),
+        cmocka_unit_test(test_without_qmp_dir),
+    };
+    return cmocka_run_group_tests_name("vm_drives", tests, setup, teardown);
+}
