@@ -50,6 +50,7 @@ struct svc_job {
     void (*hook_release)(void *opaque);
     void *hook_opaque;
     int (*check)(void *opaque, bv_error **errp);
+    int (*task_run)(struct bv_job *job, void *opaque, bv_error **errp);  /* replicate, import */
     char fail_text[256];             /* the check's failure (svc->lock to write; read by
                                         the sink after the run returned) */
     /* rate samples (svc->lock) */
@@ -715,6 +716,22 @@ static int task_id(struct bv_app *app, const char *type, char id[129], bv_error 
     return bv_error_setf(errp, EEXIST, "cannot find a free job id");
 }
 
+/* A replicate or import job's run: its failure's text becomes the job's error (the remote's
+ * words, not a bare strerror). */
+static int svc_task_run(struct bv_job *job, void *opaque, bv_error **errp)
+{
+    struct svc_job *sj = opaque;
+    bv_error *e = NULL;
+    int r = sj->task_run(job, sj->hook_opaque, &e);
+    if (r < 0 && r != -ECANCELED) {
+        pthread_mutex_lock(&svc_of(sj->app)->lock);
+        snprintf(sj->fail_text, sizeof(sj->fail_text), "%.255s", e ? e->msg : strerror(-r));
+        pthread_mutex_unlock(&svc_of(sj->app)->lock);
+    }
+    bv_error_propagate(errp, &e);
+    return r;
+}
+
 int bv_jobs_task(struct bv_app *app, const struct bv_task_spec *s, struct bv_job_info *info,
                  bv_error **errp)
 {
@@ -739,8 +756,12 @@ int bv_jobs_task(struct bv_app *app, const struct bv_task_spec *s, struct bv_job
     if (s->params && strlen(s->params) < sizeof(sj->params))
         snprintf(sj->params, sizeof(sj->params), "%s", s->params);
     svc_job_link(sj);
+    bool wrap = strcmp(s->type, "replicate") == 0 || strcmp(s->type, "import") == 0;
+    sj->task_run = s->run;
     struct bv_prune_job_opts po = {
-        .type = s->type, .run = s->run, .opaque = s->opaque, .release = svc_job_release, .release_opaque = sj,
+        .type = s->type, .run = wrap ? svc_task_run : s->run,
+        .opaque = wrap ? (void *)sj : s->opaque,
+        .release = svc_job_release, .release_opaque = sj,
     };
     struct bv_job_opts jo = {
         .id = id, .device = s->device, .auto_finalize = true, .auto_dismiss = true, .user = sj,

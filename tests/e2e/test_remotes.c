@@ -9,7 +9,9 @@
  *     manifest lists the links in order with their checksums, the backups show the remote
  *     as present; a second replicate uploads nothing (len 0); unknown remote 400, unknown
  *     backup 404;
- *   - DELETE /remotes is 409 while a link lives only there, 204 otherwise.
+ *   - DELETE /remotes is 409 while a link lives only there, 204 otherwise;
+ *   - the gateway stopped: the job fails saying it cannot reach the remote, the link is
+ *     recorded failed; the gateway back, the next run uploads it.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -363,11 +365,59 @@ static void test_replicate(void **state)
     ju_end();
 }
 
+/* The gateway stopped: the replicate job fails and says why, the link is recorded failed;
+ * with the gateway back, the next run uploads it. */
+static void test_gateway_down(void **state)
+{
+    (void)state;
+    if (!G.dir[0]) {
+        fprintf(stderr, "test_gateway_down: an external gateway (BV_S3_ENDPOINT): skipped\n");
+        return;
+    }
+    create_remote(201, "r1", bucket, G.secret_key, false, NULL);
+    cJSON_Delete(call(201, "POST", "/api/v1/drives",
+                      "{\"id\":\"d1\",\"format\":\"qcow2\",\"size\":\"4M\"}"));
+    cJSON_Delete(call(200, "POST", "/api/v1/drives/d1/io", "{\"commands\":[\"write -P 0x44 0 2M\"]}"));
+    cJSON *j = call(201, "POST", "/api/v1/drives/d1/backups", "{\"kind\":\"full\"}");
+    char bid[32];
+    snprintf(bid, sizeof(bid), "%s", str_or(cJSON_GetObjectItem(j, "backup"), "id", ""));
+    wait_done(str_or(cJSON_GetObjectItem(j, "job"), "id", ""), "backup", -1);
+    cJSON_Delete(j);
+
+    ju_check(rgw_env_ctl(&G, "stop-rgw") == 0, "cannot stop the gateway");
+    char path[128];
+    snprintf(path, sizeof(path), "/api/v1/backups/%s/replicate", bid);
+    j = call(201, "POST", path, "{\"remote\":\"r1\"}");
+    char job[64];
+    snprintf(job, sizeof(job), "%s", str_or(j, "id", ""));
+    cJSON_Delete(j);
+    cJSON *e = ju_event_wait(&EV, "BLOCK_JOB_COMPLETED", "device", job, WAIT_S);
+    const char *err = str_or(cJSON_GetObjectItem(e, "data"), "error", "");
+    ju_check(strstr(err, "cannot reach the remote at") != NULL &&
+             strstr(err, bid) != NULL, "replicate with the gateway down: error '%s'", err);
+    cJSON_Delete(e);
+    snprintf(path, sizeof(path), "/api/v1/backups/%s", bid);
+    j = call(200, "GET", path, NULL);
+    ju_check_str_member("remotes[0]", cJSON_GetArrayItem(cJSON_GetObjectItem(j, "remotes"), 0),
+                        "state", "failed");
+    cJSON_Delete(j);
+
+    ju_check(rgw_env_ctl(&G, "start-rgw") == 0, "cannot restart the gateway");
+    char *id = replicate(bid, -1);
+    free(id);
+    j = call(200, "GET", path, NULL);
+    ju_check_str_member("remotes[0]", cJSON_GetArrayItem(cJSON_GetObjectItem(j, "remotes"), 0),
+                        "state", "present");
+    cJSON_Delete(j);
+    ju_end();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create_remote),
         cmocka_unit_test(test_replicate),
+        cmocka_unit_test(test_gateway_down),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -10,6 +10,8 @@
 #                           the cluster does not come up (the reason on stderr), 0 when ready.
 #   ceph-rgw.sh stop DIR    stop what start started, by the PIDs it recorded (radosgw first, then
 #                           the OSD, then the monitor), and remove DIR.
+#   ceph-rgw.sh stop-rgw DIR / start-rgw DIR
+#                           stop only the gateway / start it again on the same port.
 #
 # Why each setting is there: ../shared/reference/ceph-rgw.md (measured bring-up, ~6 s).  No
 # manager, no systemd, no realm/zone setup (the gateway's first start creates the defaults).
@@ -150,16 +152,10 @@ cmd_start() {
         fail_start "ceph osd new failed (monitor not answering?)"
     spawn osd ceph-osd -f -i 0
     spawn rgw radosgw -f -n client.rgw.a
-    local i ak sk owner
+    local i ak sk
     ak=$(python3 -c 'import secrets; print("BV" + secrets.token_hex(9).upper())')
     sk=$(python3 -c 'import secrets; print(secrets.token_urlsafe(30))')
-    for i in $(seq 1 150); do
-        alive "$(cat "$D/pids/rgw")" || fail_start "radosgw exited"
-        owner=$(ss -Hltnp "sport = :$RGWPORT" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1)
-        [ "$owner" = "pid=$(cat "$D/pids/rgw")" ] && break
-        sleep 0.1
-    done
-    [ "$owner" = "pid=$(cat "$D/pids/rgw")" ] || fail_start "radosgw did not listen on 127.0.0.1:$RGWPORT"
+    wait_rgw_port || fail_start "radosgw did not listen on 127.0.0.1:$RGWPORT"
     timeout 60 radosgw-admin user create --uid bv --display-name blockvault \
         --access-key "$ak" --secret-key "$sk" >>"$D/log/user.out" 2>&1 ||
         fail_start "radosgw-admin user create failed"
@@ -177,10 +173,47 @@ cmd_start() {
     } | tee "$D/env"
 }
 
-[ $# -eq 2 ] || { echo "usage: $0 start|stop DIR" >&2; exit 2; }
+# wait_rgw_port: radosgw (our PID) owns the listening socket of $RGWPORT (not someone else).
+wait_rgw_port() {
+    local i owner=""
+    for i in $(seq 1 150); do
+        alive "$(cat "$D/pids/rgw")" || return 1
+        owner=$(ss -Hltnp "sport = :$RGWPORT" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1)
+        [ "$owner" = "pid=$(cat "$D/pids/rgw")" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# stop-rgw / start-rgw: take the gateway away and bring it back on the same port (tests of a
+# remote that goes away); the monitor and the OSD keep running.
+cmd_stop_rgw() {
+    stop_one rgw TERM
+}
+
+cmd_start_rgw() {
+    export CEPH_CONF="$D/ceph.conf"
+    . "$D/env"
+    RGWPORT=${BV_S3_ENDPOINT##*:}
+    spawn rgw radosgw -f -n client.rgw.a
+    wait_rgw_port || { echo "ceph-rgw: radosgw did not come back on $RGWPORT" >&2; exit 1; }
+    local i
+    for i in $(seq 1 300); do
+        curl -sf -o /dev/null --aws-sigv4 "aws:amz:us-east-1:s3" \
+            --user "$BV_S3_ACCESS_KEY:$BV_S3_SECRET_KEY" \
+            -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' "$BV_S3_ENDPOINT/" && return 0
+        sleep 0.1
+    done
+    echo "ceph-rgw: no authenticated answer after restarting the gateway" >&2
+    exit 1
+}
+
+[ $# -eq 2 ] || { echo "usage: $0 start|stop|stop-rgw|start-rgw DIR" >&2; exit 2; }
 D=$2
 case "$1" in
     start) cmd_start ;;
     stop) cmd_stop ;;
-    *) echo "usage: $0 start|stop DIR" >&2; exit 2 ;;
+    stop-rgw) cmd_stop_rgw ;;
+    start-rgw) cmd_start_rgw ;;
+    *) echo "usage: $0 start|stop|stop-rgw|start-rgw DIR" >&2; exit 2 ;;
 esac

@@ -22,7 +22,7 @@ struct rgw_env {
     char dir[256];      /* non-empty: we started it */
 };
 
-static int rgw_env_start(struct rgw_env *g)
+static inline int rgw_env_start(struct rgw_env *g)
 {
     memset(g, 0, sizeof(*g));
     const char *e = getenv("BV_S3_ENDPOINT"), *a = getenv("BV_S3_ACCESS_KEY"),
@@ -66,7 +66,20 @@ static int rgw_env_start(struct rgw_env *g)
     return 0;
 }
 
-static void rgw_env_stop(struct rgw_env *g)
+/* "stop-rgw" / "start-rgw": only for a gateway we started (returns 77 otherwise), else the
+ * script's exit status. */
+static inline int rgw_env_ctl(struct rgw_env *g, const char *verb)
+{
+    if (!g->dir[0])
+        return 77;
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "bash '%s/tests/support/ceph-rgw.sh' %s '%s'",
+             getenv("BV_SOURCE_DIR"), verb, g->dir);
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static inline void rgw_env_stop(struct rgw_env *g)
 {
     if (!g->dir[0])
         return;
