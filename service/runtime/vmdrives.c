@@ -21,6 +21,7 @@
 #include "runtime/drives.h"
 #include "runtime/registry.h"
 #include "runtime/vmdrives.h"
+#include "runtime/vmdrives-int.h"
 
 #define READ_CHUNK   (4u << 20)       /* QEMU's NBD server takes at most 32 MiB a request */
 #define EVENT_WAIT_MS 10000
@@ -142,7 +143,7 @@ static void vm_put(struct bv_app *app, struct bv_vm *vm)
 
 /* ---------------- asking QEMU ---------------- */
 
-static int qmp(struct bv_vm *vm, const char *cmd, const char *args_json, cJSON **ret,
+int vm_qmp(struct bv_vm *vm, const char *cmd, const char *args_json, cJSON **ret,
                char *cls, size_t cap, bv_error **errp)
 {
     cJSON *args = args_json ? cJSON_Parse(args_json) : NULL;
@@ -202,13 +203,13 @@ static cJSON *bitmap_json(const cJSON *bm)
 
 /* Resolve d->node now: the node's name, size and bitmaps.  -ENOENT when
  * QEMU has no such node or device. */
-static int resolve(struct bv_vm *vm, const char *given, struct bv_vm_drive_info *info,
+int vm_resolve(struct bv_vm *vm, const char *given, struct bv_vm_drive_info *info,
                    bv_error **errp)
 {
     cJSON *nodes = NULL, *block = NULL;
-    int r = qmp(vm, "query-named-block-nodes", "{\"flat\":true}", &nodes, NULL, 0, errp);
+    int r = vm_qmp(vm, "query-named-block-nodes", "{\"flat\":true}", &nodes, NULL, 0, errp);
     const cJSON *n = r == 0 ? find_named(nodes, given) : NULL;
-    if (r == 0 && !n && (r = qmp(vm, "query-block", NULL, &block, NULL, 0, errp)) == 0) {
+    if (r == 0 && !n && (r = vm_qmp(vm, "query-block", NULL, &block, NULL, 0, errp)) == 0) {
         const char *nn = device_node(block, given);
         n = nn ? find_named(nodes, nn) : NULL;
     }
@@ -231,10 +232,10 @@ static int resolve(struct bv_vm *vm, const char *given, struct bv_vm_drive_info 
     return r;
 }
 
-static const char *vm_status(struct bv_vm *vm)
+const char *vm_status(struct bv_vm *vm)
 {
     cJSON *ret = NULL;
-    if (qmp(vm, "query-status", NULL, &ret, NULL, 0, NULL) < 0)
+    if (vm_qmp(vm, "query-status", NULL, &ret, NULL, 0, NULL) < 0)
         return "gone";
     const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ret, "status"));
     const char *out = s && !strcmp(s, "running") ? "running" : "paused";
@@ -246,7 +247,7 @@ int bv_vm_drive_info(struct bv_vm_drive *d, struct bv_vm_drive_info *info, bv_er
 {
     memset(info, 0, sizeof(*info));
     info->vm_status = vm_status(d->vm);
-    if (strcmp(info->vm_status, "gone") != 0 && resolve(d->vm, d->node, info, NULL) == 0)
+    if (strcmp(info->vm_status, "gone") != 0 && vm_resolve(d->vm, d->node, info, NULL) == 0)
         return 0;
     cJSON_Delete(info->bitmaps);
     info->bitmaps = cJSON_CreateArray();
@@ -397,7 +398,7 @@ int bv_vm_drives_create(struct bv_app *app, const struct bv_vm_drive_spec *s,
     if (r == 0)
         r = connect_vm(app, s->qmp, &vm, errp);
     if (r == 0)
-        r = resolve(vm, s->node, &info, errp);
+        r = vm_resolve(vm, s->node, &info, errp);
     bv_vm_drive_info_clear(&info);
     if (r == 0 && (!(d = calloc(1, sizeof(*d))) || !(d->id = strdup(s->id)) ||
                    !(d->node = strdup(s->node)) ||
@@ -429,7 +430,7 @@ static void tag_of(const char *id, char tag[9])
     snprintf(tag, 9, "%08x", h);
 }
 
-static void tmp_prefix(const struct bv_vm_drive *d, char out[32])
+void vm_tmp_prefix(const struct bv_vm_drive *d, char out[32])
 {
     char tag[9];
     tag_of(d->id, tag);
@@ -441,7 +442,7 @@ static int each_named(struct bv_vm *vm, const char *cmd, const char *key, const 
                       cJSON **names)
 {
     cJSON *list = NULL, *it;
-    int r = qmp(vm, cmd, NULL, &list, NULL, 0, NULL);
+    int r = vm_qmp(vm, cmd, NULL, &list, NULL, 0, NULL);
     *names = cJSON_CreateArray();
     if (r < 0 || !*names) {
         cJSON_Delete(list);
@@ -459,14 +460,14 @@ static int each_named(struct bv_vm *vm, const char *cmd, const char *key, const 
 /* Remove what carries prefix, in the teardown order of vm-pull.md: exports,
  * jobs, nodes.  Best effort: what QEMU refuses is left and logged by the
  * caller's next attempt. */
-static void remove_tmp(struct bv_vm *vm, const char *prefix)
+void vm_remove_tmp(struct bv_vm *vm, const char *prefix)
 {
     cJSON *names = NULL, *it;
     char args[256];
     if (each_named(vm, "query-block-exports", "id", prefix, &names) == 0) {
         cJSON_ArrayForEach(it, names) {
             snprintf(args, sizeof(args), "{\"id\":\"%s\",\"mode\":\"hard\"}", it->valuestring);
-            if (qmp(vm, "block-export-del", args, NULL, NULL, 0, NULL) == 0) {
+            if (vm_qmp(vm, "block-export-del", args, NULL, NULL, 0, NULL) == 0) {
                 cJSON *m = cJSON_CreateObject();
                 cJSON_AddStringToObject(m, "id", it->valuestring);
                 bv_qmp_wait_event(vm->q, "BLOCK_EXPORT_DELETED", m, EVENT_WAIT_MS, NULL, NULL);
@@ -478,7 +479,7 @@ static void remove_tmp(struct bv_vm *vm, const char *prefix)
     if (each_named(vm, "query-block-jobs", "device", prefix, &names) == 0) {
         cJSON_ArrayForEach(it, names) {
             snprintf(args, sizeof(args), "{\"device\":\"%s\",\"force\":true}", it->valuestring);
-            if (qmp(vm, "block-job-cancel", args, NULL, NULL, 0, NULL) == 0) {
+            if (vm_qmp(vm, "block-job-cancel", args, NULL, NULL, 0, NULL) == 0) {
                 cJSON *m = cJSON_CreateObject();
                 cJSON_AddStringToObject(m, "device", it->valuestring);
                 bv_qmp_wait_event(vm->q, "BLOCK_JOB_CANCELLED", m, EVENT_WAIT_MS, NULL, NULL);
@@ -490,7 +491,7 @@ static void remove_tmp(struct bv_vm *vm, const char *prefix)
     if (each_named(vm, "query-named-block-nodes", "node-name", prefix, &names) == 0) {
         cJSON_ArrayForEach(it, names) {
             snprintf(args, sizeof(args), "{\"node-name\":\"%s\"}", it->valuestring);
-            qmp(vm, "blockdev-del", args, NULL, NULL, 0, NULL);
+            vm_qmp(vm, "blockdev-del", args, NULL, NULL, 0, NULL);
         }
     }
     cJSON_Delete(names);
@@ -502,9 +503,9 @@ int bv_vm_drives_remove(struct bv_app *app, const char *id, bv_error **errp)
     char prefix[32];
     if (!d)
         return bv_error_setf(errp, ENODEV, "Cannot find device='%s' nor node-name='%s'", id, id);
-    tmp_prefix(d, prefix);
+    vm_tmp_prefix(d, prefix);
     pthread_mutex_lock(&d->vm->op_lock);
-    remove_tmp(d->vm, prefix);
+    vm_remove_tmp(d->vm, prefix);
     pthread_mutex_unlock(&d->vm->op_lock);
     pthread_mutex_lock(&app->vms->lock);
     bool was = d->removed;
@@ -519,7 +520,7 @@ int bv_vm_drives_remove(struct bv_app *app, const char *id, bv_error **errp)
 /* ---------------- short-lived read-only export ---------------- */
 
 /* <data>/<scratch_dir>, made if missing, as an absolute name QEMU can use. */
-static int scratch_path(struct bv_vm_drive *d, char *out, size_t cap, bv_error **errp)
+int vm_scratch_path(struct bv_vm_drive *d, char *out, size_t cap, bv_error **errp)
 {
     struct bv_root *data = NULL;
     int r = bv_root_open(d->app->cfg.data_dir, &data, errp);
@@ -549,10 +550,10 @@ static int export_start(struct bv_vm_drive *d, const char *node_name, struct vm_
                         bv_error **errp)
 {
     char dir[4096], prefix[32], args[512], cls[64];
-    int r = scratch_path(d, dir, sizeof(dir), errp);
+    int r = vm_scratch_path(d, dir, sizeof(dir), errp);
     if (r < 0)
         return r;
-    tmp_prefix(d, prefix);
+    vm_tmp_prefix(d, prefix);
     snprintf(x->id, sizeof(x->id), "%s%u", prefix, ++d->vm->seq % 10000000u);
     if ((size_t)snprintf(x->sock, sizeof(x->sock), "%s/%s.sock", dir, x->id) >= sizeof(x->sock))
         return bv_error_setf(errp, ENAMETOOLONG, "the NBD socket name under '%s' is longer "
@@ -575,7 +576,7 @@ static int export_start(struct bv_vm_drive *d, const char *node_name, struct vm_
     x->server = true;
     snprintf(args, sizeof(args), "{\"type\":\"nbd\",\"id\":\"%s\",\"node-name\":\"%s\","
              "\"name\":\"%s\",\"writable\":false}", x->id, node_name, x->id);
-    if ((r = qmp(d->vm, "block-export-add", args, NULL, NULL, 0, errp)) == 0)
+    if ((r = vm_qmp(d->vm, "block-export-add", args, NULL, NULL, 0, errp)) == 0)
         x->exported = true;
     return r;
 }
@@ -586,7 +587,7 @@ static void export_stop(struct bv_vm_drive *d, struct vm_export *x)
     char args[128];
     if (x->exported) {
         snprintf(args, sizeof(args), "{\"id\":\"%s\",\"mode\":\"hard\"}", x->id);
-        if (qmp(d->vm, "block-export-del", args, NULL, NULL, 0, NULL) == 0) {
+        if (vm_qmp(d->vm, "block-export-del", args, NULL, NULL, 0, NULL) == 0) {
             cJSON *m = cJSON_CreateObject();
             cJSON_AddStringToObject(m, "id", x->id);
             bv_qmp_wait_event(d->vm->q, "BLOCK_EXPORT_DELETED", m, EVENT_WAIT_MS, NULL, NULL);
@@ -594,7 +595,7 @@ static void export_stop(struct bv_vm_drive *d, struct vm_export *x)
         }
     }
     if (x->server)
-        qmp(d->vm, "nbd-server-stop", NULL, NULL, NULL, 0, NULL);
+        vm_qmp(d->vm, "nbd-server-stop", NULL, NULL, NULL, 0, NULL);
     unlink(x->sock);
 }
 
@@ -637,7 +638,7 @@ int bv_vm_drive_read(struct bv_vm_drive *d, void *buf, uint64_t len, uint64_t of
         r = bv_error_setf(errp, EIO, "the VM of drive '%s' is gone (QEMU does not answer on "
                           "'%s')", d->id, d->vm->qmp);
     if (r == 0)
-        r = resolve(d->vm, d->node, &info, errp);
+        r = vm_resolve(d->vm, d->node, &info, errp);
     if (r == 0 && (off > info.size || len > info.size - off))
         r = bv_error_setf(errp, EINVAL, "offset %llu + length %llu is beyond the end of the "
                           "drive (%llu bytes)", (unsigned long long)off,

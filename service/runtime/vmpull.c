@@ -1,0 +1,557 @@
+/*
+ * Pull backup of a VM drive: see vmpull.h for the recipe and its order.
+ * The state of one pull is a struct pull; set-up records each object as it
+ * is made, and teardown undoes exactly what exists, in the reference's
+ * order, whether the copy succeeded, failed, was cancelled or QEMU died
+ * (then the QMP calls fail fast and only local files are removed).
+ *
+ * Reads: the copy set is listed first with NBD_CMD_BLOCK_STATUS over the
+ * whole disk (bounded: at most MAX_EXTENTS ranges), then cut into chunks of
+ * at most CHUNK bytes read with up to `inflight` nbd_aio_pread in flight;
+ * each completion writes its chunk into the target (zeros as a zero write
+ * for an incremental, skipped for a full: a new image reads as zeros).
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <libnbd.h>
+
+#include "app.h"
+#include "bv/image.h"
+#include "bv/path.h"
+#include "qmp/qmp.h"
+#include "runtime/vmdrives-int.h"
+#include "runtime/vmpull.h"
+
+#define CHUNK        (1u << 20)
+#define MAX_INFLIGHT 64
+#define MAX_EXTENTS  (1u << 22)
+#define EVENT_MS     10000
+
+struct range {
+    uint64_t off, len;
+};
+
+struct slot {
+    struct pull *p;
+    char *buf;
+    struct range r;
+    bool busy;
+};
+
+struct pull {
+    struct bv_vm_drive *d;
+    const struct bv_vm_pull_opts *o;
+    struct bv_vm_drive_info info;
+    char name[40];               /* overlay node, job and export id */
+    char scratch_rel[600];       /* relative to <data> */
+    char scratch_abs[4200];
+    char sock[108];
+    bool created, scratch, overlay, txn, server, exported;
+    bool persistent;
+    /* the copy */
+    bv_node *target;
+    struct range *set;
+    size_t nset, capset;
+    uint64_t total, done;
+    int err;                     /* first failure (negative errno) */
+    bv_error *errp;              /* its words */
+    struct slot slots[MAX_INFLIGHT];
+    unsigned inflight;
+};
+
+static int fail(struct pull *p, int r, bv_error **e)
+{
+    if (p->err == 0) {
+        p->err = r;
+        bv_error_propagate(&p->errp, e);
+    }
+    bv_error_free(e ? *e : NULL);
+    if (e)
+        *e = NULL;
+    return r;
+}
+
+static int failf(struct pull *p, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int failf(struct pull *p, int err, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    bv_error *e = NULL;
+    bv_error_setf(&e, err, "%s", msg);
+    return fail(p, -err, &e);
+}
+
+/* ---------------- set-up ---------------- */
+
+static int make_scratch(struct pull *p)
+{
+    char dir[4096];
+    bv_error *e = NULL;
+    struct bv_root *data = NULL;
+    int r = vm_scratch_path(p->d, dir, sizeof(dir), &e);
+    if (r == 0)
+        r = bv_root_open(p->d->app->cfg.data_dir, &data, &e);
+    snprintf(p->scratch_rel, sizeof(p->scratch_rel), "%s/%s.qcow2", p->d->scratch_dir, p->name);
+    snprintf(p->scratch_abs, sizeof(p->scratch_abs), "%s/%s.qcow2", dir, p->name);
+    struct bv_create_opts co = {
+        .path = p->scratch_rel, .root = data, .format = BV_FMT_QCOW2, .size = p->info.size,
+    };
+    if (r == 0 && (r = bv_image_create(&co, &e)) == 0)
+        p->scratch = true;
+    bv_root_close(data);
+    if (r == 0 && (size_t)snprintf(p->sock, sizeof(p->sock), "%s/%s.sock", dir, p->name) >=
+                      sizeof(p->sock))
+        return failf(p, ENAMETOOLONG, "the NBD socket name under '%s' is too long for a Unix socket "
+                     "(use a shorter --data)", dir);
+    return r < 0 ? fail(p, r, &e) : 0;
+}
+
+static int add_overlay(struct pull *p)
+{
+    cJSON *a = cJSON_CreateObject(), *file;
+    bv_error *e = NULL;
+    cJSON_AddStringToObject(a, "driver", "qcow2");
+    cJSON_AddStringToObject(a, "node-name", p->name);
+    file = cJSON_AddObjectToObject(a, "file");
+    cJSON_AddStringToObject(file, "driver", "file");
+    cJSON_AddStringToObject(file, "filename", p->scratch_abs);
+    cJSON_AddStringToObject(a, "backing", p->info.node_name);
+    int r = bv_qmp_execute(p->d->vm->q, "blockdev-add", a, 0, NULL, NULL, 0, &e);
+    cJSON_Delete(a);
+    if (r == 0)
+        p->overlay = true;
+    return r < 0 ? fail(p, r, &e) : 0;
+}
+
+static cJSON *action(cJSON *actions, const char *type)
+{
+    cJSON *act = cJSON_CreateObject();
+    cJSON_AddStringToObject(act, "type", type);
+    cJSON_AddItemToArray(actions, act);
+    return cJSON_AddObjectToObject(act, "data");
+}
+
+/* The point in time: bitmap changes and the sync=none job in one transaction. */
+static int fix_point(struct pull *p, bool persistent, bv_error **e)
+{
+    cJSON *args = cJSON_CreateObject(), *acts = cJSON_AddArrayToObject(args, "actions"), *d;
+    d = action(acts, "block-dirty-bitmap-add");
+    cJSON_AddStringToObject(d, "node", p->info.node_name);
+    cJSON_AddStringToObject(d, "name", p->o->new_bitmap);
+    cJSON_AddBoolToObject(d, "persistent", persistent);
+    if (p->o->old_bitmap) {
+        d = action(acts, "block-dirty-bitmap-disable");
+        cJSON_AddStringToObject(d, "node", p->info.node_name);
+        cJSON_AddStringToObject(d, "name", p->o->old_bitmap);
+    }
+    d = action(acts, "blockdev-backup");
+    cJSON_AddStringToObject(d, "device", p->info.node_name);
+    cJSON_AddStringToObject(d, "target", p->name);
+    cJSON_AddStringToObject(d, "sync", "none");
+    cJSON_AddStringToObject(d, "job-id", p->name);
+    int r = bv_qmp_execute(p->d->vm->q, "transaction", args, 0, NULL, NULL, 0, e);
+    cJSON_Delete(args);
+    return r;
+}
+
+static int start_point(struct pull *p)
+{
+    bv_error *e = NULL;
+    int r = fix_point(p, true, &e);
+    if (r == -EIO && e && strstr(e->msg, "persistent")) {   /* a raw disk: cannot store it */
+        bv_error_free(e);
+        e = NULL;
+        r = fix_point(p, false, &e);
+    } else {
+        p->persistent = true;
+    }
+    if (r == 0)
+        p->txn = true;
+    return r < 0 ? fail(p, r, &e) : 0;
+}
+
+static int start_export(struct pull *p)
+{
+    bv_error *e = NULL;
+    char cls[64];
+    cJSON *a = cJSON_CreateObject(), *addr = cJSON_AddObjectToObject(a, "addr");
+    cJSON_AddStringToObject(addr, "type", "unix");
+    cJSON_AddStringToObject(cJSON_AddObjectToObject(addr, "data"), "path", p->sock);
+    unlink(p->sock);
+    int r = bv_qmp_execute(p->d->vm->q, "nbd-server-start", a, 0, NULL, cls, sizeof(cls), &e);
+    cJSON_Delete(a);
+    if (r < 0 && e && strstr(e->msg, "already running"))
+        return failf(p, EBUSY, "QEMU on '%s' already runs an NBD server that Blockvault did "
+                     "not start", p->d->vm->qmp);
+    if (r < 0)
+        return fail(p, r, &e);
+    p->server = true;
+    a = cJSON_CreateObject();
+    cJSON_AddStringToObject(a, "type", "nbd");
+    cJSON_AddStringToObject(a, "id", p->name);
+    cJSON_AddStringToObject(a, "node-name", p->name);
+    cJSON_AddStringToObject(a, "name", p->name);
+    cJSON_AddBoolToObject(a, "writable", false);
+    if (p->o->old_bitmap)
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(a, "bitmaps"),
+                             cJSON_CreateString(p->o->old_bitmap));
+    r = bv_qmp_execute(p->d->vm->q, "block-export-add", a, 0, NULL, NULL, 0, &e);
+    cJSON_Delete(a);
+    if (r == 0)
+        p->exported = true;
+    return r < 0 ? fail(p, r, &e) : 0;
+}
+
+/* ---------------- the copy ---------------- */
+
+static int add_range(struct pull *p, uint64_t off, uint64_t len)
+{
+    if (p->nset && p->set[p->nset - 1].off + p->set[p->nset - 1].len == off) {
+        p->set[p->nset - 1].len += len;
+        return 0;
+    }
+    if (p->nset == p->capset) {
+        size_t cap = p->capset ? p->capset * 2 : 256;
+        struct range *n = cap <= MAX_EXTENTS ? realloc(p->set, cap * sizeof(*n)) : NULL;
+        if (!n)
+            return -ENOMEM;
+        p->set = n;
+        p->capset = cap;
+    }
+    p->set[p->nset++] = (struct range){ off, len };
+    return 0;
+}
+
+struct status_walk {
+    struct pull *p;
+    const char *context;
+    uint64_t off;                /* where the next extent starts */
+    int err;
+};
+
+static int on_extents(void *user, const char *ctx, uint64_t offset, uint32_t *entries,
+                      size_t n, int *error)
+{
+    struct status_walk *w = user;
+    (void)offset;
+    (void)error;
+    if (strcmp(ctx, w->context) != 0)
+        return 0;
+    bool incremental = w->p->o->old_bitmap != NULL;
+    for (size_t i = 0; i + 1 < n && w->err == 0; i += 2) {
+        uint64_t len = entries[i];
+        uint32_t flags = entries[i + 1];
+        bool want = incremental ? (flags & 1) : !(flags & LIBNBD_STATE_ZERO);
+        if (len > w->p->info.size - w->off)
+            len = w->p->info.size - w->off;
+        if (want && len)
+            w->err = add_range(w->p, w->off, len);
+        w->off += len;
+    }
+    return 0;
+}
+
+static int list_copy_set(struct pull *p, struct nbd_handle *h, const char *context)
+{
+    struct status_walk w = { .p = p, .context = context };
+    while (w.off < p->info.size && w.err == 0) {
+        uint64_t before = w.off, count = p->info.size - w.off;
+        if (count > (1u << 30))
+            count = 1u << 30;
+        if (nbd_block_status(h, count, w.off,
+                             (nbd_extent_callback){ .callback = on_extents, .user_data = &w },
+                             0) < 0)
+            return failf(p, nbd_get_errno() ? nbd_get_errno() : EIO, "NBD block status on "
+                         "'%s': %s", p->d->id, nbd_get_error());
+        if (w.off == before)
+            return failf(p, EPROTO, "QEMU's NBD server on '%s' reported no extents",
+                         p->d->id);
+    }
+    if (w.err < 0)
+        return failf(p, ENOMEM, "the copy set of '%s' has too many ranges", p->d->id);
+    for (size_t i = 0; i < p->nset; i++)
+        p->total += p->set[i].len;
+    return 0;
+}
+
+static bool all_zero(const char *b, size_t n)
+{
+    return n == 0 || (b[0] == 0 && memcmp(b, b + 1, n - 1) == 0);
+}
+
+static int on_read(void *user, int *error)
+{
+    struct slot *s = user;
+    struct pull *p = s->p;
+    bv_error *e = NULL;
+    int r = 0;
+    s->busy = false;
+    p->inflight--;
+    if (*error) {
+        failf(p, *error, "NBD read from the VM of '%s' failed: %s", p->d->id, strerror(*error));
+        return 1;
+    }
+    if (p->err)
+        return 1;
+    if (!all_zero(s->buf, s->r.len))
+        r = bv_node_pwrite(p->target, s->buf, s->r.len, s->r.off, 0, &e);
+    else if (p->o->old_bitmap)
+        r = bv_node_write_zeroes(p->target, s->r.len, s->r.off, 0, &e);
+    if (r < 0) {
+        fail(p, r, &e);
+        return 1;
+    }
+    if (p->o->copied)
+        p->o->copied(p->o->opaque, s->r.off, s->r.len, s->buf);
+    p->done += s->r.len;
+    if (p->o->progress)
+        p->o->progress(p->o->opaque, p->done, p->total);
+    return 1;
+}
+
+static struct slot *free_slot(struct pull *p, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (!p->slots[i].busy)
+            return &p->slots[i];
+    return NULL;
+}
+
+static int copy(struct pull *p, struct nbd_handle *h)
+{
+    unsigned n = p->o->inflight ? p->o->inflight : 16;
+    if (n > MAX_INFLIGHT)
+        n = MAX_INFLIGHT;
+    for (unsigned i = 0; i < n; i++) {
+        p->slots[i].p = p;
+        if (!(p->slots[i].buf = malloc(CHUNK)))
+            return failf(p, ENOMEM, "out of memory");
+    }
+    size_t next = 0;
+    uint64_t pos = 0;                    /* within set[next] */
+    while (p->err == 0) {
+        if (p->o->cancelled && p->o->cancelled(p->o->opaque)) {
+            failf(p, ECANCELED, "the pull of '%s' was cancelled", p->d->id);
+            break;
+        }
+        struct slot *s;
+        while (p->err == 0 && next < p->nset && (s = free_slot(p, n))) {
+            uint64_t len = p->set[next].len - pos;
+            s->r = (struct range){ p->set[next].off + pos, len < CHUNK ? len : CHUNK };
+            s->busy = true;
+            p->inflight++;
+            if (nbd_aio_pread(h, s->buf, s->r.len, s->r.off,
+                              (nbd_completion_callback){ .callback = on_read, .user_data = s },
+                              0) < 0) {
+                s->busy = false;
+                p->inflight--;
+                failf(p, nbd_get_errno() ? nbd_get_errno() : EIO, "NBD read request on '%s': "
+                      "%s", p->d->id, nbd_get_error());
+                break;
+            }
+            pos += s->r.len;
+            if (pos == p->set[next].len) {
+                next++;
+                pos = 0;
+            }
+        }
+        if (p->inflight == 0 && (next == p->nset || p->err))
+            break;
+        if (nbd_poll(h, -1) < 0) {
+            failf(p, EIO, "NBD connection to the VM of '%s' lost: %s", p->d->id,
+                  nbd_get_error());
+            break;
+        }
+    }
+    return p->err;
+}
+
+static int pull_data(struct pull *p)
+{
+    char context[300];
+    const char *ctx = "base:allocation";
+    if (p->o->old_bitmap) {
+        snprintf(context, sizeof(context), "qemu:dirty-bitmap:%s", p->o->old_bitmap);
+        ctx = context;
+    }
+    struct nbd_handle *h = nbd_create();
+    int r = 0;
+    if (!h)
+        return failf(p, ENOMEM, "NBD: %s", nbd_get_error());
+    if (nbd_add_meta_context(h, ctx) < 0 || nbd_set_export_name(h, p->name) < 0 ||
+        nbd_connect_unix(h, p->sock) < 0)
+        r = failf(p, EIO, "cannot attach to the VM's export of '%s': %s", p->d->id,
+                  nbd_get_error());
+    else if (nbd_can_meta_context(h, ctx) != 1)
+        r = failf(p, EPROTO, "QEMU does not offer %s for '%s'", ctx, p->d->id);
+    if (r == 0)
+        r = list_copy_set(p, h, ctx);
+    if (r == 0)
+        r = copy(p, h);
+    if (p->inflight == 0)
+        nbd_shutdown(h, 0);
+    nbd_close(h);                        /* retires what is still in flight */
+    p->inflight = 0;
+    return r;
+}
+
+static int open_target(struct pull *p)
+{
+    bv_error *e = NULL;
+    struct bv_app *app = p->d->app;
+    struct bv_create_opts co = {
+        .path = p->o->target, .root = app->root, .format = BV_FMT_QCOW2,
+        .size = p->info.size, .backing = p->o->backing,
+        .backing_format = p->o->backing ? BV_FMT_QCOW2 : BV_FMT_NONE,
+    };
+    int r = bv_image_create(&co, &e);
+    p->created = r == 0;
+    struct bv_open_opts oo = { .path = p->o->target, .format = BV_FMT_QCOW2, .root = app->root };
+    if (r == 0)
+        r = bv_node_open(&oo, &p->target, &e);
+    return r < 0 ? fail(p, r, &e) : 0;
+}
+
+/* ---------------- teardown ---------------- */
+
+static void qmp_quiet(struct pull *p, const char *cmd, cJSON *args, const char *event,
+                      const char *key)
+{
+    if (bv_qmp_execute(p->d->vm->q, cmd, args, 0, NULL, NULL, 0, NULL) == 0 && event) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, key, p->name);
+        bv_qmp_wait_event(p->d->vm->q, event, m, EVENT_MS, NULL, NULL);
+        cJSON_Delete(m);
+    }
+    cJSON_Delete(args);
+}
+
+static cJSON *args1(const char *k, const char *v)
+{
+    cJSON *a = cJSON_CreateObject();
+    cJSON_AddStringToObject(a, k, v);
+    return a;
+}
+
+/* The reference's order: the export before the job (cancelling the job
+ * first would let the export read through to the live disk). */
+static void teardown(struct pull *p)
+{
+    if (p->exported) {
+        cJSON *a = args1("id", p->name);
+        cJSON_AddStringToObject(a, "mode", "hard");
+        qmp_quiet(p, "block-export-del", a, "BLOCK_EXPORT_DELETED", "id");
+    }
+    if (p->server)
+        qmp_quiet(p, "nbd-server-stop", NULL, NULL, NULL);
+    if (p->txn) {
+        cJSON *a = args1("device", p->name);
+        cJSON_AddBoolToObject(a, "force", true);
+        qmp_quiet(p, "block-job-cancel", a, "BLOCK_JOB_CANCELLED", "device");
+    }
+    if (p->overlay)
+        qmp_quiet(p, "blockdev-del", args1("node-name", p->name), NULL, NULL);
+    if (p->sock[0])
+        unlink(p->sock);
+    if (p->scratch)
+        unlink(p->scratch_abs);
+}
+
+/* Success: OLD goes.  Failure: a full's NEW goes; an incremental's OLD is
+ * merged into NEW and removed in one transaction. */
+static void settle_bitmaps(struct pull *p, bool ok)
+{
+    const char *node = p->info.node_name;
+    if (!p->txn || (ok && !p->o->old_bitmap))
+        return;
+    if (ok || !p->o->old_bitmap) {
+        cJSON *a = args1("node", node);
+        cJSON_AddStringToObject(a, "name", ok ? p->o->old_bitmap : p->o->new_bitmap);
+        qmp_quiet(p, "block-dirty-bitmap-remove", a, NULL, NULL);
+        return;
+    }
+    cJSON *args = cJSON_CreateObject(), *acts = cJSON_AddArrayToObject(args, "actions"), *d;
+    d = action(acts, "block-dirty-bitmap-merge");
+    cJSON_AddStringToObject(d, "node", node);
+    cJSON_AddStringToObject(d, "target", p->o->new_bitmap);
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(d, "bitmaps"),
+                         cJSON_CreateString(p->o->old_bitmap));
+    d = action(acts, "block-dirty-bitmap-remove");
+    cJSON_AddStringToObject(d, "node", node);
+    cJSON_AddStringToObject(d, "name", p->o->old_bitmap);
+    qmp_quiet(p, "transaction", args, NULL, NULL);
+}
+
+/* ---------------- the whole ---------------- */
+
+static void pull_free(struct pull *p)
+{
+    for (unsigned i = 0; i < MAX_INFLIGHT; i++)
+        free(p->slots[i].buf);
+    free(p->set);
+    bv_vm_drive_info_clear(&p->info);
+    bv_error_free(p->errp);
+    free(p);
+}
+
+static int run(struct pull *p)
+{
+    bv_error *e = NULL;
+    char prefix[32];
+    int r = vm_resolve(p->d->vm, p->d->node, &p->info, &e);
+    if (r < 0)
+        return fail(p, r, &e);
+    vm_tmp_prefix(p->d, prefix);
+    snprintf(p->name, sizeof(p->name), "%s%u", prefix, ++p->d->vm->seq % 10000000u);
+    if ((r = open_target(p)) < 0 || (r = make_scratch(p)) < 0 || (r = add_overlay(p)) < 0 ||
+        (r = start_point(p)) < 0 || (r = start_export(p)) < 0)
+        return r;
+    if ((r = pull_data(p)) < 0)
+        return r;
+    r = bv_node_flush(p->target, &e);
+    return r < 0 ? fail(p, r, &e) : 0;
+}
+
+int bv_vm_pull(struct bv_vm_drive *d, const struct bv_vm_pull_opts *o,
+               struct bv_vm_pull_result *res, bv_error **errp)
+{
+    struct pull *p = calloc(1, sizeof(*p));
+    if (!p)
+        return bv_error_setf(errp, ENOMEM, "out of memory");
+    p->d = d;
+    p->o = o;
+    pthread_mutex_lock(&d->vm->op_lock);
+    bv_qmp_flush_events(d->vm->q);
+    int r = run(p);
+    teardown(p);
+    settle_bitmaps(p, r == 0);
+    bool gone = r < 0 && strcmp(vm_status(d->vm), "gone") == 0;
+    pthread_mutex_unlock(&d->vm->op_lock);
+    bv_error *ce = NULL;
+    if (p->target && bv_node_close(p->target, &ce) < 0 && r == 0)
+        r = fail(p, -EIO, &ce);
+    bv_error_free(ce);
+    if (r < 0 && p->created)
+        bv_path_unlink(d->app->root, o->target, NULL);
+    if (res)
+        *res = (struct bv_vm_pull_result){ p->info.size, p->total, p->done };
+    if (r < 0 && gone) {
+        bv_error_setf(errp, EIO, "QEMU went away during the pull of '%s' (%s)", d->id,
+                      p->errp ? p->errp->msg : strerror(-r));
+        r = -EIO;
+    } else if (r < 0) {
+        bv_error_propagate(errp, &p->errp);
+    }
+    pull_free(p);
+    return r;
+}
