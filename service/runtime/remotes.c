@@ -445,11 +445,17 @@ static void record(struct bv_app *app, const char *remote, const struct link *l,
     pthread_mutex_unlock(&app->backups_lock);
 }
 
+/* From the upload threads: bv_job_progress_add is atomic. */
+static void on_progress(void *opaque, uint64_t bytes)
+{
+    bv_job_progress_add(opaque, bytes);
+}
+
 static int upload_link(struct replicate *rp, struct bv_s3 *s3, struct link *l,
                        struct bv_job *job, bv_error **errp)
 {
     record(rp->app, rp->remote, l, "uploading");
-    int r = bv_s3_put_file(s3, l->key, l->fd, l->size, errp);
+    int r = bv_s3_put_file(s3, l->key, l->fd, l->size, on_progress, job, errp);
     uint64_t got = 0;
     if (r == 0 && (r = bv_s3_head(s3, l->key, &got, errp)) == 0 && got != l->size)
         r = bv_error_setf(errp, EIO, "the remote holds %" PRIu64 " bytes of '%s', expected %"
@@ -457,8 +463,6 @@ static int upload_link(struct replicate *rp, struct bv_s3 *s3, struct link *l,
     if (r < 0)
         bv_error_prepend(errp, "uploading backup '%s'", l->rec.id);
     record(rp->app, rp->remote, l, r == 0 ? "present" : "failed");
-    if (r == 0)
-        bv_job_progress_add(job, l->size);
     return r;
 }
 

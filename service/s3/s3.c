@@ -675,6 +675,8 @@ struct mp {
     int fd;
     uint64_t size;
     unsigned nparts;
+    void (*progress)(void *opaque, uint64_t bytes);
+    void *progress_opaque;
     pthread_mutex_t lock;     /* guards next, failed, err */
     unsigned next;            /* next part number to take (1-based) */
     bool failed;
@@ -709,6 +711,8 @@ static int put_part(struct mp *m, unsigned part, char *buf, bv_error **errp)
                             m->key);
     if (ret == 0)
         memcpy(m->etags[part - 1], r.etag, ETAG_MAX);
+    if (ret == 0 && m->progress)
+        m->progress(m->progress_opaque, len);
     return ret;
 }
 
@@ -787,6 +791,7 @@ static int mp_initiate(struct bv_s3 *s3, const char *key, char *id, size_t idlen
 }
 
 int bv_s3_put_file(struct bv_s3 *s3, const char *key, int fd, uint64_t size,
+                   void (*progress)(void *opaque, uint64_t bytes), void *opaque,
                    bv_error **errp)
 {
     if (size <= s3->part_size) {
@@ -807,6 +812,8 @@ int bv_s3_put_file(struct bv_s3 *s3, const char *key, int fd, uint64_t size,
         }
         if (ret == 0)
             ret = bv_s3_put(s3, key, buf, size, errp);
+        if (ret == 0 && progress)
+            progress(opaque, size);
         free(buf);
         return ret;
     }
@@ -819,7 +826,8 @@ int bv_s3_put_file(struct bv_s3 *s3, const char *key, int fd, uint64_t size,
     if (ret < 0)
         return ret;
     struct mp m = {.s3 = s3, .key = key, .upload_id = id, .fd = fd, .size = size,
-                   .nparts = (unsigned)nparts, .next = 1};
+                   .nparts = (unsigned)nparts, .next = 1, .progress = progress,
+                   .progress_opaque = opaque};
     m.etags = calloc(nparts, ETAG_MAX);
     pthread_mutex_init(&m.lock, NULL);
     pthread_t th[MAX_PARALLEL];

@@ -55,8 +55,11 @@ int bv_s3_put(struct bv_s3 *s3, const char *key, const void *buf, size_t len,
               bv_error **errp);
 
 /* PUT size bytes read from fd at offset 0: one PUT up to part_size, else a multipart upload
- * with cfg.parallel parts in flight (aborted on failure). */
+ * with cfg.parallel parts in flight (aborted on failure).  progress (may be NULL) is called
+ * with the bytes of each part (or the object) once the remote has them, from the upload
+ * threads, concurrently. */
 int bv_s3_put_file(struct bv_s3 *s3, const char *key, int fd, uint64_t size,
+                   void (*progress)(void *opaque, uint64_t bytes), void *opaque,
                    bv_error **errp);
 
 /* Ranged GET of exactly len bytes at offset into buf (a short object is EIO). */

@@ -76,11 +76,12 @@ static size_t collect(char *d, size_t s, size_t n, void *opaque)
     return fwrite(d, s, n, f);
 }
 
-/* GET (or HEAD) bucket/key: the status; body (GET) into *out (caller frees), size into *len. */
-static long s3_call(const char *key, bool head, char **out, size_t *len)
+/* GET (or HEAD) endpoint/path (path: "bucket/key?query"): the status; body (GET) into *out
+ * (caller frees), size into *len. */
+static long s3_raw(const char *path, bool head, char **out, size_t *len)
 {
     char url[1024], user[300];
-    snprintf(url, sizeof(url), "%s/%s/%s", G.endpoint, bucket, key);
+    snprintf(url, sizeof(url), "%s/%s", G.endpoint, path);
     snprintf(user, sizeof(user), "%s:%s", G.access_key, G.secret_key);
     CURL *c = curl_easy_init();
     struct curl_slist *h = curl_slist_append(NULL, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
@@ -111,6 +112,14 @@ static long s3_call(const char *key, bool head, char **out, size_t *len)
     if (len)
         *len = head ? (size_t)(cl < 0 ? 0 : cl) : blen;
     return status;
+}
+
+/* The same for a key of the test's bucket. */
+static long s3_call(const char *key, bool head, char **out, size_t *len)
+{
+    char path[800];
+    snprintf(path, sizeof(path), "%s/%s", bucket, key);
+    return s3_raw(path, head, out, len);
 }
 
 /* ---- fixture ---- */
@@ -205,6 +214,22 @@ static void test_create_remote(void **state)
     ju_check_int("remotes listed", 1, cJSON_GetArraySize(arr));
     cJSON_Delete(j);
     cJSON_Delete(call(404, "GET", "/api/v1/remotes/none", NULL));
+
+    /* a bucket made with Object Lock enabled */
+    j = call(201, "POST", "/api/v1/remotes",
+             "{\"name\":\"locked\",\"endpoint\":\"%s\",\"bucket\":\"%s-lock\",\"access_key\":"
+             "\"%s\",\"secret_key\":\"%s\",\"create_bucket\":true,\"object_lock\":true}",
+             G.endpoint, bucket, G.access_key, G.secret_key);
+    ju_check(cJSON_IsTrue(cJSON_GetObjectItem(j, "object_lock")), "object_lock not recorded");
+    cJSON_Delete(j);
+    cJSON_Delete(call(204, "DELETE", "/api/v1/remotes/locked", NULL));
+    char lockq[200], *lockcfg = NULL;
+    size_t lockn = 0;
+    snprintf(lockq, sizeof(lockq), "%s-lock?object-lock=", bucket);
+    ju_check(s3_raw(lockq, false, &lockcfg, &lockn) == 200 && lockcfg &&
+             strstr(lockcfg, "Enabled") != NULL, "bucket %s-lock has no Object Lock: %s",
+             bucket, lockcfg ? lockcfg : "");
+    free(lockcfg);
 
     char path[600];
     snprintf(path, sizeof(path), "%s/remotes/r1.secret", H.dir);

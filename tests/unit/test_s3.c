@@ -117,6 +117,11 @@ static void test_objects(void **state)
     bv_s3_free(s3);
 }
 
+static void count_bytes(void *opaque, uint64_t bytes)
+{
+    __atomic_fetch_add((uint64_t *)opaque, bytes, __ATOMIC_RELAXED);
+}
+
 static void test_multipart(void **state)
 {
     (void)state;
@@ -135,10 +140,12 @@ static void test_multipart(void **state)
     assert_true(fd >= 0);
     unlink(path);
     assert_int_equal(write(fd, data, n), (ssize_t)n);
-    int ret = bv_s3_put_file(s3, "links/big.qcow2", fd, n, &err);
+    uint64_t done = 0;
+    int ret = bv_s3_put_file(s3, "links/big.qcow2", fd, n, count_bytes, &done, &err);
     if (ret)
         fprintf(stderr, "put_file: %s\n", err->msg);
     assert_int_equal(ret, 0);
+    assert_int_equal(done, n);      /* every part reported once */
     uint64_t size = 0;
     assert_int_equal(bv_s3_head(s3, "links/big.qcow2", &size, &err), 0);
     assert_int_equal(size, n);
