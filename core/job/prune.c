@@ -172,6 +172,12 @@ static const struct bv_job_driver import_driver = {
     .type = "import", .run = prune_run, .commit = prune_nothing, .abort = prune_nothing,
     .clean = prune_nothing, .free = prune_free,
 };
+/* A VM drive's pull backup (service/runtime/vmbackups.c): a backup job whose copy the
+ * service runs (QMP and NBD stay in service/). */
+static const struct bv_job_driver pull_driver = {
+    .type = "backup", .run = prune_run, .commit = prune_nothing, .abort = prune_nothing,
+    .clean = prune_nothing, .free = prune_free,
+};
 
 int bv_prune_job_create(struct bv_job_ctx *ctx, const struct bv_job_opts *jo,
                         const struct bv_prune_job_opts *o, struct bv_job **out,
@@ -179,7 +185,8 @@ int bv_prune_job_create(struct bv_job_ctx *ctx, const struct bv_job_opts *jo,
 {
     const struct bv_job_driver *drv = !o->type || !strcmp(o->type, "prune") ? &prune_driver
                                     : !strcmp(o->type, "replicate") ? &replicate_driver
-                                    : !strcmp(o->type, "import") ? &import_driver : NULL;
+                                    : !strcmp(o->type, "import") ? &import_driver
+                                    : !strcmp(o->type, "backup") ? &pull_driver : NULL;
     if (!drv) {
         if (o->release)
             o->release(o->release_opaque);

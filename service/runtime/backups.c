@@ -29,6 +29,7 @@
 #include "bvdb/backups.h"
 #include "log.h"
 #include "runtime/backups.h"
+#include "runtime/backups-int.h"
 #include "runtime/capacity.h"
 #include "runtime/drives.h"
 #include "runtime/jobs.h"
@@ -36,21 +37,9 @@
 #include "runtime/transactions.h"
 #include "runtime/verify.h"
 
-#define CHAIN_BITMAP_PREFIX "blockvault-chain-"
-
-/* What a running chain backup carries to its end (the job's hook data). */
-struct chain_job {
-    struct bv_app *app;
-    char bid[BV_BACKUP_ID_MAX], cid[BV_BACKUP_ID_MAX], parent[BV_BACKUP_ID_MAX];
-    char drive[129];
-    char file[1024];
-    char bitmap[160];
-    bool new_chain;
-    bool verify;                       /* a checksum verify of the link after it */
-    uint64_t size;
-    struct bv_crcmap *map;
-    _Atomic uint64_t written;
-};
+/* struct chain_job, struct current and CHAIN_BITMAP_PREFIX are in
+ * backups-int.h: VM drives (runtime/vmbackups.c) build chains with the
+ * same records. */
 
 /* ---- records ----------------------------------------------------------------- */
 
@@ -337,14 +326,14 @@ int bv_backups_point_damage(struct bv_app *app, const char *id,
 
 /* ---- the job's end --------------------------------------------------------------- */
 
-static void chain_copied(void *opaque, uint64_t off, uint64_t len, const void *data)
+void chain_copied(void *opaque, uint64_t off, uint64_t len, const void *data)
 {
     struct chain_job *cj = opaque;
     bv_crcmap_record(cj->map, off, len, data);
     atomic_fetch_add(&cj->written, len);
 }
 
-static void chain_release(void *opaque)
+void chain_release(void *opaque)
 {
     struct chain_job *cj = opaque;
     bv_crcmap_free(cj->map);
@@ -394,7 +383,7 @@ static int close_older(const struct bvdb_chain *c, void *opaque)
     return 0;
 }
 
-static void chain_finished(struct bv_app *app, void *opaque, const struct bv_job_info *info)
+void chain_finished(struct bv_app *app, void *opaque, const struct bv_job_info *info)
 {
     struct chain_job *cj = opaque;
     char now[32];
@@ -440,7 +429,7 @@ static void chain_finished(struct bv_app *app, void *opaque, const struct bv_job
 /* ---- creation -------------------------------------------------------------------- */
 
 /* mkdir -p of a name the service made (drive ids and chain ids only). */
-static int make_dirs(struct bv_app *app, const char *dir, bv_error **errp)
+int make_dirs(struct bv_app *app, const char *dir, bv_error **errp)
 {
     char path[1024];
     copy_str(path, sizeof(path), dir);
@@ -458,15 +447,7 @@ static int make_dirs(struct bv_app *app, const char *dir, bv_error **errp)
     }
 }
 
-/* The drive's current chain: the newest open chain with its newest
- * complete link. */
-struct current {
-    char chain[BV_BACKUP_ID_MAX], bitmap[160], dir[512], parent[BV_BACKUP_ID_MAX];
-    char parent_file[1024];
-    bool running;
-};
-
-static int find_chain(const struct bvdb_chain *c, void *opaque)
+int find_chain(const struct bvdb_chain *c, void *opaque)
 {
     struct current *cur = opaque;
     if (!c->closed) {
@@ -477,7 +458,7 @@ static int find_chain(const struct bvdb_chain *c, void *opaque)
     return 0;
 }
 
-static int find_parent(const struct bvdb_backup *b, void *opaque)
+int find_parent(const struct bvdb_backup *b, void *opaque)
 {
     struct current *cur = opaque;
     if (strcmp(b->status, "running") == 0)
@@ -591,7 +572,7 @@ static int start_incremental(struct bv_app *app, struct bv_drive_entry *e,
     return r;
 }
 
-static int record_start(struct bv_app *app, struct chain_job *cj, bool full, const char *reason,
+int record_start(struct bv_app *app, struct chain_job *cj, bool full, const char *reason,
                         const char *dir, const struct bv_backup_request *rq, int64_t seq,
                         bv_error **errp)
 {
@@ -610,7 +591,8 @@ static int record_start(struct bv_app *app, struct chain_job *cj, bool full, con
             .id = cj->bid, .drive_id = cj->drive, .chain_id = cj->cid,
             .parent_id = cj->parent[0] ? cj->parent : NULL,
             .kind = full ? "full" : "incremental", .file = cj->file, .status = "running",
-            .job_id = cj->drive, .created_at = now, .virtual_size = cj->size,
+            .job_id = cj->job_id[0] ? cj->job_id : cj->drive, .created_at = now,
+            .virtual_size = cj->size,
             .reason = reason, .compress = rq->compress, .seq = seq, .policy = rq->policy,
         };
         r = bvdb_backup_insert(app->db, &b);
@@ -624,7 +606,7 @@ static int record_start(struct bv_app *app, struct chain_job *cj, bool full, con
     return 0;
 }
 
-static void unrecord(struct bv_app *app, struct chain_job *cj)
+void unrecord(struct bv_app *app, struct chain_job *cj)
 {
     bvdb_backup_delete(app->db, cj->bid);
     if (cj->new_chain)
@@ -713,14 +695,14 @@ int bv_backups_create(struct bv_app *app, const struct bv_backup_request *rq,
                       struct bv_backup_rec *out, struct bv_job_info *job, bv_error **errp)
 {
     struct bv_drive_entry *e = NULL;
-    int r = bv_drives_get(app, rq->drive, &e, errp);
-    if (r < 0)
-        return r;
     char bid[BV_BACKUP_ID_MAX];
-    pthread_mutex_lock(&app->backups_lock);
-    r = create_locked(app, e, rq, bid, errp);
-    pthread_mutex_unlock(&app->backups_lock);
-    bv_registry_put(app, e);
+    int r = bv_vm_backups_create(app, rq, bid, errp);   /* 1: not a VM drive */
+    if (r == 1 && (r = bv_drives_get(app, rq->drive, &e, errp)) == 0) {
+        pthread_mutex_lock(&app->backups_lock);
+        r = create_locked(app, e, rq, bid, errp);
+        pthread_mutex_unlock(&app->backups_lock);
+        bv_registry_put(app, e);
+    }
     if (r < 0)
         return r;
     r = bv_backups_get(app, bid, out, errp);

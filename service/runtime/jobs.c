@@ -738,8 +738,9 @@ int bv_jobs_task(struct bv_app *app, const struct bv_task_spec *s, struct bv_job
     char id[129];
     struct svc_job *sj = NULL;
     bool verify = strcmp(s->type, "verify") == 0;
+    bool pull = strcmp(s->type, "backup") == 0;   /* a VM drive's pull (runtime/vmbackups.c) */
     int r = strcmp(s->type, "prune") == 0 || strcmp(s->type, "replicate") == 0 ||
-            strcmp(s->type, "import") == 0 || verify ? 0
+            strcmp(s->type, "import") == 0 || verify || pull ? 0
           : bv_error_setf(errp, ENOTSUP, "no service job of type '%s'", s->type);
     if (r == 0)
         r = task_id(app, s->type, id, errp);
@@ -756,7 +757,7 @@ int bv_jobs_task(struct bv_app *app, const struct bv_task_spec *s, struct bv_job
     if (s->params && strlen(s->params) < sizeof(sj->params))
         snprintf(sj->params, sizeof(sj->params), "%s", s->params);
     svc_job_link(sj);
-    bool wrap = strcmp(s->type, "replicate") == 0 || strcmp(s->type, "import") == 0;
+    bool wrap = strcmp(s->type, "replicate") == 0 || strcmp(s->type, "import") == 0 || pull;
     sj->task_run = s->run;
     struct bv_prune_job_opts po = {
         .type = s->type, .run = wrap ? svc_task_run : s->run,

@@ -289,6 +289,106 @@ static void test_mutations_refused(void **state)
     expect_error("DELETE", "/api/v1/drives/vm1/bitmaps/bm0", NULL, 409, msg);
 }
 
+/* A chain backup of vm1, waited for (bounded); returns the backup object. */
+static cJSON *backup(const char *kind)
+{
+    char path[128];
+    cJSON *r = bvh_json(&H, "POST", 201, "/api/v1/drives/vm1/backups", "{\"kind\":\"%s\"}",
+                        kind);
+    const cJSON *job = cJSON_GetObjectItem(r, "job");
+    assert_string_equal(bvh_str(job, "type"), "backup");
+    snprintf(path, sizeof(path), "/api/v1/backups/%s",
+             bvh_str(cJSON_GetObjectItem(r, "backup"), "id"));
+    cJSON_Delete(r);
+    for (int i = 0; i < 1500; i++) {               /* bounded at 30 s */
+        cJSON *b = bvh_json(&H, "GET", 200, path, NULL);
+        if (strcmp(bvh_str(b, "status"), "running") != 0)
+            return b;
+        cJSON_Delete(b);
+        usleep(20000);
+    }
+    fail_msg("backup %s did not end", path);
+    return NULL;
+}
+
+static void link_identical(const cJSON *b, const char *refname)
+{
+    int r = bvh_sh("qemu-img compare -q -f qcow2 -F raw '%s/%s' '%s/%s'", H.images,
+                   bvh_str(b, "file"), tmp, refname);
+    if (r != 0)
+        fail_msg("%s differs from %s", bvh_str(b, "file"), refname);
+}
+
+/* Chain backups pulled from the VM: a full and two incrementals, each the
+ * disk as it was (raw copies taken at the same moments), the incrementals'
+ * data_bytes the dirty granules, readable through /backups/{bid}/data, and
+ * nothing of Blockvault's left in QEMU but the chain's one bitmap. */
+static void test_backups(void **state)
+{
+    (void)state;
+    hmp_io("write -P 0x21 5M 2M");
+    hmp_io("flush");
+    assert_int_equal(bvh_sh("qemu-img convert -U -f qcow2 -O raw '%s' '%s/b0.raw'", disk, tmp),
+                     0);
+    cJSON *b0 = backup("incremental");             /* no chain yet: a full, with reason */
+    assert_string_equal(bvh_str(b0, "status"), "complete");
+    assert_string_equal(bvh_str(b0, "kind"), "full");
+    assert_non_null(strstr(bvh_str(b0, "reason"), "no complete backup"));
+    link_identical(b0, "b0.raw");
+
+    hmp_io("write -P 0x31 6M 64k");
+    hmp_io("write -P 0x32 50M 128k");
+    hmp_io("flush");
+    assert_int_equal(bvh_sh("qemu-img convert -U -f qcow2 -O raw '%s' '%s/b1.raw'", disk, tmp),
+                     0);
+    cJSON *b1 = backup("incremental");
+    assert_string_equal(bvh_str(b1, "status"), "complete");
+    assert_string_equal(bvh_str(b1, "kind"), "incremental");
+    assert_string_equal(bvh_str(b1, "parent"), bvh_str(b0, "id"));
+    assert_int_equal((int64_t)bvh_num(b1, "data_bytes"), 192 << 10);
+    link_identical(b1, "b1.raw");
+
+    hmp_io("write -z 5M 64k");
+    hmp_io("flush");
+    assert_int_equal(bvh_sh("qemu-img convert -U -f qcow2 -O raw '%s' '%s/b2.raw'", disk, tmp),
+                     0);
+    cJSON *b2 = backup("incremental");
+    assert_string_equal(bvh_str(b2, "kind"), "incremental");
+    assert_int_equal((int64_t)bvh_num(b2, "data_bytes"), 64 << 10);
+    link_identical(b2, "b2.raw");
+    link_identical(b1, "b1.raw");
+
+    char path[128];
+    snprintf(path, sizeof(path), "/api/v1/backups/%s/data?offset=5M&length=128k",
+             bvh_str(b2, "id"));
+    struct bvh_resp r = { 0 };
+    assert_int_equal(bvh_request(&H, "GET", path, NULL, 0, NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    for (size_t i = 0; i < (64 << 10); i++)
+        if (r.body[i] != 0 || (unsigned char)r.body[i + (64 << 10)] != 0x21)
+            fail_msg("backup data differs at %zu", i);
+    bvh_resp_free(&r);
+
+    /* QEMU: no temporary objects, one chain bitmap (the newest backup's) */
+    assert_int_equal(blockvault_objects(), 0);
+    cJSON *d = bvh_json(&H, "GET", 200, "/api/v1/drives/vm1", NULL), *bm;
+    int chain_bitmaps = 0;
+    char want[128];
+    snprintf(want, sizeof(want), "blockvault-chain-%s-%s", bvh_str(b2, "chain"),
+             bvh_str(b2, "id"));
+    cJSON_ArrayForEach(bm, cJSON_GetObjectItem(d, "bitmaps")) {
+        if (!strncmp(bvh_str(bm, "name"), "blockvault-chain-", 17)) {
+            chain_bitmaps++;
+            assert_string_equal(bvh_str(bm, "name"), want);
+        }
+    }
+    assert_int_equal(chain_bitmaps, 1);
+    cJSON_Delete(d);
+    cJSON_Delete(b0);
+    cJSON_Delete(b1);
+    cJSON_Delete(b2);
+}
+
 static void test_create_refusals(void **state)
 {
     (void)state;
@@ -405,6 +505,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create_get_read),
         cmocka_unit_test(test_mutations_refused),
+        cmocka_unit_test(test_backups),
         cmocka_unit_test(test_create_refusals),
         cmocka_unit_test(test_delete_cleans_qemu),
         cmocka_unit_test(test_gone),
