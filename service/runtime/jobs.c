@@ -27,6 +27,7 @@
 #include "runtime/drives.h"
 #include "runtime/jobs.h"
 #include "runtime/registry.h"
+#include "runtime/vmdrives.h"
 #include "runtime/workers.h"
 
 #define INTERRUPTED "interrupted by restart"
@@ -682,6 +683,12 @@ int bv_jobs_backup(struct bv_app *app, const struct bv_backup_spec *s, struct bv
                    bv_error **errp)
 {
     struct bv_drive_entry *e = bv_registry_get(app, s->device);
+    struct bv_vm_drive *vm = e ? NULL : bv_vm_drives_get(app, s->device);
+    bv_vm_drives_put(app, vm);
+    if (vm)
+        return bv_error_setf(errp, ENOTSUP, "Drive '%s' is a VM drive: backup jobs are not "
+                             "supported for VM drives (use POST /api/v1/drives/%s/backups)",
+                             s->device, s->device);
     if (!e)
         return bv_error_setf(errp, ENOENT, "Cannot find device='%s' nor node-name='%s'",
                              s->device, s->device);

@@ -287,6 +287,8 @@ static void test_mutations_refused(void **state)
     expect_error("POST", "/api/v1/drives/vm1/resize", "{\"size\":\"128M\"}", 409, msg);
     expect_error("POST", "/api/v1/drives/vm1/bitmaps", "{\"name\":\"x\"}", 409, msg);
     expect_error("DELETE", "/api/v1/drives/vm1/bitmaps/bm0", NULL, 409, msg);
+    expect_error("POST", "/api/v1/jobs", "{\"type\":\"backup\",\"device\":\"vm1\","
+                 "\"sync\":\"full\",\"target\":\"x.qcow2\"}", 400, msg);
 }
 
 /* A chain backup of vm1, waited for (bounded); returns the backup object. */
