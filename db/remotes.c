@@ -93,12 +93,14 @@ static void bind_link(sqlite3_stmt *st, const void *arg)
     sqlite3_bind_int64(st, 5, l->size);
     db_bind_opt_text(st, 6, l->locked_until);
     sqlite3_bind_text(st, 7, l->updated_at, -1, SQLITE_STATIC);
+    db_bind_opt_text(st, 8, l->upload_id);
 }
 
 int bvdb_remote_link_put(bvdb *db, const struct bvdb_remote_link *l)
 {
     int n = db_exec(db, "INSERT OR REPLACE INTO remote_links(remote, backup_id, key, state, size, "
-                        "locked_until, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        "locked_until, updated_at, upload_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, "
+                        "?8)",
                     bind_link, l, "put remote link", NULL);
     return n < 0 ? n : 0;
 }
@@ -119,6 +121,7 @@ static int link_row(sqlite3_stmt *st, void *opaque)
         .size = sqlite3_column_int64(st, 4),
         .locked_until = (const char *)sqlite3_column_text(st, 5),
         .updated_at = (const char *)sqlite3_column_text(st, 6),
+        .upload_id = (const char *)sqlite3_column_text(st, 7),
     };
     return c->cb(&l, c->opaque);
 }
@@ -138,8 +141,66 @@ int bvdb_remote_link_list(bvdb *db, const char *remote, const char *backup_id,
 {
     struct link_cb c = { cb, opaque };
     struct two t = { remote, backup_id };
-    return db_query(db, "SELECT remote, backup_id, key, state, size, locked_until, updated_at "
-                        "FROM remote_links WHERE (?1 IS NULL OR remote = ?1) AND "
+    return db_query(db, "SELECT remote, backup_id, key, state, size, locked_until, updated_at, "
+                        "upload_id FROM remote_links WHERE (?1 IS NULL OR remote = ?1) AND "
                         "(?2 IS NULL OR backup_id = ?2) ORDER BY remote, backup_id",
                     bind_two, &t, link_row, &c, "list remote links");
+}
+
+static void bind_part(sqlite3_stmt *st, const void *arg)
+{
+    const struct bvdb_remote_part *p = arg;
+    sqlite3_bind_text(st, 1, p->remote, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, p->backup_id, -1, SQLITE_STATIC);
+    db_bind_opt_text(st, 3, p->upload_id);
+    sqlite3_bind_int64(st, 4, p->part);
+    db_bind_opt_text(st, 5, p->etag);
+    sqlite3_bind_int64(st, 6, p->size);
+}
+
+int bvdb_remote_part_put(bvdb *db, const struct bvdb_remote_part *p)
+{
+    int n = db_exec(db, "INSERT OR REPLACE INTO remote_parts(remote, backup_id, upload_id, part, "
+                        "etag, size) VALUES (?1, ?2, ?3, ?4, ?5, ?6)", bind_part, p,
+                    "put remote part", NULL);
+    return n < 0 ? n : 0;
+}
+
+int bvdb_remote_part_clear(bvdb *db, const char *remote, const char *backup_id)
+{
+    struct two t = { remote, backup_id };
+    int n = db_exec(db, "DELETE FROM remote_parts WHERE remote = ?1 AND backup_id = ?2", bind_two,
+                    &t, "clear remote parts", NULL);
+    return n < 0 ? n : 0;
+}
+
+struct part_cb {
+    int (*cb)(const struct bvdb_remote_part *p, void *opaque);
+    void *opaque;
+};
+
+static int part_row(sqlite3_stmt *st, void *opaque)
+{
+    const struct part_cb *c = opaque;
+    struct bvdb_remote_part p = {
+        .remote = (const char *)sqlite3_column_text(st, 0),
+        .backup_id = (const char *)sqlite3_column_text(st, 1),
+        .upload_id = (const char *)sqlite3_column_text(st, 2),
+        .part = sqlite3_column_int64(st, 3),
+        .etag = (const char *)sqlite3_column_text(st, 4),
+        .size = sqlite3_column_int64(st, 5),
+    };
+    return c->cb(&p, c->opaque);
+}
+
+int bvdb_remote_part_list(bvdb *db, const char *remote, const char *backup_id,
+                          const char *upload_id,
+                          int (*cb)(const struct bvdb_remote_part *p, void *opaque), void *opaque)
+{
+    struct part_cb c = { cb, opaque };
+    struct bvdb_remote_part key = { .remote = remote, .backup_id = backup_id,
+                                    .upload_id = upload_id };
+    return db_query(db, "SELECT remote, backup_id, upload_id, part, etag, size FROM remote_parts "
+                        "WHERE remote = ?1 AND backup_id = ?2 AND upload_id = ?3 ORDER BY part",
+                    bind_part, &key, part_row, &c, "list remote parts");
 }

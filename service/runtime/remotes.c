@@ -333,11 +333,22 @@ char *bv_remotes_of_backup_json(struct bv_app *app, const char *bid)
 
 /* ---- replicate ---- */
 
+struct part_rec {
+    unsigned part;
+    char etag[128];
+    uint64_t size;
+};
+
 struct link {
     struct bv_backup_rec rec;
     char key[1200];
     int fd;                        /* -1: already present (or not opened) */
     uint64_t size;
+    /* an interrupted multipart upload to resume (from the catalog) */
+    char upload_id[256];
+    struct part_rec *parts;        /* acknowledged parts of upload_id */
+    size_t nparts;
+    uint64_t done;                 /* their bytes */
 };
 
 struct replicate {
@@ -439,6 +450,7 @@ static void record(struct bv_app *app, const char *remote, const struct link *l,
     struct bvdb_remote_link row = {
         .remote = remote, .backup_id = l->rec.id, .key = l->key, .state = state,
         .size = (int64_t)l->size, .updated_at = now,
+        .upload_id = strcmp(state, "present") && l->upload_id[0] ? l->upload_id : NULL,
     };
     pthread_mutex_lock(&app->backups_lock);
     bvdb_remote_link_put(app->db, &row);
@@ -451,11 +463,110 @@ static void on_progress(void *opaque, uint64_t bytes)
     bv_job_progress_add(opaque, bytes);
 }
 
+/* ---- resuming an interrupted upload ---- */
+
+struct resume_ctx {
+    struct replicate *rp;
+    struct link *l;
+};
+
+static int upload_id_cb(const struct bvdb_remote_link *row, void *opaque)
+{
+    struct link *l = opaque;
+    if (row->upload_id && strcmp(row->state, "present") != 0)
+        snprintf(l->upload_id, sizeof(l->upload_id), "%s", row->upload_id);
+    return 0;
+}
+
+static int part_cb(const struct bvdb_remote_part *p, void *opaque)
+{
+    struct link *l = opaque;
+    struct part_rec *np = realloc(l->parts, (l->nparts + 1) * sizeof(*np));
+    if (!np || !p->etag || strlen(p->etag) >= sizeof(np->etag) || p->part < 1)
+        return np ? (l->parts = np, 0) : 1;
+    l->parts = np;
+    np[l->nparts].part = (unsigned)p->part;
+    snprintf(np[l->nparts].etag, sizeof(np->etag), "%s", p->etag);
+    np[l->nparts].size = (uint64_t)p->size;
+    l->done += (uint64_t)p->size;
+    l->nparts++;
+    return 0;
+}
+
+/* What an earlier run of this link left: its upload id and acknowledged parts. */
+static void load_resume(struct bv_app *app, const char *remote, struct link *l)
+{
+    bvdb_remote_link_list(app->db, remote, l->rec.id, upload_id_cb, l);
+    if (l->upload_id[0])
+        bvdb_remote_part_list(app->db, remote, l->rec.id, l->upload_id, part_cb, l);
+}
+
+static void forget_resume(struct bv_app *app, const char *remote, struct link *l)
+{
+    bvdb_remote_part_clear(app->db, remote, l->rec.id);
+    free(l->parts);
+    l->parts = NULL;
+    l->nparts = 0;
+    l->done = 0;
+    l->upload_id[0] = '\0';
+}
+
+static bool rs_have_part(void *opaque, unsigned part, char *etag)
+{
+    struct resume_ctx *c = opaque;
+    for (size_t i = 0; i < c->l->nparts; i++)
+        if (c->l->parts[i].part == part) {
+            memcpy(etag, c->l->parts[i].etag, sizeof(c->l->parts[i].etag));
+            return true;
+        }
+    return false;
+}
+
+static void rs_started(void *opaque, const char *upload_id)
+{
+    struct resume_ctx *c = opaque;
+    forget_resume(c->rp->app, c->rp->remote, c->l);
+    snprintf(c->l->upload_id, sizeof(c->l->upload_id), "%s", upload_id);
+    record(c->rp->app, c->rp->remote, c->l, "uploading");
+}
+
+static void rs_part_done(void *opaque, unsigned part, const char *etag, uint64_t bytes)
+{
+    struct resume_ctx *c = opaque;
+    struct bvdb_remote_part p = {
+        .remote = c->rp->remote, .backup_id = c->l->rec.id, .upload_id = c->l->upload_id,
+        .part = part, .etag = etag, .size = (int64_t)bytes,
+    };
+    bvdb_remote_part_put(c->rp->app->db, &p);    /* lost record: the part goes up again */
+}
+
+static int put_link(struct replicate *rp, struct bv_s3 *s3, struct link *l, struct bv_job *job,
+                    bv_error **errp)
+{
+    struct resume_ctx c = { rp, l };
+    struct bv_s3_resume rs = {
+        .upload_id = l->upload_id[0] ? l->upload_id : NULL, .have_part = rs_have_part,
+        .started = rs_started, .part_done = rs_part_done, .opaque = &c,
+    };
+    bv_error *err = NULL;
+    int r = bv_s3_put_file_resumable(s3, l->key, l->fd, l->size, on_progress, job, &rs, &err);
+    if (r == -ENOENT && rs.upload_id) {           /* the remote dropped the upload: anew */
+        bv_error_free(err);
+        err = NULL;
+        bv_job_add_len(job, l->done);
+        forget_resume(rp->app, rp->remote, l);
+        rs.upload_id = NULL;
+        r = bv_s3_put_file_resumable(s3, l->key, l->fd, l->size, on_progress, job, &rs, &err);
+    }
+    bv_error_propagate(errp, &err);
+    return r;
+}
+
 static int upload_link(struct replicate *rp, struct bv_s3 *s3, struct link *l,
                        struct bv_job *job, bv_error **errp)
 {
     record(rp->app, rp->remote, l, "uploading");
-    int r = bv_s3_put_file(s3, l->key, l->fd, l->size, on_progress, job, errp);
+    int r = put_link(rp, s3, l, job, errp);
     uint64_t got = 0;
     if (r == 0 && (r = bv_s3_head(s3, l->key, &got, errp)) == 0 && got != l->size)
         r = bv_error_setf(errp, EIO, "the remote holds %" PRIu64 " bytes of '%s', expected %"
@@ -463,6 +574,8 @@ static int upload_link(struct replicate *rp, struct bv_s3 *s3, struct link *l,
     if (r < 0)
         bv_error_prepend(errp, "uploading backup '%s'", l->rec.id);
     record(rp->app, rp->remote, l, r == 0 ? "present" : "failed");
+    if (r == 0)
+        forget_resume(rp->app, rp->remote, l);
     return r;
 }
 
@@ -553,8 +666,10 @@ static int replicate_run(struct bv_job *job, void *opaque, bv_error **errp)
     }
     uint64_t total = 0;
     for (size_t i = 0; r == 0 && i < n; i++)
-        if (v[i].fd >= 0)
-            total += v[i].size;
+        if (v[i].fd >= 0) {
+            load_resume(rp->app, rp->remote, &v[i]);
+            total += v[i].size - (v[i].done < v[i].size ? v[i].done : v[i].size);
+        }
     if (r == 0)
         bv_job_set_len(job, total);
     for (size_t i = 0; r == 0 && i < n; i++) {
@@ -567,9 +682,11 @@ static int replicate_run(struct bv_job *job, void *opaque, bv_error **errp)
     }
     if (r == 0 && n > 0)
         r = put_manifest(rp, s3, &v[n - 1], errp);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         if (v[i].fd >= 0)
             close(v[i].fd);
+        free(v[i].parts);
+    }
     free(v);
     bv_s3_free(s3);
     return r;

@@ -311,6 +311,9 @@ static int http_error(const struct bv_s3 *s3, const struct req *r, const struct 
     if (r->status == 404 && (!strcmp(code, "NoSuchBucket") || (!r->key && !code[0])))
         return bv_error_setf(errp, ENOENT, "bucket '%s' does not exist at %s", s3->bucket,
                              s3->endpoint);
+    if (r->status == 404 && !strcmp(code, "NoSuchUpload"))
+        return bv_error_setf(errp, ENOENT, "the remote no longer knows the upload of '%s'",
+                             what);
     if (r->status == 404)
         return bv_error_setf(errp, ENOENT, "object '%s' does not exist in bucket '%s'", what,
                              s3->bucket);
@@ -677,6 +680,7 @@ struct mp {
     unsigned nparts;
     void (*progress)(void *opaque, uint64_t bytes);
     void *progress_opaque;
+    const struct bv_s3_resume *rs;  /* may be NULL */
     pthread_mutex_t lock;     /* guards next, failed, err */
     unsigned next;            /* next part number to take (1-based) */
     bool failed;
@@ -711,9 +715,22 @@ static int put_part(struct mp *m, unsigned part, char *buf, bv_error **errp)
                             m->key);
     if (ret == 0)
         memcpy(m->etags[part - 1], r.etag, ETAG_MAX);
+    if (ret == 0 && m->rs && m->rs->part_done)
+        m->rs->part_done(m->rs->opaque, part, r.etag, len);
     if (ret == 0 && m->progress)
         m->progress(m->progress_opaque, len);
     return ret;
+}
+
+/* BV_TEST_S3_STALL_AFTER_PART=N (tests only): parts above N never start, so that a test can
+ * kill the service in the middle of an upload at a known point. */
+static void stall_for_tests(unsigned part)
+{
+    const char *v = getenv("BV_TEST_S3_STALL_AFTER_PART");
+    if (!v || !v[0] || part <= (unsigned)strtoul(v, NULL, 10))
+        return;
+    for (;;)
+        sleep(60);
 }
 
 static void *part_worker(void *opaque)
@@ -731,6 +748,10 @@ static void *part_worker(void *opaque)
         pthread_mutex_unlock(&m->lock);
         if (!part)
             break;
+        if (m->rs && m->rs->have_part &&
+            m->rs->have_part(m->rs->opaque, part, m->etags[part - 1]))
+            continue;
+        stall_for_tests(part);
         bv_error *err = NULL;
         if (put_part(m, part, buf, &err) < 0) {
             pthread_mutex_lock(&m->lock);
@@ -817,17 +838,33 @@ int bv_s3_put_file(struct bv_s3 *s3, const char *key, int fd, uint64_t size,
         free(buf);
         return ret;
     }
+    return bv_s3_put_file_resumable(s3, key, fd, size, progress, opaque, NULL, errp);
+}
+
+int bv_s3_put_file_resumable(struct bv_s3 *s3, const char *key, int fd, uint64_t size,
+                             void (*progress)(void *opaque, uint64_t bytes), void *opaque,
+                             const struct bv_s3_resume *rs, bv_error **errp)
+{
+    if (size <= s3->part_size)
+        return bv_s3_put_file(s3, key, fd, size, progress, opaque, errp);
     uint64_t nparts = (size + s3->part_size - 1) / s3->part_size;
     if (nparts > MAX_PARTS)
         return bv_error_setf(errp, EFBIG, "'%s' needs %" PRIu64 " parts of %zu bytes (at most %u)",
                              key, nparts, s3->part_size, MAX_PARTS);
     char id[256];
-    int ret = mp_initiate(s3, key, id, sizeof(id), errp);
+    int ret = 0;
+    if (rs && rs->upload_id) {
+        snprintf(id, sizeof(id), "%s", rs->upload_id);
+    } else {
+        ret = mp_initiate(s3, key, id, sizeof(id), errp);
+        if (ret == 0 && rs && rs->started)
+            rs->started(rs->opaque, id);
+    }
     if (ret < 0)
         return ret;
     struct mp m = {.s3 = s3, .key = key, .upload_id = id, .fd = fd, .size = size,
                    .nparts = (unsigned)nparts, .next = 1, .progress = progress,
-                   .progress_opaque = opaque};
+                   .progress_opaque = opaque, .rs = rs};
     m.etags = calloc(nparts, ETAG_MAX);
     pthread_mutex_init(&m.lock, NULL);
     pthread_t th[MAX_PARALLEL];
@@ -849,13 +886,14 @@ int bv_s3_put_file(struct bv_s3 *s3, const char *key, int fd, uint64_t size,
         ret = mp_complete(&m, &m.err);
     else
         ret = -(m.err ? m.err->err : EIO);
-    if (ret < 0) {
+    if (ret < 0 && !rs) {
         char query[512];
         snprintf(query, sizeof(query), "uploadId=%s", id);
         struct req r = {.method = "DELETE", .key = key, .query = query};
         request(s3, &r, NULL);
-        bv_error_propagate(errp, &m.err);
     }
+    if (ret < 0)
+        bv_error_propagate(errp, &m.err);
     bv_error_free(m.err);
     pthread_mutex_destroy(&m.lock);
     free(m.etags);

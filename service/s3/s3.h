@@ -62,6 +62,27 @@ int bv_s3_put_file(struct bv_s3 *s3, const char *key, int fd, uint64_t size,
                    void (*progress)(void *opaque, uint64_t bytes), void *opaque,
                    bv_error **errp);
 
+/* A multipart upload that survives failures and restarts: the caller records what the
+ * callbacks report (in its catalog) and hands it back on the next attempt.  Used only above
+ * part_size (smaller objects are one PUT). */
+struct bv_s3_resume {
+    const char *upload_id;     /* continue this upload (NULL: start a new one) */
+    /* Is part (1-based) already uploaded?  Then copy its ETag (< 128 bytes) into etag. */
+    bool (*have_part)(void *opaque, unsigned part, char *etag);
+    /* A new upload began (its id): earlier records are void.  Called before any part. */
+    void (*started)(void *opaque, const char *upload_id);
+    /* The remote acknowledged a part (from the upload threads, concurrently). */
+    void (*part_done)(void *opaque, unsigned part, const char *etag, uint64_t bytes);
+    void *opaque;
+};
+
+/* As bv_s3_put_file, resuming rs->upload_id when given; a failed upload is left in place (not
+ * aborted) for the next attempt.  An upload the remote no longer knows (NoSuchUpload) is
+ * ENOENT: start again with upload_id NULL. */
+int bv_s3_put_file_resumable(struct bv_s3 *s3, const char *key, int fd, uint64_t size,
+                             void (*progress)(void *opaque, uint64_t bytes), void *opaque,
+                             const struct bv_s3_resume *rs, bv_error **errp);
+
 /* Ranged GET of exactly len bytes at offset into buf (a short object is EIO). */
 int bv_s3_get_range(struct bv_s3 *s3, const char *key, uint64_t offset, size_t len,
                     void *buf, bv_error **errp);

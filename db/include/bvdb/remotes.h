@@ -41,6 +41,7 @@ struct bvdb_remote_link {
     int64_t size;
     const char *locked_until;      /* RFC 3339, NULL: not locked */
     const char *updated_at;
+    const char *upload_id;         /* the multipart upload in progress, NULL: none */
 };
 
 /* Insert or replace the record of (remote, backup_id). */
@@ -50,5 +51,20 @@ int bvdb_remote_link_put(bvdb *db, const struct bvdb_remote_link *l);
 int bvdb_remote_link_list(bvdb *db, const char *remote, const char *backup_id,
                           int (*cb)(const struct bvdb_remote_link *l, void *opaque),
                           void *opaque);
+
+/* Parts of a link's multipart upload the remote acknowledged. */
+struct bvdb_remote_part {
+    const char *remote, *backup_id, *upload_id;
+    int64_t part;
+    const char *etag;
+    int64_t size;
+};
+int bvdb_remote_part_put(bvdb *db, const struct bvdb_remote_part *p);
+/* Forget every part recorded for (remote, backup_id). */
+int bvdb_remote_part_clear(bvdb *db, const char *remote, const char *backup_id);
+/* The parts of (remote, backup_id) in upload upload_id, by part number. */
+int bvdb_remote_part_list(bvdb *db, const char *remote, const char *backup_id,
+                          const char *upload_id,
+                          int (*cb)(const struct bvdb_remote_part *p, void *opaque), void *opaque);
 
 #endif
