@@ -252,6 +252,7 @@ static int create_locked(struct bv_app *app, struct bv_vm_drive *d,
                                                       sizeof(v->old_bitmap), why, sizeof(why))
                                          : NULL;
     v->full = !rq->incremental || reason;
+    v->cj->verify = rq->verify;      /* a checksum verify of the link, queued at its end */
     int64_t bseq = 0;
     int r = plan(app, v, &cur, dir, sizeof(dir), &bseq, errp);
     if (r == 0)

@@ -292,11 +292,11 @@ static void test_mutations_refused(void **state)
 }
 
 /* A chain backup of vm1, waited for (bounded); returns the backup object. */
-static cJSON *backup(const char *kind)
+static cJSON *backup(const char *kind, bool verify)
 {
     char path[128];
-    cJSON *r = bvh_json(&H, "POST", 201, "/api/v1/drives/vm1/backups", "{\"kind\":\"%s\"}",
-                        kind);
+    cJSON *r = bvh_json(&H, "POST", 201, "/api/v1/drives/vm1/backups",
+                        "{\"kind\":\"%s\",\"verify\":%s}", kind, verify ? "true" : "false");
     const cJSON *job = cJSON_GetObjectItem(r, "job");
     assert_string_equal(bvh_str(job, "type"), "backup");
     snprintf(path, sizeof(path), "/api/v1/backups/%s",
@@ -304,7 +304,9 @@ static cJSON *backup(const char *kind)
     cJSON_Delete(r);
     for (int i = 0; i < 1500; i++) {               /* bounded at 30 s */
         cJSON *b = bvh_json(&H, "GET", 200, path, NULL);
-        if (strcmp(bvh_str(b, "status"), "running") != 0)
+        bool verified = cJSON_IsString(cJSON_GetObjectItem(b, "verified_at"));
+        if (strcmp(bvh_str(b, "status"), "running") != 0 &&
+            (!verify || verified || strcmp(bvh_str(b, "status"), "complete") != 0))
             return b;
         cJSON_Delete(b);
         usleep(20000);
@@ -332,7 +334,7 @@ static void test_backups(void **state)
     hmp_io("flush");
     assert_int_equal(bvh_sh("qemu-img convert -U -f qcow2 -O raw '%s' '%s/b0.raw'", disk, tmp),
                      0);
-    cJSON *b0 = backup("incremental");             /* no chain yet: a full, with reason */
+    cJSON *b0 = backup("incremental", false);             /* no chain yet: a full, with reason */
     assert_string_equal(bvh_str(b0, "status"), "complete");
     assert_string_equal(bvh_str(b0, "kind"), "full");
     assert_non_null(strstr(bvh_str(b0, "reason"), "no complete backup"));
@@ -343,7 +345,7 @@ static void test_backups(void **state)
     hmp_io("flush");
     assert_int_equal(bvh_sh("qemu-img convert -U -f qcow2 -O raw '%s' '%s/b1.raw'", disk, tmp),
                      0);
-    cJSON *b1 = backup("incremental");
+    cJSON *b1 = backup("incremental", false);
     assert_string_equal(bvh_str(b1, "status"), "complete");
     assert_string_equal(bvh_str(b1, "kind"), "incremental");
     assert_string_equal(bvh_str(b1, "parent"), bvh_str(b0, "id"));
@@ -354,8 +356,11 @@ static void test_backups(void **state)
     hmp_io("flush");
     assert_int_equal(bvh_sh("qemu-img convert -U -f qcow2 -O raw '%s' '%s/b2.raw'", disk, tmp),
                      0);
-    cJSON *b2 = backup("incremental");
+    cJSON *b2 = backup("incremental", true);       /* with a checksum verify after it */
     assert_string_equal(bvh_str(b2, "kind"), "incremental");
+    assert_string_equal(bvh_str(b2, "status"), "complete");
+    assert_true(cJSON_IsString(cJSON_GetObjectItem(b2, "verified_at")));
+    assert_false(bvh_bool(b2, "damaged"));
     assert_int_equal((int64_t)bvh_num(b2, "data_bytes"), 64 << 10);
     link_identical(b2, "b2.raw");
     link_identical(b1, "b1.raw");
@@ -386,6 +391,25 @@ static void test_backups(void **state)
     }
     assert_int_equal(chain_bitmaps, 1);
     cJSON_Delete(d);
+    /* restore the first incremental's point into a file: the disk as it was then */
+    snprintf(path, sizeof(path), "/api/v1/backups/%s/restore", bvh_str(b1, "id"));
+    cJSON *job = bvh_json(&H, "POST", 201, path, "{\"file\":\"restored.qcow2\","
+                          "\"format\":\"qcow2\"}");
+    snprintf(path, sizeof(path), "/api/v1/jobs/%s", bvh_str(job, "id"));
+    cJSON_Delete(job);
+    for (int i = 0; i < 1500; i++) {               /* bounded at 30 s */
+        job = bvh_json(&H, "GET", 200, path, NULL);
+        if (!strcmp(bvh_str(job, "status"), "null"))
+            break;
+        cJSON_Delete(job);
+        job = NULL;
+        usleep(20000);
+    }
+    assert_non_null(job);
+    assert_false(cJSON_IsString(cJSON_GetObjectItem(job, "error")));
+    cJSON_Delete(job);
+    assert_int_equal(bvh_sh("qemu-img compare -q -f qcow2 -F raw '%s/restored.qcow2' '%s/b1.raw'",
+                            H.images, tmp), 0);
     cJSON_Delete(b0);
     cJSON_Delete(b1);
     cJSON_Delete(b2);
