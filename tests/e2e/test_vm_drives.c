@@ -93,11 +93,23 @@ static int connect_unix(const char *path)
     return -1;
 }
 
+/* Does a Unix socket at path accept a connection now?  (A QEMU monitor
+ * accepts and then waits for its one client to go.) */
+static bool accepts(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%.107s", path);
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool ok = s >= 0 && connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    if (s >= 0)
+        close(s);
+    return ok;
+}
+
 static bool wait_socket(const char *path)
 {
     for (int i = 0; i < 1000; i++) {           /* QEMU's start-up, bounded at 10 s */
-        struct stat st;
-        if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+        if (accepts(path))                    /* bound and listening: QEMU binds first */
             return true;
         if (waitpid(qemu, NULL, WNOHANG) == qemu)
             return false;
@@ -495,15 +507,72 @@ static void test_delete_cleans_qemu(void **state)
     expect_error("GET", "/api/v1/drives/vm1", NULL, 404, NULL);
 }
 
+/* The backup's end (bounded), as GET /backups/{bid} shows it. */
+static cJSON *wait_backup(const char *bid)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/api/v1/backups/%s", bid);
+    for (int i = 0; i < 1500; i++) {               /* bounded at 30 s */
+        cJSON *b = bvh_json(&H, "GET", 200, path, NULL);
+        if (strcmp(bvh_str(b, "status"), "running") != 0)
+            return b;
+        cJSON_Delete(b);
+        usleep(20000);
+    }
+    fail_msg("backup %s did not end", bid);
+    return NULL;
+}
+
+/* QEMU killed (-9) while an incremental is pulled: the job fails saying so,
+ * the backup is failed and its link gone, the chain's full is as it was;
+ * then the drive reads as gone. */
 static void test_gone(void **state)
 {
     (void)state;
     cJSON_Delete(bvh_json(&H, "POST", 201, "/api/v1/drives",
                           "{\"id\":\"vm2\",\"format\":\"qemu\",\"qmp\":\"vm1.sock\","
                           "\"node\":\"disk0\"}"));
-    cJSON_Delete(mon_cmd("{\"execute\":\"quit\"}"));
+    hmp_io("flush");
+    assert_int_equal(bvh_sh("qemu-img convert -U -f qcow2 -O raw '%s' '%s/g0.raw'", disk, tmp),
+                     0);
+    cJSON *r = bvh_json(&H, "POST", 201, "/api/v1/drives/vm2/backups", "{\"kind\":\"full\"}");
+    cJSON *full = wait_backup(bvh_str(cJSON_GetObjectItem(r, "backup"), "id"));
+    cJSON_Delete(r);
+    assert_string_equal(bvh_str(full, "status"), "complete");
+    link_identical(full, "g0.raw");
+
+    hmp_io("write -P 0x99 0 60M");                 /* enough to pull that the kill lands in it */
+    r = bvh_json(&H, "POST", 201, "/api/v1/drives/vm2/backups", "{\"kind\":\"incremental\"}");
+    kill(qemu, SIGKILL);
     waitpid(qemu, NULL, 0);
     qemu = -1;
+    char job[64];
+    snprintf(job, sizeof(job), "/api/v1/jobs/%s", bvh_str(cJSON_GetObjectItem(r, "job"), "id"));
+    cJSON *inc = wait_backup(bvh_str(cJSON_GetObjectItem(r, "backup"), "id"));
+    cJSON_Delete(r);
+    assert_string_equal(bvh_str(inc, "kind"), "incremental");
+    assert_string_equal(bvh_str(inc, "status"), "failed");
+    struct stat st;
+    char p[700];
+    snprintf(p, sizeof(p), "%s/%s", H.images, bvh_str(inc, "file"));
+    assert_int_equal(stat(p, &st), -1);
+    link_identical(full, "g0.raw");
+    cJSON *j = NULL;
+    for (int i = 0; i < 500; i++) {                /* the job's row ends with the backup's */
+        j = bvh_json(&H, "GET", 200, job, NULL);
+        if (cJSON_IsString(cJSON_GetObjectItem(j, "error")))
+            break;
+        cJSON_Delete(j);
+        j = NULL;
+        usleep(20000);
+    }
+    assert_non_null(j);
+    if (!strstr(bvh_str(j, "error"), "QEMU went away") && !strstr(bvh_str(j, "error"), "gone"))
+        fail_msg("the job's error does not say QEMU went away: %s", bvh_str(j, "error"));
+    cJSON_Delete(j);
+    cJSON_Delete(inc);
+    cJSON_Delete(full);
+
     cJSON *d = bvh_json(&H, "GET", 200, "/api/v1/drives/vm2", NULL);
     assert_string_equal(bvh_str(cJSON_GetObjectItem(d, "source"), "vm_status"), "gone");
     cJSON_Delete(d);

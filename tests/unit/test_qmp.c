@@ -409,6 +409,19 @@ static bool have(const char *prog)
     return system(cmd) == 0;
 }
 
+/* Does a Unix socket at path accept a connection now?  (A QEMU monitor
+ * accepts and then waits for its one client to go.) */
+static bool accepts(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%.107s", path);
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool ok = s >= 0 && connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    if (s >= 0)
+        close(s);
+    return ok;
+}
+
 /* Start qemu-system-x86_64 with a 64 MiB qcow2 disk (node disk0, device
  * drive0) and a monitor at qdir/name; returns its pid once the socket is
  * there, or -1. */
@@ -434,8 +447,7 @@ static pid_t start_qemu(const char *name)
         _exit(127);
     }
     for (int i = 0; i < 1000; i++) {          /* QEMU's start-up, bounded at 10 s */
-        struct stat st;
-        if (stat(sock, &st) == 0 && S_ISSOCK(st.st_mode))
+        if (accepts(sock))                    /* bound and listening: QEMU binds first */
             return pid;
         if (waitpid(pid, NULL, WNOHANG) == pid)
             return -1;

@@ -24,7 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -80,11 +82,23 @@ static void identical(const char *link, const char *refname)
         fail_msg("%s differs from %s (qemu-img compare exit %d)", link, refname, r);
 }
 
+/* Does a Unix socket at path accept a connection now?  (A QEMU monitor
+ * accepts and then waits for its one client to go.) */
+static bool accepts(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%.107s", path);
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool ok = s >= 0 && connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    if (s >= 0)
+        close(s);
+    return ok;
+}
+
 static bool wait_socket(const char *path)
 {
     for (int i = 0; i < 1000; i++) {          /* QEMU's start-up, bounded at 10 s */
-        struct stat st;
-        if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+        if (accepts(path))                    /* bound and listening: QEMU binds first */
             return true;
         if (waitpid(qemu, NULL, WNOHANG) == qemu)
             return false;
