@@ -402,7 +402,7 @@ static void test_replicate(void **state)
 static void test_gateway_down(void **state)
 {
     (void)state;
-    if (!G.dir[0]) {
+    if (!G.ctl_dir[0]) {
         fprintf(stderr, "test_gateway_down: an external gateway (BV_S3_ENDPOINT): skipped\n");
         return;
     }

@@ -10,6 +10,10 @@
 #                           the cluster does not come up (the reason on stderr), 0 when ready.
 #   ceph-rgw.sh stop DIR    stop what start started, by the PIDs it recorded (radosgw first, then
 #                           the OSD, then the monitor), and remove DIR.
+#   ceph-rgw.sh start-fixture DIR
+#                           for ctest's fixture: stop what an earlier run may have left in DIR,
+#                           then start; always exits 0, with DIR/env holding either the
+#                           assignments above plus BV_S3_DIR=DIR, or BV_S3_UNAVAILABLE=<reason>.
 #   ceph-rgw.sh stop-rgw DIR / start-rgw DIR
 #                           stop only the gateway / start it again on the same port.
 #
@@ -185,6 +189,23 @@ wait_rgw_port() {
     return 1
 }
 
+cmd_start_fixture() {
+    cmd_stop
+    local why rc=0
+    why=$( (cmd_start >/dev/null) 2>&1 ) || rc=$?
+    if [ "$rc" -eq 0 ]; then
+        echo "BV_S3_DIR=$D" >>"$D/env"
+        cat "$D/env"
+    else
+        cmd_stop
+        mkdir -p "$D"
+        why=$(printf '%s' "$why" | head -1)
+        echo "BV_S3_UNAVAILABLE=${why:-the gateway did not start (status $rc)}" >"$D/env"
+        cat "$D/env"
+    fi
+    exit 0
+}
+
 # stop-rgw / start-rgw: take the gateway away and bring it back on the same port (tests of a
 # remote that goes away); the monitor and the OSD keep running.
 cmd_stop_rgw() {
@@ -208,12 +229,13 @@ cmd_start_rgw() {
     exit 1
 }
 
-[ $# -eq 2 ] || { echo "usage: $0 start|stop|stop-rgw|start-rgw DIR" >&2; exit 2; }
+[ $# -eq 2 ] || { echo "usage: $0 start|start-fixture|stop|stop-rgw|start-rgw DIR" >&2; exit 2; }
 D=$2
 case "$1" in
     start) cmd_start ;;
+    start-fixture) cmd_start_fixture ;;
     stop) cmd_stop ;;
     stop-rgw) cmd_stop_rgw ;;
     start-rgw) cmd_start_rgw ;;
-    *) echo "usage: $0 start|stop|stop-rgw|start-rgw DIR" >&2; exit 2 ;;
+    *) echo "usage: $0 start|start-fixture|stop|stop-rgw|start-rgw DIR" >&2; exit 2 ;;
 esac
