@@ -72,6 +72,7 @@ int bv_app_open(struct bv_app *app, char *err, size_t errlen)
         return -1;
     }
     bv_drives_restore(app);
+    bv_vm_drives_restore(app);
     if (bv_drives_start_saver(app, 60) < 0)
         log_warn("cannot start the bitmap saver thread; bitmaps are saved at shutdown only");
     app->workers = bv_workers_start(app->cfg.workers);

@@ -336,8 +336,8 @@ static int reconnect(struct bv_qmp *q, int timeout_ms, bv_error **errp)
     return 0;
 }
 
-int bv_qmp_open(const struct bv_root *dir, const char *name, int timeout_ms,
-                struct bv_qmp **out, bv_error **errp)
+int bv_qmp_new(const struct bv_root *dir, const char *name, struct bv_qmp **out,
+               bv_error **errp)
 {
     struct bv_qmp *q = calloc(1, sizeof(*q));
     if (!q || !(q->name = strdup(name))) {
@@ -347,7 +347,18 @@ int bv_qmp_open(const struct bv_root *dir, const char *name, int timeout_ms,
     pthread_mutex_init(&q->lock, NULL);
     q->dir = dir;
     q->fd = -1;
-    int r = reconnect(q, timeout_ms > 0 ? timeout_ms : BV_QMP_TIMEOUT_MS, errp);
+    *out = q;
+    return 0;
+}
+
+int bv_qmp_open(const struct bv_root *dir, const char *name, int timeout_ms,
+                struct bv_qmp **out, bv_error **errp)
+{
+    struct bv_qmp *q = NULL;
+    int r = bv_qmp_new(dir, name, &q, errp);
+    if (r < 0)
+        return r;
+    r = reconnect(q, timeout_ms > 0 ? timeout_ms : BV_QMP_TIMEOUT_MS, errp);
     if (r < 0) {
         bv_qmp_close(q);
         return r;

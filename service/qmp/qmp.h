@@ -65,6 +65,10 @@ struct bv_qmp;
  * -ETIMEDOUT. */
 int bv_qmp_open(const struct bv_root *dir, const char *name, int timeout_ms,
                 struct bv_qmp **out, bv_error **errp);
+/* The same without connecting now (QEMU may not be up yet): the first
+ * command or wait connects.  Only -ENOMEM. */
+int bv_qmp_new(const struct bv_root *dir, const char *name, struct bv_qmp **out,
+               bv_error **errp);
 void bv_qmp_close(struct bv_qmp *q);
 
 /* The socket's name as given (relative to the qmp dir). */

@@ -20,7 +20,8 @@ const char *vm_status(struct bv_vm *vm);
 int vm_scratch_path(struct bv_vm_drive *d, char *out, size_t cap, bv_error **errp);
 /* "blockvault-tmp-<tag>-": every temporary object of this drive starts so. */
 void vm_tmp_prefix(const struct bv_vm_drive *d, char out[32]);
-/* Remove every export, job and node whose name starts with prefix. */
-void vm_remove_tmp(struct bv_vm *vm, const char *prefix);
+/* Remove every export, job and node whose name starts with prefix;
+ * returns how many exports there were (then the NBD server was ours). */
+int vm_remove_tmp(struct bv_vm *vm, const char *prefix);
 
 #endif

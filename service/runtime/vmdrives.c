@@ -5,6 +5,7 @@
  * (QEMU caps node names at 31 characters, drive ids may be 128), so that
  * removing a drive, or a later start-up, finds exactly its leftovers.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -16,6 +17,8 @@
 #include <libnbd.h>
 
 #include "app.h"
+#include "bvdb/vmdrives.h"
+#include "log.h"
 #include "bv/path.h"
 #include "qmp/qmp.h"
 #include "runtime/drives.h"
@@ -82,7 +85,8 @@ void bv_vms_free(struct bv_app *app)
 
 /* The VM behind a socket name, with a reference: the shared connection, or
  * a new one (opened without the lock; a racing opener's copy is dropped). */
-static int vm_get(struct bv_app *app, const char *qmp, struct bv_vm **out, bv_error **errp)
+static int vm_get(struct bv_app *app, const char *qmp, bool lazy, struct bv_vm **out,
+                  bv_error **errp)
 {
     struct bv_vms *v = app->vms;
     struct bv_vm *vm, *fresh = NULL;
@@ -101,7 +105,8 @@ static int vm_get(struct bv_app *app, const char *qmp, struct bv_vm **out, bv_er
         return bv_error_setf(errp, ENOMEM, "out of memory");
     }
     pthread_mutex_init(&fresh->op_lock, NULL);
-    int r = bv_qmp_open(app->qmp_root, qmp, 0, &fresh->q, errp);
+    int r = lazy ? bv_qmp_new(app->qmp_root, qmp, &fresh->q, errp)
+                 : bv_qmp_open(app->qmp_root, qmp, 0, &fresh->q, errp);
     if (r < 0) {
         vm_free(fresh);
         return r;
@@ -346,7 +351,7 @@ static int insert(struct bv_app *app, struct bv_vm_drive *d, bv_error **errp)
 static int connect_vm(struct bv_app *app, const char *qmp, struct bv_vm **vm, bv_error **errp)
 {
     bv_error *e = NULL;
-    int r = vm_get(app, qmp, vm, &e);
+    int r = vm_get(app, qmp, false, vm, &e);
     if (r < 0 && r != -ENOMEM && r != -EACCES && r != -ENOENT)
         r = bv_error_setf(errp, EINVAL, "QEMU does not answer on '%s': %s", qmp,
                           e ? e->msg : strerror(-r));
@@ -386,6 +391,19 @@ static int taken(struct bv_app *app, const char *id, bv_error **errp)
     return e || d ? bv_error_setf(errp, EEXIST, "Drive '%s' already exists", id) : 0;
 }
 
+static int record(struct bv_app *app, struct bv_vm_drive *d, bv_error **errp)
+{
+    char now[32];
+    bv_app_now_str(app, now);
+    struct bvdb_vm_drive rec = {
+        .id = d->id, .qmp = d->vm->qmp, .node = d->node, .scratch_dir = d->scratch_dir,
+        .created_at = now,
+    };
+    if (bvdb_vm_drive_insert(app->db, &rec) < 0)
+        return bv_error_setf(errp, EIO, "cannot record drive '%s' in the catalog", d->id);
+    return 0;
+}
+
 int bv_vm_drives_create(struct bv_app *app, const struct bv_vm_drive_spec *s,
                         struct bv_vm_drive **out, bv_error **errp)
 {
@@ -414,6 +432,11 @@ int bv_vm_drives_create(struct bv_app *app, const struct bv_vm_drive_spec *s,
             drive_free(d);
         if (vm)
             vm_put(app, vm);
+        return r;
+    }
+    if ((r = record(app, d, errp)) < 0) {
+        bv_vm_drives_put(app, d);
+        bv_vm_drives_remove(app, s->id, NULL);
         return r;
     }
     *out = d;
@@ -460,12 +483,14 @@ static int each_named(struct bv_vm *vm, const char *cmd, const char *key, const 
 /* Remove what carries prefix, in the teardown order of vm-pull.md: exports,
  * jobs, nodes.  Best effort: what QEMU refuses is left and logged by the
  * caller's next attempt. */
-void vm_remove_tmp(struct bv_vm *vm, const char *prefix)
+int vm_remove_tmp(struct bv_vm *vm, const char *prefix)
 {
     cJSON *names = NULL, *it;
     char args[256];
+    int exports = 0;
     if (each_named(vm, "query-block-exports", "id", prefix, &names) == 0) {
         cJSON_ArrayForEach(it, names) {
+            exports++;
             snprintf(args, sizeof(args), "{\"id\":\"%s\",\"mode\":\"hard\"}", it->valuestring);
             if (vm_qmp(vm, "block-export-del", args, NULL, NULL, 0, NULL) == 0) {
                 cJSON *m = cJSON_CreateObject();
@@ -495,6 +520,7 @@ void vm_remove_tmp(struct bv_vm *vm, const char *prefix)
         }
     }
     cJSON_Delete(names);
+    return exports;
 }
 
 int bv_vm_drives_remove(struct bv_app *app, const char *id, bv_error **errp)
@@ -505,8 +531,11 @@ int bv_vm_drives_remove(struct bv_app *app, const char *id, bv_error **errp)
         return bv_error_setf(errp, ENODEV, "Cannot find device='%s' nor node-name='%s'", id, id);
     vm_tmp_prefix(d, prefix);
     pthread_mutex_lock(&d->vm->op_lock);
-    vm_remove_tmp(d->vm, prefix);
+    if (vm_remove_tmp(d->vm, prefix) > 0)        /* our export: the NBD server was ours */
+        vm_qmp(d->vm, "nbd-server-stop", NULL, NULL, NULL, 0, NULL);
     pthread_mutex_unlock(&d->vm->op_lock);
+    if (app->db)
+        bvdb_vm_drive_delete(app->db, id);       /* -ENOENT for one never recorded */
     pthread_mutex_lock(&app->vms->lock);
     bool was = d->removed;
     d->removed = true;
@@ -651,4 +680,127 @@ int bv_vm_drive_read(struct bv_vm_drive *d, void *buf, uint64_t len, uint64_t of
     pthread_mutex_unlock(&d->vm->op_lock);
     bv_vm_drive_info_clear(&info);
     return r;
+}
+
+/* ---------------- start-up ---------------- */
+
+/* A crash mid-pull leaves two chain bitmaps of one chain in QEMU: the
+ * disabled one the pull read (OLD) and the active one it made (NEW).  As for
+ * a failed pull, OLD is merged into NEW and removed (one transaction), so
+ * the next incremental counts from the last good backup. */
+static void merge_leftover_bitmaps(struct bv_vm_drive *d)
+{
+    struct bv_vm_drive_info info;
+    const cJSON *bm, *other;
+    if (bv_vm_drive_info(d, &info, NULL) < 0)
+        return;
+    cJSON_ArrayForEach(bm, info.bitmaps) {
+        const char *nm = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(bm, "name"));
+        const char *dash = nm ? strrchr(nm, '-') : NULL;
+        if (!nm || strncmp(nm, "blockvault-chain-", 17) != 0 || !dash ||
+            !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(bm, "recording")))
+            continue;
+        size_t plen = (size_t)(dash - nm) + 1;   /* "blockvault-chain-<cid>-" */
+        cJSON_ArrayForEach(other, info.bitmaps) {
+            const char *on = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(other, "name"));
+            if (!on || on == nm || strncmp(on, nm, plen) != 0 || strchr(on + plen, '-') ||
+                cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(other, "recording")))
+                continue;
+            char args[1024];
+            snprintf(args, sizeof(args), "{\"actions\":["
+                     "{\"type\":\"block-dirty-bitmap-merge\",\"data\":{\"node\":\"%s\","
+                     "\"target\":\"%s\",\"bitmaps\":[\"%s\"]}},"
+                     "{\"type\":\"block-dirty-bitmap-remove\",\"data\":{\"node\":\"%s\","
+                     "\"name\":\"%s\"}}]}", info.node_name, nm, on, info.node_name, on);
+            if (vm_qmp(d->vm, "transaction", args, NULL, NULL, 0, NULL) == 0)
+                log_info("drive '%s': bitmap '%s' left by an interrupted backup merged into "
+                         "'%s'", d->id, on, nm);
+        }
+    }
+    bv_vm_drive_info_clear(&info);
+}
+
+/* Scratch images and sockets of this drive's interrupted pulls (QEMU has let
+ * go of them: vm_remove_tmp ran first). */
+static bool remove_scratch(struct bv_vm_drive *d, const char *prefix)
+{
+    char dir[4096];
+    bool sock = false;
+    if (vm_scratch_path(d, dir, sizeof(dir), NULL) < 0)
+        return false;
+    DIR *dh = opendir(dir);
+    struct dirent *de;
+    while (dh && (de = readdir(dh))) {
+        size_t n = strlen(de->d_name);
+        if (strncmp(de->d_name, prefix, strlen(prefix)) != 0)
+            continue;
+        sock |= n > 5 && strcmp(de->d_name + n - 5, ".sock") == 0;
+        if (unlinkat(dirfd(dh), de->d_name, 0) == 0)
+            log_info("drive '%s': removed %s/%s left by an interrupted backup", d->id,
+                     d->scratch_dir, de->d_name);
+    }
+    if (dh)
+        closedir(dh);
+    return sock;                                 /* the NBD server on it was ours */
+}
+
+static int restore_row(const struct bvdb_vm_drive *r, void *opaque)
+{
+    struct bv_app *app = opaque;
+    struct bv_vm_drive *d = calloc(1, sizeof(*d));
+    struct bv_vm *vm = NULL;
+    if (!d || !(d->id = strdup(r->id)) || !(d->node = strdup(r->node)) ||
+        !(d->scratch_dir = strdup(r->scratch_dir)) ||
+        vm_get(app, r->qmp, true, &vm, NULL) < 0 || insert(app, d, NULL) < 0) {
+        log_error("cannot restore VM drive '%s'", r->id);
+        if (d)
+            drive_free(d);
+        if (vm)
+            vm_put(app, vm);
+        return 0;
+    }
+    d->app = app;
+    d->vm = vm;
+    bv_vm_drives_put(app, d);                    /* the list keeps its own reference */
+    return 0;
+}
+
+static int count_row(const struct bvdb_vm_drive *r, void *opaque)
+{
+    (void)r;
+    (*(int *)opaque)++;
+    return 0;
+}
+
+void bv_vm_drives_restore(struct bv_app *app)
+{
+    struct bv_vm_drive **all = NULL;
+    int rows = 0;
+    if (!app->qmp_root) {
+        bvdb_vm_drive_list(app->db, count_row, &rows);
+        if (rows > 0)
+            log_warn("VM drives are recorded but the service runs without --qmp-dir: they are "
+                     "not served");
+        return;
+    }
+    bvdb_vm_drive_list(app->db, restore_row, app);
+    size_t n = bv_vm_drives_all(app, &all);
+    for (size_t i = 0; i < n; i++) {
+        struct bv_vm_drive *d = all[i];
+        char prefix[32];
+        if (strcmp(vm_status(d->vm), "gone") != 0) {
+            vm_tmp_prefix(d, prefix);
+            pthread_mutex_lock(&d->vm->op_lock);
+            bool server = vm_remove_tmp(d->vm, prefix) > 0;
+            server |= remove_scratch(d, prefix);
+            if (server)
+                vm_qmp(d->vm, "nbd-server-stop", NULL, NULL, NULL, 0, NULL);
+            merge_leftover_bitmaps(d);
+            pthread_mutex_unlock(&d->vm->op_lock);
+        } else {
+            log_warn("VM drive '%s': QEMU does not answer on '%s' (yet)", d->id, d->vm->qmp);
+        }
+        bv_vm_drives_put(app, d);
+    }
+    free(all);
 }

@@ -22,8 +22,8 @@
  * call of an export-using operation; the QMP connection has its own lock
  * (qmp/qmp.h), taken after op_lock.
  *
- * Not yet: VM drives are not recorded in the catalog (they are gone after a
- * restart and must be created again).
+ * VM drives are recorded in the catalog (bvdb/vmdrives.h) and come back at
+ * start-up (bv_vm_drives_restore).
  */
 #ifndef BV_RUNTIME_VMDRIVES_H
 #define BV_RUNTIME_VMDRIVES_H
@@ -93,6 +93,12 @@ size_t bv_vm_drives_all(struct bv_app *app, struct bv_vm_drive ***out);
  * and nodes of this drive's node), then forgets the drive.  -ENODEV if
  * there is no such VM drive. */
 int bv_vm_drives_remove(struct bv_app *app, const char *id, bv_error **errp);
+
+/* At start-up: the recorded VM drives (connections made when first used);
+ * for each whose QEMU answers, the blockvault-tmp- objects a crash left
+ * are removed and a chain bitmap left disabled by an interrupted pull is
+ * merged into the chain's active one. */
+void bv_vm_drives_restore(struct bv_app *app);
 
 /* Ask QEMU (the connection is re-established if it was lost; an answer of
  * nobody is vm_status "gone", size 0 and no bitmaps, and still 0). */

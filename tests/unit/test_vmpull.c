@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "app.h"
+#include "bvdb/catalog.h"
 #include "bv/path.h"
 #include "qmp/qmp.h"
 #include "runtime/registry.h"
@@ -155,6 +156,10 @@ static int setup(void **state)
         exit(77);
     }
     snprintf(app.cfg.data_dir, sizeof(app.cfg.data_dir), "%s", tmp);
+    char err[256], db[300];
+    snprintf(db, sizeof(db), "%s/catalog.db", tmp);
+    if (bvdb_open(db, &app.db, err, sizeof(err)) < 0)   /* VM drives are recorded */
+        return -1;
     snprintf(p, sizeof(p), "%s/qmp", tmp);
     if (bv_root_open(images, &app.root, NULL) < 0 || bv_root_open(p, &app.qmp_root, NULL) < 0 ||
         bv_root_open(tmp, &troot, NULL) < 0 || !(app.registry = bv_registry_new()) ||
@@ -170,6 +175,7 @@ static int teardown(void **state)
     bv_vm_drives_put(&app, vd);
     bv_vms_free(&app);
     bv_registry_free(app.registry);
+    bvdb_close(app.db);
     bv_qmp_close(mon);
     bv_root_close(app.root);
     bv_root_close(app.qmp_root);
