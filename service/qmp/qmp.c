@@ -404,6 +404,23 @@ bool bv_qmp_connected(struct bv_qmp *q)
     return up;
 }
 
+/* Has the other end closed (EOF pending, nothing left to read before it)?
+ * Checked before a command so that a QEMU restarted since the last call is
+ * reconnected to, not reported as lost (no command was sent to it). */
+static bool peer_gone(struct bv_qmp *q)
+{
+    struct pollfd p = { .fd = q->fd, .events = POLLIN };
+    char c;
+    if (poll(&p, 1, 0) <= 0)
+        return false;
+    if (p.revents & (POLLERR | POLLNVAL))
+        return true;
+    if (!(p.revents & (POLLIN | POLLHUP)))
+        return false;
+    ssize_t n = recv(q->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR);
+}
+
 int bv_qmp_execute(struct bv_qmp *q, const char *command, const cJSON *args, int timeout_ms,
                    cJSON **ret, char *err_class, size_t cap, bv_error **errp)
 {
@@ -414,6 +431,8 @@ int bv_qmp_execute(struct bv_qmp *q, const char *command, const cJSON *args, int
     if (err_class && cap)
         err_class[0] = '\0';
     pthread_mutex_lock(&q->lock);
+    if (q->fd >= 0 && peer_gone(q))
+        drop(q);                     /* QEMU went away since: nothing was sent, reconnect */
     if (q->fd < 0)
         r = reconnect(q, ms, errp);
     if (r == 0)

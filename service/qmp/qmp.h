@@ -25,7 +25,9 @@
  * Events read while waiting for a reply are queued (bounded: the oldest are
  * dropped beyond BV_QMP_MAX_EVENTS) for bv_qmp_wait_event.
  *
- * Loss: when the socket fails or closes, the connection is marked lost,
+ * Loss: a close seen before a command is sent (QEMU went away or was
+ * restarted since the last call) just reconnects.  When the socket fails or
+ * closes during a call, the connection is marked lost,
  * queued events are dropped and the call fails with -ECONNRESET ("QEMU
  * closed the QMP connection").  The next call reconnects (greeting and
  * capabilities again) and bumps the generation, so a caller holding state

@@ -499,6 +499,77 @@ static void test_crash_restart(void **state)
     assert_int_equal(chain_bitmaps(active, sizeof(active)), 1);
 }
 
+static cJSON *wait_backup(const char *bid);
+
+/* A QEMU with a raw disk (bitmaps cannot be persistent there), monitor at
+ * qdir/<sock>; returns its pid once the monitor accepts, or fails the test. */
+static pid_t spawn_raw_qemu(const char *raw, const char *sock)
+{
+    char drive[700], q[500], path[400];
+    snprintf(drive, sizeof(drive), "if=none,id=drive0,driver=raw,node-name=rawdisk0,"
+             "file.driver=file,file.filename=%s", raw);
+    snprintf(path, sizeof(path), "%s/%s", qdir, sock);
+    snprintf(q, sizeof(q), "unix:%s,server=on,wait=off", path);
+    unlink(path);
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int nul = open("/dev/null", O_RDWR);
+        dup2(nul, 0);
+        dup2(nul, 1);
+        execlp("qemu-system-x86_64", "qemu-system-x86_64", "-machine", "none", "-nodefaults",
+               "-display", "none", "-drive", drive, "-qmp", q, (char *)NULL);
+        _exit(127);
+    }
+    assert_true(pid > 0);
+    for (int i = 0; i < 1000 && !accepts(path); i++)   /* bounded at 10 s */
+        usleep(10000);
+    assert_true(accepts(path));
+    return pid;
+}
+
+/* A VM with a raw disk restarted between backups: its chain bitmap could not
+ * be persistent, so the next backup asked as incremental is a full one with
+ * a reason, in a new chain, and still the disk's contents. */
+static void test_raw_vm_restarted(void **state)
+{
+    (void)state;
+    char raw[400];
+    snprintf(raw, sizeof(raw), "%s/raw1.img", tmp);
+    assert_int_equal(bvh_sh("qemu-img create -q -f raw '%s' 16M && qemu-io -f raw -c "
+                            "'write -P 0x5a 1M 1M' '%s' >/dev/null", raw, raw), 0);
+    pid_t pid = spawn_raw_qemu(raw, "raw1.sock");
+    cJSON_Delete(bvh_json(&H, "POST", 201, "/api/v1/drives",
+                          "{\"id\":\"raw1\",\"format\":\"qemu\",\"qmp\":\"raw1.sock\","
+                          "\"node\":\"drive0\"}"));
+    cJSON *r = bvh_json(&H, "POST", 201, "/api/v1/drives/raw1/backups", "{\"kind\":\"full\"}");
+    cJSON *b0 = wait_backup(bvh_str(cJSON_GetObjectItem(r, "backup"), "id"));
+    cJSON_Delete(r);
+    assert_string_equal(bvh_str(b0, "status"), "complete");
+    cJSON *d = bvh_json(&H, "GET", 200, "/api/v1/drives/raw1", NULL);
+    const cJSON *bm = cJSON_GetArrayItem(cJSON_GetObjectItem(d, "bitmaps"), 0);
+    assert_false(bvh_bool(bm, "persistent"));
+    cJSON_Delete(d);
+
+    kill(pid, SIGKILL);                            /* the VM goes down and comes back */
+    waitpid(pid, NULL, 0);
+    pid = spawn_raw_qemu(raw, "raw1.sock");
+    r = bvh_json(&H, "POST", 201, "/api/v1/drives/raw1/backups", "{\"kind\":\"incremental\"}");
+    cJSON *b1 = wait_backup(bvh_str(cJSON_GetObjectItem(r, "backup"), "id"));
+    cJSON_Delete(r);
+    assert_string_equal(bvh_str(b1, "status"), "complete");
+    assert_string_equal(bvh_str(b1, "kind"), "full");
+    assert_non_null(strstr(bvh_str(b1, "reason"), "missing"));
+    assert_string_not_equal(bvh_str(b1, "chain"), bvh_str(b0, "chain"));
+    assert_int_equal(bvh_sh("qemu-img compare -q -f qcow2 -F raw '%s/%s' '%s'", H.images,
+                            bvh_str(b1, "file"), raw), 0);
+    cJSON_Delete(b0);
+    cJSON_Delete(b1);
+    cJSON_Delete(bvh_json(&H, "DELETE", 204, "/api/v1/drives/raw1", NULL));
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+
 static void test_create_refusals(void **state)
 {
     (void)state;
@@ -674,6 +745,7 @@ int main(void)
         cmocka_unit_test(test_mutations_refused),
         cmocka_unit_test(test_backups),
         cmocka_unit_test(test_crash_restart),
+        cmocka_unit_test(test_raw_vm_restarted),
         cmocka_unit_test(test_create_refusals),
         cmocka_unit_test(test_delete_cleans_qemu),
         cmocka_unit_test(test_gone),
