@@ -24,6 +24,7 @@
 #include "runtime/policies.h"
 #include "runtime/prune.h"
 #include "runtime/registry.h"
+#include "runtime/vmdrives.h"
 #include "runtime/verify.h"
 #include "sched/cron.h"
 #include "sched/retention.h"
@@ -113,7 +114,9 @@ static int validate(struct bv_app *app, const struct bv_policy_spec *s, bv_error
         return bv_error_setf(errp, EINVAL, "drives: name 1 to %d drives", BV_POLICY_MAX_DRIVES);
     for (size_t i = 0; i < s->ndrives; i++) {
         struct bv_drive_entry *e = bv_registry_get(app, s->drives[i]);
-        if (!e)
+        struct bv_vm_drive *vm = e ? NULL : bv_vm_drives_get(app, s->drives[i]);
+        bv_vm_drives_put(app, vm);                 /* VM drives have chains too */
+        if (!e && !vm)
             return bv_error_setf(errp, EINVAL, "drives[%zu]: unknown drive '%s'", i,
                                  s->drives[i]);
         bv_registry_put(app, e);
@@ -580,11 +583,13 @@ static void verify_backup(struct run *r, const char *bid)
 static void backup_drive(struct run *r, const char *drive)
 {
     struct bv_drive_entry *e = bv_registry_get(r->app, drive);
-    if (!e) {
+    struct bv_vm_drive *vm = e ? NULL : bv_vm_drives_get(r->app, drive);
+    bv_vm_drives_put(r->app, vm);      /* a VM drive's running backup is EBUSY below */
+    if (!e && !vm) {
         run_error(r, "drive '%s' does not exist", drive);
         return;
     }
-    bool busy = bv_drive_busy(e->drive);
+    bool busy = e && bv_drive_busy(e->drive);
     bv_registry_put(r->app, e);
     if (busy) {
         r->skipped_drives++;

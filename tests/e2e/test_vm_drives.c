@@ -570,6 +570,43 @@ static void test_raw_vm_restarted(void **state)
     waitpid(pid, NULL, 0);
 }
 
+/* A policy over a VM drive: run now, one incremental made, the disk as it was. */
+static void test_policy(void **state)
+{
+    (void)state;
+    cJSON_Delete(bvh_json(&H, "POST", 201, "/api/v1/policies",
+                          "{\"name\":\"vmp\",\"drives\":[\"vm1\"],\"schedule\":\"@daily\","
+                          "\"retention\":{\"keep_last\":10}}"));
+    hmp_io("write -P 0x71 7M 64k");
+    hmp_io("flush");
+    assert_int_equal(bvh_sh("qemu-img convert -U -f qcow2 -O raw '%s' '%s/pol.raw'", disk, tmp),
+                     0);
+    cJSON_Delete(bvh_json(&H, "POST", 202, "/api/v1/policies/vmp/run", NULL));
+    const cJSON *last = NULL;
+    cJSON *runs = NULL;
+    for (int i = 0; i < 1500; i++) {               /* bounded at 30 s */
+        runs = bvh_json(&H, "GET", 200, "/api/v1/policies/vmp/runs", NULL);
+        last = cJSON_GetArrayItem(cJSON_GetObjectItem(runs, "runs"), 0);
+        const cJSON *oc = last ? cJSON_GetObjectItem(last, "outcome") : NULL;
+        if (cJSON_IsString(oc) && strcmp(oc->valuestring, "running") != 0)
+            break;
+        cJSON_Delete(runs);
+        runs = NULL;
+        usleep(20000);
+    }
+    assert_non_null(runs);
+    assert_string_equal(bvh_str(last, "outcome"), "ok");
+    const cJSON *made = cJSON_GetObjectItem(last, "backups_made");
+    assert_int_equal(cJSON_GetArraySize(made), 1);
+    cJSON *b = wait_backup(cJSON_GetArrayItem(made, 0)->valuestring);
+    assert_string_equal(bvh_str(b, "status"), "complete");
+    assert_string_equal(bvh_str(b, "kind"), "incremental");
+    link_identical(b, "pol.raw");
+    cJSON_Delete(b);
+    cJSON_Delete(runs);
+    cJSON_Delete(bvh_json(&H, "DELETE", 204, "/api/v1/policies/vmp", NULL));
+}
+
 static void test_create_refusals(void **state)
 {
     (void)state;
@@ -746,6 +783,7 @@ int main(void)
         cmocka_unit_test(test_backups),
         cmocka_unit_test(test_crash_restart),
         cmocka_unit_test(test_raw_vm_restarted),
+        cmocka_unit_test(test_policy),
         cmocka_unit_test(test_create_refusals),
         cmocka_unit_test(test_delete_cleans_qemu),
         cmocka_unit_test(test_gone),
