@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "app.h"
 #include "bvdb/backups.h"
@@ -42,7 +43,34 @@ struct vm_job {
     int go;                          /* 0 wait, 1 pull, -1 never started (not recorded) */
     struct bv_job *job;              /* while running */
     uint64_t reported;
+    int64_t started_ms;              /* CLOCK_MONOTONIC, for the speed limit */
 };
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The job's speed (bytes/s; 0: none), as set_speed changes it: once the
+ * bytes done run ahead of speed × elapsed, wait (in slices of at most
+ * 100 ms, so that a cancel or a new speed is seen). */
+static void throttle(struct vm_job *v, uint64_t done)
+{
+    for (;;) {
+        uint64_t speed = bv_job_speed(v->job);
+        if (!speed || bv_job_is_cancelled(v->job))
+            return;
+        int64_t elapsed = mono_ms() - v->started_ms;
+        int64_t due = (int64_t)(done / speed * 1000 + done % speed * 1000 / speed);
+        if (due <= elapsed)
+            return;
+        int64_t wait = due - elapsed < 100 ? due - elapsed : 100;
+        struct timespec ts = { 0, (long)wait * 1000000L };
+        nanosleep(&ts, NULL);
+    }
+}
 
 static void on_progress(void *opaque, uint64_t done, uint64_t total)
 {
@@ -51,6 +79,7 @@ static void on_progress(void *opaque, uint64_t done, uint64_t total)
         bv_job_set_len(v->job, total);
     bv_job_progress_add(v->job, done - v->reported);
     v->reported = done;
+    throttle(v, done);
 }
 
 static bool on_cancelled(void *opaque)
@@ -97,6 +126,7 @@ static int vm_job_run(struct bv_job *job, void *opaque, bv_error **errp)
     if (go < 0)
         return bv_error_setf(errp, ECANCELED, "the backup was not recorded");
     v->job = job;
+    v->started_ms = mono_ms();
     struct bv_vm_pull_opts o = {
         .target = v->cj->file, .backing = v->full ? NULL : v->parent_base,
         .new_bitmap = v->new_bitmap, .old_bitmap = v->full ? NULL : v->old_bitmap,

@@ -635,6 +635,47 @@ static void test_policy(void **state)
     cJSON_Delete(bvh_json(&H, "DELETE", 204, "/api/v1/policies/vmp", NULL));
 }
 
+/* Speed limit and cancel of a pull through the job verbs: at 4 MiB/s a 32 MiB
+ * incremental is still copying after half a second and has copied at most
+ * what the limit allows; cancelled, the backup is failed and its link gone;
+ * the next incremental still holds everything since the last good backup. */
+static void test_speed_and_cancel(void **state)
+{
+    (void)state;
+    hmp_io("write -P 0x17 16M 32M");
+    cJSON *r = bvh_json(&H, "POST", 201, "/api/v1/drives/vm1/backups",
+                        "{\"kind\":\"incremental\"}");
+    char bid[64], job[96], verb[128];
+    snprintf(bid, sizeof(bid), "%s", bvh_str(cJSON_GetObjectItem(r, "backup"), "id"));
+    snprintf(job, sizeof(job), "/api/v1/jobs/%s", bvh_str(cJSON_GetObjectItem(r, "job"), "id"));
+    cJSON_Delete(r);
+    snprintf(verb, sizeof(verb), "%s/set_speed", job);
+    cJSON_Delete(bvh_json(&H, "POST", 200, verb, "{\"speed\":%d}", 4 << 20));
+    usleep(500000);
+    cJSON *j = bvh_json(&H, "GET", 200, job, NULL);
+    assert_string_equal(bvh_str(j, "status"), "running");
+    double off = bvh_num(j, "offset"), len = bvh_num(j, "len");
+    cJSON_Delete(j);
+    assert_true(off < len);
+    assert_true(off <= 4.0 * (1 << 20) * 2 + (16 << 20));   /* the limit, with the reads in
+                                                               flight before it was set */
+    snprintf(verb, sizeof(verb), "%s/cancel", job);
+    cJSON_Delete(bvh_json(&H, "POST", 200, verb, NULL));
+    cJSON *b = wait_backup(bid);
+    assert_string_equal(bvh_str(b, "status"), "failed");
+    cJSON_Delete(b);
+    assert_int_equal(blockvault_objects(), 0);
+
+    hmp_io("flush");
+    assert_int_equal(bvh_sh("qemu-img convert -U -f qcow2 -O raw '%s' '%s/sc.raw'", disk, tmp),
+                     0);
+    b = backup("incremental", false);
+    assert_string_equal(bvh_str(b, "kind"), "incremental");
+    assert_true(bvh_num(b, "data_bytes") >= 32 << 20);
+    link_identical(b, "sc.raw");
+    cJSON_Delete(b);
+}
+
 static void test_create_refusals(void **state)
 {
     (void)state;
@@ -812,6 +853,7 @@ int main(void)
         cmocka_unit_test(test_crash_restart),
         cmocka_unit_test(test_raw_vm_restarted),
         cmocka_unit_test(test_policy),
+        cmocka_unit_test(test_speed_and_cancel),
         cmocka_unit_test(test_create_refusals),
         cmocka_unit_test(test_delete_cleans_qemu),
         cmocka_unit_test(test_gone),
