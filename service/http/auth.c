@@ -15,15 +15,6 @@
 #include "http/auth.h"
 #include "runtime/tokens.h"
 
-bool bv_auth_equal(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    unsigned char diff = (unsigned char)(la != lb);
-    for (size_t i = 0; i < lb; i++)
-        diff |= (unsigned char)((i < la ? a[i] : 0) ^ b[i]);
-    return diff == 0;
-}
-
 bool bv_auth_ok(const char *token, const char *header)
 {
     if (!token)
@@ -33,7 +24,7 @@ bool bv_auth_ok(const char *token, const char *header)
     const char *given = header + 7;
     while (*given == ' ')
         given++;
-    return given[0] && bv_auth_equal(given, token);
+    return given[0] && bv_tokens_equal(given, token);
 }
 
 static const char *bearer(const char *header)

@@ -12,9 +12,6 @@ struct bv_app;
  * token (NULL): everything passes; an empty token: nothing does. */
 bool bv_auth_ok(const char *token, const char *header);
 
-/* a == b, in time that depends on b's length only. */
-bool bv_auth_equal(const char *a, const char *b);
-
 enum bv_auth_result { BV_AUTH_PASS, BV_AUTH_MISSING, BV_AUTH_EXPIRED };
 /* The role of the request with this Authorization header: admin for the
  * configured token (or for everyone when none is configured), else the

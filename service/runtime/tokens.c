@@ -10,9 +10,17 @@
 
 #include "app.h"
 #include "bvdb/tokens.h"
-#include "http/auth.h"
 #include "log.h"
 #include "runtime/tokens.h"
+
+bool bv_tokens_equal(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    unsigned char diff = (unsigned char)(la != lb);
+    for (size_t i = 0; i < lb; i++)
+        diff |= (unsigned char)((i < la ? a[i] : 0) ^ b[i]);
+    return diff == 0;
+}
 
 #define HASH_HEX (32 * 2 + 1)
 
@@ -170,7 +178,7 @@ struct check {
 static int check_row(const struct bvdb_token *t, void *opaque)
 {
     struct check *c = opaque;
-    bool eq = bv_auth_equal(c->hash, t->hash ? t->hash : "");
+    bool eq = bv_tokens_equal(c->hash, t->hash ? t->hash : "");
     if (eq && !c->found) {
         c->found = true;
         c->role = bv_role_parse(t->role);

@@ -10,6 +10,7 @@
 #ifndef BV_RUNTIME_TOKENS_H
 #define BV_RUNTIME_TOKENS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "bv/error.h"
@@ -34,6 +35,11 @@ int bv_tokens_create(struct bv_app *app, const struct bv_token_spec *s,
                      char secret[BV_TOKEN_SECRET_SIZE], int64_t *expires_ms, bv_error **errp);
 /* ENOENT: no such token. */
 int bv_tokens_delete(struct bv_app *app, const char *name, bv_error **errp);
+
+/* a == b (NUL-terminated secrets or hashes), in time that depends on b's
+ * length only: the one comparison of secrets, for scoped tokens and for the
+ * configured admin token (http/auth.c). */
+bool bv_tokens_equal(const char *a, const char *b);
 
 enum bv_token_check { BV_TOKEN_OK, BV_TOKEN_UNKNOWN, BV_TOKEN_EXPIRED };
 /* Which role does secret carry (by the service's clock)? */
