@@ -581,6 +581,21 @@ int bv_node_block_status(bv_node *n, uint64_t off, uint64_t len, struct bv_block
     return r;
 }
 
+int bv_node_pread_host(bv_node *n, void *buf, uint64_t len, uint64_t host_off,
+                       bv_error **errp)
+{
+    int r = check_req(n, 0, 0, false, errp);
+    if (r < 0)
+        return r;
+    bv_node *p = n->file;
+    if (n->drv->kind != BV_DRV_FORMAT || !p || p->drv->kind != BV_DRV_PROTOCOL)
+        return bv_error_setf(errp, ENOTSUP, "no direct access to the image file of '%s'",
+                             n->filename);
+    if (host_off > UINT64_MAX - len)
+        return bv_error_setf(errp, EINVAL, "host range out of bounds");
+    return len ? p->drv->pread(p, buf, len, host_off, errp) : 0;
+}
+
 static int protocol_allocated(bv_node *n, uint64_t *bytes, bv_error **errp)
 {
     bv_node *p = n->file;

@@ -616,6 +616,8 @@ static int check_link(struct bv_job *job, struct verify_task *t, struct link_res
             o.threads = (unsigned)strtoul(ev, NULL, 0);
         if ((ev = getenv("BV_VERIFY_CHUNK")))
             o.chunk = (uint32_t)strtoul(ev, NULL, 0);
+        if ((ev = getenv("BV_VERIFY_PIECE")))
+            o.piece = (uint32_t)strtoul(ev, NULL, 0);
         r = bv_verify_blocks(&o, &lr->blocks, &e);
         *bytes += lr->blocks.bytes_read;
         lr->checked_data = r == 0;

@@ -169,6 +169,16 @@ struct bv_block_status {
 int bv_node_block_status(bv_node *n, uint64_t off, uint64_t len,
                          struct bv_block_status *bs, bv_error **errp);
 
+/* Read [host_off, host_off+len) of n's own image file, beneath the format
+ * layer: for a reader that took host offsets from bv_node_block_status
+ * (BV_BS_DATA, not compressed) and wants the bytes without the format
+ * driver's per-request work (the checksum verify).  Only where the protocol
+ * node sits directly under the format node n: a filter must see every
+ * request, so with one between this is -ENOTSUP and the caller reads through
+ * n.  Past the end of the file it reads zeros, as a format driver would. */
+int bv_node_pread_host(bv_node *n, void *buf, uint64_t len, uint64_t host_off,
+                       bv_error **errp);
+
 /* ---- image operations (the engine behind bvimg and /api/v1/images) ---- */
 
 struct bv_create_opts {

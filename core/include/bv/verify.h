@@ -9,10 +9,13 @@
  *                      own CRC map, bv/crcmap.h) through the link's point in
  *                      time and compare each 64 KiB block's CRC32 with the
  *                      stored one.  Cost: the link's data, never the drive
- *                      size.  Reads are batched runs of present blocks of at
- *                      most BV_VERIFY_CHUNK bytes (cache-sized), spread over
- *                      BV_VERIFY_THREADS threads, each block's CRC computed
- *                      right after its read while it is still in cache.
+ *                      size.  Threads (BV_VERIFY_THREADS) claim runs of
+ *                      present blocks of at most BV_VERIFY_CHUNK bytes and
+ *                      read each in pieces of BV_VERIFY_PIECE (L2-sized),
+ *                      each block's CRC computed right after its read while
+ *                      it is still in cache.  Where the link holds the data
+ *                      uncompressed the pieces are read from its file at the
+ *                      host offsets block status gave (bv_node_pread_host).
  *   bv_verify_compare  compare: bv_image_compare_ex over the two sides, a
  *                      full scan (extents, byte counts), wired to the job's
  *                      progress and cancel.
@@ -34,7 +37,8 @@
 #include "bv/image.h"
 #include "bv/job.h"
 
-#define BV_VERIFY_CHUNK    (1u << 20)   /* bytes per read: 16 blocks */
+#define BV_VERIFY_CHUNK    (1u << 20)   /* bytes per claimed run: 16 blocks */
+#define BV_VERIFY_PIECE    (128u << 10) /* bytes per read: 2 blocks (bench/README.md) */
 #define BV_VERIFY_THREADS  2u           /* readers of a checksum verify */
 #define BV_VERIFY_MAX_BAD_EXTENTS 4096u /* merged bad extents kept; past it the last one
                                            grows to cover the rest (never loses a block) */
@@ -49,8 +53,10 @@ struct bv_verify_blocks_opts {
     const struct bv_crcmap *map;         /* the link's own map: the blocks to check */
     struct bv_job *job;                  /* progress and cancel; may be NULL */
     unsigned threads;                    /* 0: BV_VERIFY_THREADS (at most 16) */
-    uint32_t chunk;                      /* bytes per read, a multiple of 64 KiB;
+    uint32_t chunk;                      /* bytes per claimed run, a multiple of 64 KiB;
                                             0: BV_VERIFY_CHUNK (at most 16 MiB) */
+    uint32_t piece;                      /* bytes per read, a multiple of 64 KiB, at
+                                            most chunk; 0: BV_VERIFY_PIECE */
 };
 
 struct bv_verify_blocks_result {
