@@ -140,6 +140,7 @@ static int read_piece(struct reader *rd, struct bv_block_status *bs, uint64_t *b
                 bv_error_free(e);
                 e = NULL;
                 rd->direct = false;
+                r = 0;
                 continue;
             }
         } else {
