@@ -1,6 +1,6 @@
 // Accessibility: axe-core (pinned in package-lock.json) over every view of the dashboard
-// (views.mjs: VIEWS), with data in each, folded parts opened, and over the token dialog and a
-// shown token secret; no violation of impact serious or critical is allowed.  Each one is
+// (views.mjs: VIEWS), with data in each, folded parts opened, and over the token dialog, an API
+// error and a shown token secret; no violation of impact serious or critical is allowed.  Each one is
 // printed with the elements it concerns.
 
 import { run, assert, shot, checkA11y } from './lib.mjs';
@@ -35,6 +35,13 @@ await run('a11y', async ({ daemon, newPage }) => {
     await shot(page, `a11y-${v.name}`);
   }
 
+  // an API error shown in the page (a drive id that is taken)
+  await page.goto(`${daemon.url}/#/drives`);
+  await page.getByLabel('Drive id').fill(ids.drive);
+  await page.getByRole('button', { name: 'Create drive' }).click();
+  await page.locator('.error-box').waitFor();
+  await check('error message');
+
   // a token's secret, shown once after it is made
   await page.goto(`${daemon.url}/#/tokens`);
   await page.getByLabel('Token name').fill('a11y-reader');
@@ -43,5 +50,5 @@ await run('a11y', async ({ daemon, newPage }) => {
   await check('token secret');
 
   assert(failures.length === 0, `serious or critical accessibility violations (details above):\n  ${failures.join('\n  ')}`);
-  console.log(`axe-core: no serious or critical violations in ${VIEWS.length} views, the token dialog and a token secret`);
+  console.log(`axe-core: no serious or critical violations in ${VIEWS.length} views, the token dialog, an error and a token secret`);
 }, { token: TOKEN });

@@ -1,7 +1,8 @@
-// Every view (views.mjs) at 390 px (a phone): nothing wider than the screen, the navigation reachable; a
-// screenshot of each.  Also a keyboard check: Tab from the top reaches the skip link first.
+// Every view (views.mjs) at 390 px (a phone): nothing wider than the screen, the navigation
+// reachable; a screenshot of each; axe-core finds nothing serious at that width.  Also a
+// keyboard check: Tab from the top reaches the skip link first.
 
-import { run, assert, shot } from './lib.mjs';
+import { run, assert, shot, checkA11y } from './lib.mjs';
 import { VIEWS, seed } from './views.mjs';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -29,6 +30,9 @@ await run('phone', async ({ daemon, newPage }) => {
     assert(m.sw <= m.iw, `${v}: page is ${m.sw} px wide at ${m.iw} px (${m.over.join('; ')})`);
     assert(m.over.length === 0, `${v}: elements past the right edge: ${m.over.join('; ')}`);
     await shot(page, `phone-${view.name}`);
+    // axe-core at this width too (test_a11y checks the desktop layout)
+    const bad = await checkA11y(page, `phone ${view.name}`);
+    assert(bad.length === 0, `${v}: serious or critical accessibility violations at 390 px (details above)`);
   }
 
   // keyboard: the first Tab reaches the skip link, which moves the focus to the content

@@ -53,11 +53,15 @@ export default {
     function remove(ev, r) {
       if (!window.confirm(`Delete remote ${r.name}? Its objects stay in bucket ${r.bucket}; the service forgets them.`)) return;
       ctx.act(ev.currentTarget, () => del(`/api/v1/remotes/${enc(r.name)}`), `Remote ${r.name} deleted`)
-        .then(() => load().catch(ctx.error));
+        .then(async (r) => {
+          await load().catch(ctx.error);
+          // the button is gone with its row: the focus goes to the list, not to the page's top
+          if (r !== undefined) list.querySelector('h2').focus();
+        });
     }
 
     function render(remotes) {
-      replace(list, h('h2', { id: 'rm-list' }, 'Remotes'),
+      replace(list, h('h2', { id: 'rm-list', tabindex: '-1' }, 'Remotes'),
         table('S3 remotes by name', [
           { label: 'Name', cell: (r) => h('strong', {}, r.name) },
           { label: 'Endpoint', class: 'wide', cell: (r) => h('span', { class: 'mono small wrap' }, r.endpoint) },

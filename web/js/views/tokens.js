@@ -94,12 +94,16 @@ export default {
     function remove(ev, t) {
       if (!window.confirm(`Delete token ${t.name}? Anything using it is refused from now on.`)) return;
       ctx.act(ev.currentTarget, () => del(`/api/v1/tokens/${enc(t.name)}`), `Token ${t.name} deleted`)
-        .then(() => load().catch(ctx.error));
+        .then(async (r) => {
+          await load().catch(ctx.error);
+          // the button is gone with its row: the focus goes to the list, not to the page's top
+          if (r !== undefined) list.querySelector('h2').focus();
+        });
     }
 
     function render(tokens) {
       const now = Date.now();
-      replace(list, h('h2', { id: 'tk-list' }, 'Tokens'),
+      replace(list, h('h2', { id: 'tk-list', tabindex: '-1' }, 'Tokens'),
         table('API tokens by name', [
           { label: 'Name', cell: (t) => h('span', { class: 'mono' }, t.name) },
           { label: 'Role', cell: (t) => badge(t.role, ROLE_TONE[t.role]) },
@@ -117,7 +121,7 @@ export default {
       await load();
     } catch (e) {
       // a reader or operator token may not list tokens (403): say so where the list would be
-      replace(list, h('h2', { id: 'tk-list' }, 'Tokens'));
+      replace(list, h('h2', { id: 'tk-list', tabindex: '-1' }, 'Tokens'));
       loadingError(list, e);
     }
     return {};
