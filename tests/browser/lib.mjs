@@ -142,6 +142,26 @@ export async function run(name, body, { token } = {}) {
   }
 }
 
+// Runs axe-core (tests/browser/node_modules, pinned by package-lock.json) over the page as it
+// is now; returns the violations of impact serious or critical, each printed with the elements
+// it concerns (less severe ones are printed as notes).
+export async function checkA11y(page, label) {
+  const axe = join(here, 'node_modules', 'axe-core', 'axe.min.js');
+  if (!existsSync(axe)) skip(`axe-core is not installed (run scripts/install-deps: npm ci in ${here})`);
+  if (!(await page.evaluate(() => typeof window.axe === 'object'))) await page.addScriptTag({ path: axe });
+  const found = await page.evaluate(async () => {
+    const r = await window.axe.run(document, { resultTypes: ['violations'] });
+    return r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help, url: v.helpUrl,
+      nodes: v.nodes.map((n) => ({ target: n.target.join(' '), why: n.failureSummary, html: n.html.slice(0, 160) })) }));
+  });
+  const bad = found.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  for (const v of found) {
+    const head = `${bad.includes(v) ? 'A11Y VIOLATION' : 'a11y note'} [${label}] ${v.impact} ${v.id}: ${v.help} (${v.url})`;
+    console.log([head, ...v.nodes.slice(0, 8).map((n) => `    at ${n.target}: ${n.html}\n      ${(n.why || '').replace(/\n/g, '\n      ')}`)].join('\n'));
+  }
+  return bad;
+}
+
 // Follows a link of the main navigation (a hash route: the page is not reloaded).
 export async function nav(page, name) {
   await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name, exact: true }).click();

@@ -19,6 +19,12 @@ const routes = [
   [/^#\/jobs$/, jobs, 'jobs'],
   [/^#\/reports$/, reports, 'reports'],
   [/^#\/reports\/([^/]+)$/, report, 'reports'],
+  // operations views (storage, images, NBD exports, remotes, tokens): each module is loaded
+  // the first time it is shown; [route, module file, nav entry]
+  ...[[/^#\/storage$/, 'storage', 'storage'], [/^#\/images$/, 'images', 'images'],
+    [/^#\/images\/(.+)$/, 'image', 'images'], [/^#\/exports$/, 'exports', 'exports'],
+    [/^#\/remotes$/, 'remotes', 'remotes'], [/^#\/tokens$/, 'tokens', 'tokens'],
+  ].map(([re, file, nav]) => [re, { mount: (...a) => import(`./views/${file}.js`).then((m) => m.default.mount(...a)) }, nav]),
   [/^#\/policies$/, policies, 'policies'],
 ];
 
