@@ -3,7 +3,8 @@
 // directly, save screenshots, fail loudly.  A missing chromium or node module is a skip (77).
 
 import { spawn } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, existsSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, existsSync, writeFileSync, readFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -46,12 +47,15 @@ export async function shot(page, name) {
   return path;
 }
 
-// Starts `blockvault serve` on 127.0.0.1:0 and waits for its "listening on" line.
-export async function startDaemon({ token } = {}) {
+// Starts `blockvault serve` on 127.0.0.1:0 and waits for its "listening on" line.  With tls,
+// over --tls-self-signed: d.api then trusts exactly that certificate (pinned: its PEM as the
+// only CA) and d.fingerprint is the one the daemon printed.
+export async function startDaemon({ token, tls } = {}) {
   const bin = process.env.BV_DAEMON;
   if (!bin || !existsSync(bin)) skip('BV_DAEMON is not set to the blockvault binary');
   const data = mkdtempSync(join(tmpdir(), 'bv-browser-'));
   const args = ['serve', '--listen', '127.0.0.1:0', '--data', data];
+  if (tls) args.push('--tls-self-signed');
   if (process.env.BV_SOURCE_DIR) args.push('--web', join(process.env.BV_SOURCE_DIR, 'web'));
   if (token) {
     const tf = join(data, 'token');
@@ -64,7 +68,7 @@ export async function startDaemon({ token } = {}) {
     const t = setTimeout(() => reject(new Error(`daemon did not start:\n${log}`)), 20000);
     const on = (buf) => {
       log += buf.toString();
-      const m = log.match(/listening on (http:\/\/[0-9.:]+)/);
+      const m = log.match(/listening on (https?:\/\/[0-9.:]+)/);
       if (m) { clearTimeout(t); resolve(m[1]); }
     };
     child.stdout.on('data', on);
@@ -73,14 +77,31 @@ export async function startDaemon({ token } = {}) {
   });
   child.stdout.on('data', (b) => { log += b.toString(); });
   child.stderr.on('data', (b) => { log += b.toString(); });
+  let ca = null, fingerprint = null;
+  if (tls) {
+    ca = readFileSync(join(data, 'tls', 'cert.pem'), 'utf8');
+    fingerprint = (log.match(/tls fingerprint sha256 (\S+)/) || [])[1] || null;
+  }
+  const request = (method, path, headers, body) => new Promise((resolve, reject) => {
+    const req = httpsRequest(url + path, { method, headers, ca }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => { text += c; });
+      res.on('end', () => resolve({ status: res.statusCode, text }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
   const d = {
-    url, data, images: join(data, 'images'), child,
+    url, data, images: join(data, 'images'), child, fingerprint,
     get log() { return log; },
     async api(method, path, body, { status } = {}) {
       const headers = token ? { Authorization: `Bearer ${token}` } : {};
       if (body !== undefined) headers['Content-Type'] = 'application/json';
-      const res = await fetch(url + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-      const text = await res.text();
+      const payload = body === undefined ? undefined : JSON.stringify(body);
+      const res = tls ? await request(method, path, headers, payload)
+        : await fetch(url + path, { method, headers, body: payload });
+      const text = tls ? res.text : await res.text();
       if (status !== undefined && res.status !== status) throw new Error(`${method} ${path}: want ${status}, got ${res.status}: ${text}`);
       return text ? JSON.parse(text) : null;
     },
@@ -109,11 +130,11 @@ export async function launch() {
 }
 
 // Runs a test body with a daemon and a browser; collects page errors; always cleans up.
-export async function run(name, body, { token } = {}) {
+export async function run(name, body, { token, tls } = {}) {
   let daemon = null, browser = null;
   const pageErrors = [];
   try {
-    daemon = await startDaemon({ token });
+    daemon = await startDaemon({ token, tls });
     browser = await launch();
     const newPage = async (opts = {}) => {
       const ctx = await browser.newContext({ viewport: { width: 1280, height: 860 }, ...opts });
