@@ -74,6 +74,21 @@ static void print_snapshot_json(const struct bv_snapshot_info *sn, bool last)
            last ? "" : ",");
 }
 
+/* Where the backing file really is, as qemu-img names it: an absolute name
+ * as recorded, a relative one joined to the image name's directory part
+ * (qemu's path_combine: "sub/t.qcow2" + "../b.qcow2" = "sub/../b.qcow2",
+ * not normalised).  malloc'd. */
+static char *full_backing_name(const char *file, const char *backing)
+{
+    const char *slash = strrchr(file, '/');
+    size_t dir = backing[0] == '/' || !slash ? 0 : (size_t)(slash + 1 - file);
+    size_t n = dir + strlen(backing) + 1;
+    char *full = malloc(n);
+    if (full)
+        snprintf(full, n, "%.*s%s", (int)dir, file, backing);
+    return full;
+}
+
 static void print_info_json(const char *file, const struct bv_image_info *in,
                             const struct bv_snapshot_list *sl)
 {
@@ -104,6 +119,13 @@ static void print_info_json(const char *file, const struct bv_image_info *in,
             printf(",\n            \"corrupt\": %s,\n            \"extended-l2\": %s",
                    in->corrupt ? "true" : "false", in->extended_l2 ? "true" : "false");
         printf("\n        }\n    },\n");
+    }
+    char *full = in->backing[0] ? full_backing_name(file, in->backing) : NULL;
+    if (full) {
+        printf("    \"full-backing-filename\": ");
+        bvimg_json_string(full);
+        printf(",\n");
+        free(full);
     }
     if (in->backing[0]) {
         printf("    \"backing-filename\": ");
@@ -152,8 +174,14 @@ static void print_info_human(const char *file, const struct bv_image_info *in,
            file, bv_format_name(in->format), vs, in->virtual_size, ds);
     if (in->cluster_size)
         printf("cluster_size: %" PRIu32 "\n", in->cluster_size);
-    if (in->backing[0])
-        printf("backing file: %s\n", in->backing);
+    if (in->backing[0]) {
+        char *full = full_backing_name(file, in->backing);
+        printf("backing file: %s", in->backing);
+        if (full && strcmp(full, in->backing) != 0)
+            printf(" (actual path: %s)", full);
+        printf("\n");
+        free(full);
+    }
     if (in->backing[0] && in->backing_format != BV_FMT_NONE)
         printf("backing file format: %s\n", bv_format_name(in->backing_format));
     if (in->dirty)

@@ -10,16 +10,17 @@
 #     icount of -1 (not recorded: blank column, no "icount" key);
 #   - two time zones (the DATE column is local time);
 #   - an image without snapshots shows neither the table nor the key, and an
-#     overlay lists its own snapshots, not its backing file's.
+#     overlay lists its own snapshots, not its backing file's;
+#   - an overlay's backing file: "full-backing-filename" and the human
+#     "(actual path: ...)" for a relative name seen from three directories.
 . "$(dirname "$0")/lib.sh"
 
 # same IMG...: bvimg info must print what qemu-img info prints, human and json.
-# qemu-img's json adds "full-backing-filename" (an absolute path), left out here.
 same() {
     local img out_q out_b
     for img in "$@"; do
         for o in human json; do
-            out_q=$(qemu-img info --output=$o "$img" | grep -v '"full-backing-filename"') ||
+            out_q=$(qemu-img info --output=$o "$img") ||
                 { fail "qemu-img info $img"; continue; }
             out_b=$(bv info --output=$o "$img") || { fail "bvimg info --output=$o $img"; continue; }
             [ "$out_q" = "$out_b" ] ||
@@ -101,6 +102,16 @@ same "$top"
 qemu-img snapshot -c on-top "$top"
 same "$top"
 [ "$(bv info --output=json "$top" | grep -c '"id"')" = 1 ] || fail "overlay: one snapshot expected"
+
+note "relative backing names: full-backing-filename and (actual path: ...) as qemu-img"
+mkdir -p "$T/sub"
+cp "$img" "$T/base.qcow2"
+(cd "$T/sub" && qemu-img create -q -f qcow2 -b ../base.qcow2 -F qcow2 rel.qcow2)
+same "$T/sub/rel.qcow2"
+(cd "$T" && same sub/rel.qcow2)
+(cd "$T/sub" && same rel.qcow2)
+bv info --output=json "$T/sub/rel.qcow2" | grep -q "\"full-backing-filename\": \"$T/sub/../base.qcow2\"" ||
+    fail "full-backing-filename of a relative name"
 
 note "bvimg check stays clean"
 bv check "$img" >/dev/null || fail "bvimg check $img"
