@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -48,6 +49,8 @@ struct bv_notifier {
     pthread_cond_t cond;
     bool stop, kicked;
     bool threshold_episode;        /* space_low (threshold) notified, not over */
+    bool threshold_logged;         /* the same, for the log line */
+    bool space_recheck;            /* a notification was made: check the threshold now */
     bool refused_episode;          /* space_low (refused) notified, not over */
     bool refused_due;              /* a refusal to notify: refused_need/free */
     uint64_t refused_need, refused_free;
@@ -132,6 +135,9 @@ int bv_notify_check_url(const char *url, bv_error **errp)
             return bv_error_setf(errp, EINVAL, "url: no spaces or control characters");
     if (strncasecmp(url, "http://", 7) != 0 && strncasecmp(url, "https://", 8) != 0)
         return bv_error_setf(errp, EINVAL, "url: must start with http:// or https://");
+    const char *authority = strstr(url, "://") + 3;
+    if (*authority == '/' || *authority == '\0' || *authority == '?' || *authority == '#')
+        return bv_error_setf(errp, EINVAL, "url: '%s' names no host", url);
     CURLU *u = curl_url();
     char *host = NULL;
     int r = 0;
@@ -272,6 +278,14 @@ int bv_notify_create(struct bv_app *app, const struct bv_notify_spec *s, bv_erro
         return bv_error_setf(errp, EEXIST, "Notification '%s' already exists", s->name);
     if (r < 0)
         return bv_error_setf(errp, EIO, "cannot record notification '%s'", s->name);
+    struct bv_notifier *nt = app->notifier;
+    if (nt && (events & (1u << BV_NOTIFY_SPACE_LOW))) {
+        pthread_mutex_lock(&nt->lock);
+        nt->space_recheck = true;
+        nt->kicked = true;
+        pthread_cond_broadcast(&nt->cond);
+        pthread_mutex_unlock(&nt->lock);
+    }
     return 0;
 }
 
@@ -310,8 +324,9 @@ static void kick(struct bv_app *app)
     pthread_mutex_unlock(&n->lock);
 }
 
-/* One event: a pending delivery per notification that wants it.  Takes data. */
-static void emit(struct bv_app *app, enum bv_notify_event ev, cJSON *data)
+/* One event: a pending delivery per notification that wants it.  Takes data.
+ * Returns how many were made. */
+static int emit(struct bv_app *app, enum bv_notify_event ev, cJSON *data)
 {
     unsigned char rnd[8];
     char id[20] = "ev-", now[32];
@@ -328,7 +343,7 @@ static void emit(struct bv_app *app, enum bv_notify_event ev, cJSON *data)
     cJSON_Delete(o);
     if (!body) {
         log_error("notification '%s' lost: out of memory", bv_notify_event_names[ev]);
-        return;
+        return 0;
     }
     int64_t due = real_ms();
     char due_at[32];
@@ -343,6 +358,7 @@ static void emit(struct bv_app *app, enum bv_notify_event ev, cJSON *data)
     free(body);
     if (r > 0)
         kick(app);
+    return r > 0 ? r : 0;
 }
 
 void bv_notify_job_concluded(struct bv_app *app, const struct bv_job_info *j)
@@ -508,19 +524,27 @@ static void check_space(struct bv_notifier *n)
         return;
     bool low = (double)sp.free * 100.0 < (double)sp.total * pct;
     pthread_mutex_lock(&n->lock);
-    bool fresh = low && !n->threshold_episode;
-    n->threshold_episode = low;
+    bool fresh = low && !n->threshold_episode, log = low && !n->threshold_logged;
+    n->threshold_logged = low;
+    if (!low)
+        n->threshold_episode = false;
     pthread_mutex_unlock(&n->lock);
+    if (log)
+        log_warn("storage directory: %" PRIu64 " of %" PRIu64 " bytes free, below %u%%",
+                 sp.free, sp.total, pct);
     if (!fresh)
         return;
-    log_warn("storage directory: %" PRIu64 " of %" PRIu64 " bytes free, below %u%%", sp.free,
-             sp.total, pct);
     cJSON *d = cJSON_CreateObject();
     cJSON_AddStringToObject(d, "cause", "threshold");
     cJSON_AddNumberToObject(d, "free", (double)sp.free);
     cJSON_AddNumberToObject(d, "total", (double)sp.total);
     cJSON_AddNumberToObject(d, "threshold_percent", pct);
-    emit(app, BV_NOTIFY_SPACE_LOW, d);
+    /* the episode begins once someone was told (a notification made later
+     * hears of a low space that is still low) */
+    bool told = emit(app, BV_NOTIFY_SPACE_LOW, d) > 0;
+    pthread_mutex_lock(&n->lock);
+    n->threshold_episode = told;
+    pthread_mutex_unlock(&n->lock);
 }
 
 /* ---- delivery ------------------------------------------------------------------------ */
@@ -746,8 +770,9 @@ static void *notifier_main(void *opaque)
     int64_t space_due = 0;
     for (;;) {
         pthread_mutex_lock(&n->lock);
-        bool stop = n->stop, refused = n->refused_due;
+        bool stop = n->stop, refused = n->refused_due || n->space_recheck;
         n->kicked = false;
+        n->space_recheck = false;
         pthread_mutex_unlock(&n->lock);
         if (stop)
             break;
