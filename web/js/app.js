@@ -11,6 +11,7 @@ import jobs from './views/jobs.js';
 import reports from './views/reports.js';
 import report from './views/report.js';
 import policies from './views/policies.js';
+import notifications from './views/notifications.js';
 
 const routes = [
   [/^#\/overview$/, overview, 'overview'],
@@ -20,6 +21,7 @@ const routes = [
   [/^#\/reports$/, reports, 'reports'],
   [/^#\/reports\/([^/]+)$/, report, 'reports'],
   [/^#\/policies$/, policies, 'policies'],
+  [/^#\/notifications$/, notifications, 'notifications'],
 ];
 
 const main = document.getElementById('main');
