@@ -8,8 +8,11 @@
  *    restart (same event id, same body);
  *  - a receiver that never answers: the delivery is failed after
  *    --notify-attempts attempts, with the error, and counted in /metrics;
+ *  - corruption: a blkverify mismatch's report reaches the receiver;
  *  - space_low: under a forced low free space (BV_TEST_FREE_BYTES) the
  *    threshold is told once, and a 507-refused backup once per episode;
+ *  - protection_stale (--test-clock): a daily policy's drive whose backups
+ *    fail is told once after three days, the one whose backups work never;
  *  - validation: bad url, unknown or repeated event, bad name, short secret,
  *    unknown field are 400 with the field named; the secret never comes back.
  */
@@ -205,19 +208,25 @@ static void assert_signed(const struct req *q, const char *secret)
 static struct bvh H;
 static char hook_url[128];
 
-static cJSON *deliveries(const char *name)
+static cJSON *deliveries_on(struct bvh *h, const char *name)
 {
     char path[160];
     snprintf(path, sizeof(path), "/api/v1/notifications/%s/deliveries", name);
-    cJSON *j = bvh_json(&H, "GET", 200, path, NULL);
-    return j;
+    return bvh_json(h, "GET", 200, path, NULL);
 }
 
-/* The newest delivery of name once pred holds for it (polled), or fails. */
-static cJSON *wait_delivery(const char *name, const char *state, int min_attempts)
+static cJSON *deliveries(const char *name)
+{
+    return deliveries_on(&H, name);
+}
+
+/* The newest delivery of name once it is in state with at least min_attempts
+ * (polled), or fails. */
+static cJSON *wait_delivery_on(struct bvh *h, const char *name, const char *state,
+                               int min_attempts)
 {
     for (int i = 0; i < WAIT_S * 10; i++) {
-        cJSON *j = deliveries(name);
+        cJSON *j = deliveries_on(h, name);
         cJSON *d = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "deliveries"), 0);
         if (d && strcmp(bvh_str(d, "state"), state) == 0 &&
             bvh_num(d, "attempts") >= min_attempts) {
@@ -231,6 +240,11 @@ static cJSON *wait_delivery(const char *name, const char *state, int min_attempt
     fail_msg("no delivery of '%s' reached state %s with %d attempts", name, state,
              min_attempts);
     return NULL;
+}
+
+static cJSON *wait_delivery(const char *name, const char *state, int min_attempts)
+{
+    return wait_delivery_on(&H, name, state, min_attempts);
 }
 
 static void expect_400(const char *body, const char *words)
@@ -455,7 +469,10 @@ static void test_failed_after_attempts(void **state)
     const char *m = strstr(r.body, "blockvault_notification_deliveries{state=\"failed\"} ");
     assert_non_null(m);
     assert_true(atoi(m + strlen("blockvault_notification_deliveries{state=\"failed\"} ")) >= 1);
-    assert_non_null(strstr(r.body, "blockvault_notification_deliveries{state=\"delivered\"} 2"));
+    m = strstr(r.body, "blockvault_notification_deliveries{state=\"delivered\"} ");
+    assert_non_null(m);
+    assert_int_equal(atoi(m + strlen("blockvault_notification_deliveries{state=\"delivered\"} ")),
+                     3);                        /* hook: two job_failed, one corruption */
     bvh_resp_free(&r);
 
     /* deleting a notification takes its log and its secret file */
@@ -470,6 +487,132 @@ static void test_failed_after_attempts(void **state)
                                  NULL, NULL, &r), 0);
     bvh_assert_error(&r, 404, "NotFound");
     bvh_resp_free(&r);
+}
+
+/* A blkverify mismatch files a corruption report: "hook" (job_failed and
+ * corruption) is told, with the report's id. */
+static void test_corruption(void **state)
+{
+    (void)state;
+    set_mode(0, 0);
+    int before = wait_requests(1000, 0);
+    bvh_blkverify_mismatch_drive(&H, "bv0", "bvt.qcow2", "bvref.raw");
+    struct bvh_resp r;
+    assert_int_equal(bvh_request(&H, "GET", "/api/v1/drives/bv0/data?offset=0&length=512", NULL,
+                                 0, NULL, NULL, &r), 0);
+    assert_true(r.status >= 400);
+    const cJSON *e = cJSON_GetObjectItem(r.json, "error");
+    char rid[64];
+    snprintf(rid, sizeof(rid), "%s", bvh_str(e, "report_id"));
+    bvh_resp_free(&r);
+    assert_true(wait_requests(before, WAIT_S) > before);
+    pthread_mutex_lock(&R.lock);
+    struct req *q = &R.reqs[before];
+    assert_string_equal(q->event, "corruption");
+    assert_signed(q, SECRET);
+    cJSON *p = cJSON_Parse(q->body);
+    pthread_mutex_unlock(&R.lock);
+    assert_string_equal(bvh_str(p, "event"), "corruption");
+    const cJSON *data = cJSON_GetObjectItem(p, "data");
+    assert_string_equal(bvh_str(data, "report_id"), rid);
+    assert_string_equal(bvh_str(data, "drive"), "bv0");
+    assert_int_equal((long long)bvh_num(data, "first_mismatch_offset"), 0);
+    cJSON_Delete(p);
+    cJSON *d = wait_delivery("hook", "delivered", 1);
+    assert_string_equal(bvh_str(d, "event"), "corruption");
+    cJSON_Delete(d);
+}
+
+/* The end of the policy run the clock move at `now` starts (POLICY_RUN other than "started"). */
+static void policy_tick(struct bvh *h, long long now, long long *after)
+{
+    cJSON_Delete(bvh_json(h, "POST", 200, "/api/v1/test/clock", "{\"now\":%lld}", now));
+    for (int i = 0; i < WAIT_S; i++) {
+        char path[160];
+        snprintf(path, sizeof(path), "/api/v1/events?after=%lld&name=POLICY_RUN&wait=1", *after);
+        cJSON *j = bvh_json(h, "GET", 200, path, NULL);
+        bool ended = false;
+        const cJSON *ev;
+        cJSON_ArrayForEach(ev, cJSON_GetObjectItem(j, "events")) {
+            *after = (long long)bvh_num(ev, "seq");
+            if (strcmp(bvh_str(cJSON_GetObjectItem(ev, "data"), "status"), "started") != 0)
+                ended = true;
+        }
+        cJSON_Delete(j);
+        if (ended)
+            return;
+    }
+    fail_msg("no policy run ended after the clock moved to %lld", now);
+}
+
+static int count_event(const char *event, int from)
+{
+    int n = 0;
+    pthread_mutex_lock(&R.lock);
+    for (int i = from; i < R.n; i++)
+        if (strcmp(R.reqs[i].event, event) == 0)
+            n++;
+    pthread_mutex_unlock(&R.lock);
+    return n;
+}
+
+/* A daily policy over a drive whose backups fail and one whose backups work:
+ * three days on (the catch-up run fails for "bad") only "bad" is stale, told
+ * once; the next day's run (still failing) is the same episode. */
+static void test_protection_stale(void **state)
+{
+    (void)state;
+    const long long t0 = 1900000000;
+    struct bvh P = { 0 };
+    static const char *args[] = { "--test-clock=1900000000", "--notify-retry-ms", "100", NULL };
+    struct bvh_opts o = { .args = args };
+    assert_int_equal(bvh_start(&P, &o), 0);
+    set_mode(0, 0);
+    int before = wait_requests(1000, 0);
+    cJSON_Delete(bvh_json(&P, "POST", 201, "/api/v1/notifications",
+                          "{\"name\":\"stale\",\"url\":\"%s\",\"events\":[\"protection_stale\"]}",
+                          hook_url));
+    cJSON_Delete(bvh_json(&P, "POST", 201, "/api/v1/drives",
+                          "{\"id\":\"bad\",\"format\":\"qcow2\",\"size\":\"1M\",\"blkdebug\":"
+                          FAILING_BLKDEBUG "}"));
+    cJSON_Delete(bvh_json(&P, "POST", 200, "/api/v1/drives/bad/io",
+                          "{\"commands\":[\"write -P 0xab 0 64k\"]}"));
+    cJSON_Delete(bvh_json(&P, "POST", 201, "/api/v1/drives",
+                          "{\"id\":\"good\",\"format\":\"qcow2\",\"size\":\"1M\"}"));
+    cJSON_Delete(bvh_json(&P, "POST", 201, "/api/v1/policies",
+                          "{\"name\":\"daily\",\"drives\":[\"bad\",\"good\"],"
+                          "\"schedule\":\"0 3 * * *\",\"retention\":{\"keep_last\":5}}"));
+    cJSON *j = bvh_json(&P, "GET", 200, "/api/v1/events?after=latest", NULL);
+    long long after = (long long)bvh_num(j, "next");
+    cJSON_Delete(j);
+
+    policy_tick(&P, t0 + 3 * 86400, &after);
+    assert_true(wait_requests(before, WAIT_S) > before);
+    pthread_mutex_lock(&R.lock);
+    struct req *q = &R.reqs[before];
+    assert_string_equal(q->event, "protection_stale");
+    cJSON *p = cJSON_Parse(q->body);
+    pthread_mutex_unlock(&R.lock);
+    const cJSON *data = cJSON_GetObjectItem(p, "data");
+    assert_string_equal(bvh_str(data, "policy"), "daily");
+    assert_string_equal(bvh_str(data, "drive"), "bad");
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(data, "newest_backup_at")));
+    assert_int_equal((long long)bvh_num(data, "interval_s"), 86400);
+    assert_true(bvh_num(data, "age_s") > 2 * 86400);
+    cJSON_Delete(p);
+
+    /* a day later the run fails again: same episode, nothing new ("good" never stale) */
+    policy_tick(&P, t0 + 4 * 86400, &after);
+    policy_tick(&P, t0 + 5 * 86400, &after);   /* the scheduler has checked after run 2 */
+    cJSON *d = wait_delivery_on(&P, "stale", "delivered", 1);
+    cJSON_Delete(d);
+    j = bvh_json(&P, "GET", 200, "/api/v1/notifications/stale", NULL);
+    const cJSON *c = cJSON_GetObjectItem(j, "deliveries");
+    assert_int_equal((int)(bvh_num(c, "pending") + bvh_num(c, "delivered") + bvh_num(c, "failed")),
+                     1);
+    cJSON_Delete(j);
+    assert_int_equal(count_event("protection_stale", before), 1);
+    bvh_stop(&P);
 }
 
 /* A daemon that sees 1000 free bytes: space_low at the threshold (once),
@@ -539,8 +682,10 @@ int main(void)
         cmocka_unit_test(test_validation),
         cmocka_unit_test(test_job_failed_signed_and_retried),
         cmocka_unit_test(test_pending_survives_restart),
+        cmocka_unit_test(test_corruption),
         cmocka_unit_test(test_failed_after_attempts),
         cmocka_unit_test(test_space_low),
+        cmocka_unit_test(test_protection_stale),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
