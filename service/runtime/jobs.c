@@ -300,6 +300,7 @@ static int log_interrupted(const struct bvdb_job *j, void *opaque)
     struct bv_app *app = opaque;
     log_warn("job '%s' (%s) was %s when the service stopped: %s", j->job_id, j->type, j->status,
              INTERRUPTED);
+    bv_notify_job_failed(app, j->job_id, j->type, j->device, INTERRUPTED);
     if (strcmp(j->type, "restore") == 0)
         drop_partial_restore(app, j);
     return 0;

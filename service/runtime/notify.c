@@ -361,25 +361,34 @@ static int emit(struct bv_app *app, enum bv_notify_event ev, cJSON *data)
     return r > 0 ? r : 0;
 }
 
-void bv_notify_job_concluded(struct bv_app *app, const struct bv_job_info *j)
+void bv_notify_job_failed(struct bv_app *app, const char *job_id, const char *type,
+                          const char *device, const char *error)
 {
-    if (!j->error[0] || j->cancelled)
-        return;
     cJSON *d = cJSON_CreateObject();
-    cJSON_AddStringToObject(d, "job_id", j->id);
-    cJSON_AddStringToObject(d, "type", j->type ? j->type : "");
-    if (j->device[0])
-        cJSON_AddStringToObject(d, "device", j->device);
+    cJSON_AddStringToObject(d, "job_id", job_id);
+    cJSON_AddStringToObject(d, "type", type ? type : "");
+    if (device && device[0])
+        cJSON_AddStringToObject(d, "device", device);
     else
         cJSON_AddNullToObject(d, "device");
-    cJSON_AddStringToObject(d, "error", j->error);
+    cJSON_AddStringToObject(d, "error", error);
     emit(app, BV_NOTIFY_JOB_FAILED, d);
+}
+
+void bv_notify_job_concluded(struct bv_app *app, const struct bv_job_info *j)
+{
+    if (j->error[0] && !j->cancelled)
+        bv_notify_job_failed(app, j->id, j->type, j->device, j->error);
 }
 
 void bv_notify_corruption(struct bv_app *app, const char *data_json)
 {
     cJSON *d = data_json ? cJSON_Parse(data_json) : NULL;
-    emit(app, BV_NOTIFY_CORRUPTION, cJSON_IsObject(d) ? d : (cJSON_Delete(d), NULL));
+    if (!cJSON_IsObject(d)) {
+        cJSON_Delete(d);
+        d = NULL;                  /* emit sends {} */
+    }
+    emit(app, BV_NOTIFY_CORRUPTION, d);
 }
 
 /* ---- protection_stale ---------------------------------------------------------------- */

@@ -25,7 +25,8 @@
  *
  * Sources (each a typed call from the unit that sees the event):
  *   job_failed        any job that concludes with an error (runtime/jobs.c's
- *                     event sink): data {"job_id","type","device","error"};
+ *                     event sink), and each job found "interrupted by restart"
+ *                     at start-up: data {"job_id","type","device","error"};
  *   corruption        a corrupt verify report or a blkverify mismatch
  *                     (CORRUPTION_DETECTED's data);
  *   protection_stale  a drive under an enabled policy whose newest complete
@@ -101,6 +102,9 @@ void bv_notify_stop(struct bv_app *app);
 /* ---- sources ---- */
 /* A job concluded; a no-op unless it failed. */
 void bv_notify_job_concluded(struct bv_app *app, const struct bv_job_info *j);
+/* A job failed that the engine no longer knows (live when the service died). */
+void bv_notify_job_failed(struct bv_app *app, const char *job_id, const char *type,
+                          const char *device, const char *error);
 /* data_json: CORRUPTION_DETECTED's data object. */
 void bv_notify_corruption(struct bv_app *app, const char *data_json);
 /* The scheduler's check of one enabled policy (runtime/policies.c):

@@ -9,6 +9,7 @@
  *  - a receiver that never answers: the delivery is failed after
  *    --notify-attempts attempts, with the error, and counted in /metrics;
  *  - corruption: a blkverify mismatch's report reaches the receiver;
+ *  - a job running when the daemon is killed is a job_failed at the next start;
  *  - space_low: under a forced low free space (BV_TEST_FREE_BYTES) the
  *    threshold is told once, and a 507-refused backup once per episode;
  *  - protection_stale (--test-clock): a daily policy's drive whose backups
@@ -472,7 +473,7 @@ static void test_failed_after_attempts(void **state)
     m = strstr(r.body, "blockvault_notification_deliveries{state=\"delivered\"} ");
     assert_non_null(m);
     assert_int_equal(atoi(m + strlen("blockvault_notification_deliveries{state=\"delivered\"} ")),
-                     3);                        /* hook: two job_failed, one corruption */
+                     4);            /* hook: two failed backups, a corruption, an interrupted job */
     bvh_resp_free(&r);
 
     /* deleting a notification takes its log and its secret file */
@@ -520,6 +521,42 @@ static void test_corruption(void **state)
     cJSON_Delete(p);
     cJSON *d = wait_delivery("hook", "delivered", 1);
     assert_string_equal(bvh_str(d, "event"), "corruption");
+    cJSON_Delete(d);
+}
+
+/* A job running when the service dies is failed at the next start-up
+ * ("interrupted by restart"), and that is a job_failed too. */
+static void test_interrupted_job(void **state)
+{
+    (void)state;
+    set_mode(0, 0);
+    cJSON_Delete(bvh_json(&H, "POST", 201, "/api/v1/drives",
+                          "{\"id\":\"slow\",\"format\":\"qcow2\",\"size\":\"1M\"}"));
+    cJSON_Delete(bvh_json(&H, "POST", 200, "/api/v1/drives/slow/io",
+                          "{\"commands\":[\"write -P 0x5a 0 1M\"]}"));
+    cJSON *j = bvh_json(&H, "POST", 201, "/api/v1/jobs",
+                        "{\"type\":\"backup\",\"device\":\"slow\",\"sync\":\"full\","
+                        "\"target\":\"slow.full.qcow2\",\"speed\":4096}");
+    cJSON_Delete(j);
+    j = bvh_json(&H, "GET", 200, "/api/v1/jobs/slow", NULL);
+    assert_string_equal(bvh_str(j, "status"), "running");
+    cJSON_Delete(j);
+    int before = wait_requests(1000, 0);
+    bvh_kill9(&H);
+    assert_int_equal(bvh_restart(&H), 0);
+    assert_true(wait_requests(before, WAIT_S) > before);
+    pthread_mutex_lock(&R.lock);
+    struct req *q = &R.reqs[before];
+    assert_string_equal(q->event, "job_failed");
+    cJSON *p = cJSON_Parse(q->body);
+    pthread_mutex_unlock(&R.lock);
+    const cJSON *data = cJSON_GetObjectItem(p, "data");
+    assert_string_equal(bvh_str(data, "job_id"), "slow");
+    assert_string_equal(bvh_str(data, "device"), "slow");
+    assert_string_equal(bvh_str(data, "type"), "backup");
+    assert_string_equal(bvh_str(data, "error"), "interrupted by restart");
+    cJSON_Delete(p);
+    cJSON *d = wait_delivery("hook", "delivered", 1);
     cJSON_Delete(d);
 }
 
@@ -683,6 +720,7 @@ int main(void)
         cmocka_unit_test(test_job_failed_signed_and_retried),
         cmocka_unit_test(test_pending_survives_restart),
         cmocka_unit_test(test_corruption),
+        cmocka_unit_test(test_interrupted_job),
         cmocka_unit_test(test_failed_after_attempts),
         cmocka_unit_test(test_space_low),
         cmocka_unit_test(test_protection_stale),
