@@ -7,7 +7,7 @@ import { run, assert, shot } from './lib.mjs';
 
 await run('notifications', async ({ daemon, newPage }) => {
   await daemon.api('POST', '/api/v1/notifications', { name: 'pager', url: 'http://127.0.0.1:1/hook',
-    events: ['job_failed', 'space_low'], secret: 'whsec-browser-test' }, { status: 201 });
+    events: ['job_failed', 'corruption'], secret: 'whsec-browser-test' }, { status: 201 });
   await daemon.api('POST', '/api/v1/drives', { id: 'bad0', format: 'qcow2', size: '1M',
     blkdebug: { inject_error: [{ event: 'read_aio', errno: 5 }] } }, { status: 201 });
   await daemon.api('POST', '/api/v1/drives/bad0/io', { commands: ['write -P 0xab 0 64k'] });
