@@ -14,6 +14,7 @@
  *    threshold is told once, and a 507-refused backup once per episode;
  *  - protection_stale (--test-clock): a daily policy's drive whose backups
  *    fail is told once after three days, the one whose backups work never;
+ *  - roles: every notification route, reads included, needs the admin token;
  *  - validation: bad url, unknown or repeated event, bad name, short secret,
  *    unknown field are 400 with the field named; the secret never comes back.
  */
@@ -51,6 +52,7 @@ struct req {
     char *body;
     size_t len;
     int answered;                  /* the status the receiver gave */
+    long long at_ms;               /* when it arrived (unix ms) */
 };
 
 static struct {
@@ -68,6 +70,24 @@ struct conn {
     char *body;
     size_t len;
 };
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* "2026-12-02T19:30:31.645Z" → unix ms. */
+static long long parse_ms(const char *s)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    assert_non_null(p);
+    assert_true(p[0] == '.' && strlen(p) == 5 && p[4] == 'Z');
+    return (long long)timegm(&tm) * 1000 + atoi(p + 1);
+}
 
 static void copy_header(struct MHD_Connection *c, const char *name, char *out, size_t cap)
 {
@@ -115,6 +135,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         q->body = k->body ? k->body : strdup("");
         q->len = k->len;
         q->answered = status;
+        q->at_ms = now_ms();
         k->body = NULL;
         pthread_cond_broadcast(&R.cond);
     }
@@ -408,10 +429,23 @@ static void test_pending_survives_restart(void **state)
     assert_int_equal(R.reqs[before].answered, 500);
     pthread_mutex_unlock(&R.lock);
 
-    cJSON *d = wait_delivery("hook", "pending", 1);
+    /* the backoff: the second attempt --notify-retry-ms (1 s) after the first, the
+     * third planned twice that after the second */
+    assert_true(wait_requests(before + 1, WAIT_S) > before + 1);
+    pthread_mutex_lock(&R.lock);
+    long long second_ms = R.reqs[before + 1].at_ms, gap = second_ms - R.reqs[before].at_ms;
+    assert_string_equal(R.reqs[before + 1].body, first_body);
+    pthread_mutex_unlock(&R.lock);
+    if (gap < 900 || gap > 1900)
+        fail_msg("the first retry came %lld ms after the first attempt (want about 1000)", gap);
+    cJSON *d = wait_delivery("hook", "pending", 2);
+    assert_int_equal((int)bvh_num(d, "attempts"), 2);
     assert_int_equal((int)bvh_num(d, "last_status"), 500);
     assert_string_equal(bvh_str(d, "last_error"), "HTTP 500");
-    assert_true(cJSON_IsString(cJSON_GetObjectItem(d, "next_attempt_at")));
+    long long planned = parse_ms(bvh_str(d, "next_attempt_at")) - second_ms;
+    if (planned < 1500 || planned > 2500)
+        fail_msg("the third attempt is planned %lld ms after the second (want about 2000)",
+                 planned);
     char event_id[64];
     snprintf(event_id, sizeof(event_id), "%s", bvh_str(d, "event_id"));
     cJSON_Delete(d);
@@ -425,7 +459,8 @@ static void test_pending_survives_restart(void **state)
     set_mode(0, 0);
     int at_restart = wait_requests(1000, 0);
     assert_int_equal(bvh_restart(&H), 0);
-    d = wait_delivery("hook", "delivered", 2);
+    d = wait_delivery("hook", "delivered", 3);
+    assert_int_equal((int)bvh_num(d, "attempts"), 3);
     assert_string_equal(bvh_str(d, "event_id"), event_id);
     assert_int_equal((int)bvh_num(d, "last_status"), 200);
     cJSON_Delete(d);
@@ -652,6 +687,57 @@ static void test_protection_stale(void **state)
     bvh_stop(&P);
 }
 
+/* Every notification route needs admin, reads included: a reader and an
+ * operator get 403 on each, the admin token 200/201/204. */
+static void test_roles(void **state)
+{
+    (void)state;
+    char tokfile[] = "/tmp/bv-notify-token-XXXXXX";
+    int fd = mkstemp(tokfile);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "adm1n-notify\n", 13), 13);
+    close(fd);
+    struct bvh T = { .token = "adm1n-notify" };
+    static const char *args[] = { "--token-file", NULL, NULL };
+    args[1] = tokfile;
+    struct bvh_opts o = { .args = args };
+    assert_int_equal(bvh_start(&T, &o), 0);
+    cJSON_Delete(bvh_json(&T, "POST", 201, "/api/v1/notifications",
+                          "{\"name\":\"n1\",\"url\":\"%s\",\"events\":[\"corruption\"]}", hook_url));
+    char secrets[2][128];
+    const char *roles[2] = { "reader", "operator" };
+    for (int i = 0; i < 2; i++) {
+        cJSON *j = bvh_json(&T, "POST", 201, "/api/v1/tokens",
+                            "{\"name\":\"t%d\",\"role\":\"%s\"}", i, roles[i]);
+        snprintf(secrets[i], sizeof(secrets[i]), "%s", bvh_str(j, "secret"));
+        cJSON_Delete(j);
+    }
+    static const char *const calls[][3] = {
+        { "GET", "/api/v1/notifications", NULL },
+        { "GET", "/api/v1/notifications/n1", NULL },
+        { "GET", "/api/v1/notifications/n1/deliveries", NULL },
+        { "DELETE", "/api/v1/notifications/n1", NULL },
+        { "POST", "/api/v1/notifications",
+          "{\"name\":\"n2\",\"url\":\"http://h/\",\"events\":[\"corruption\"]}" },
+    };
+    for (int i = 0; i < 2; i++) {
+        struct bvh as = T;
+        as.token = secrets[i];
+        for (size_t k = 0; k < sizeof(calls) / sizeof(calls[0]); k++) {
+            struct bvh_resp r;
+            const char *b = calls[k][2];
+            assert_int_equal(bvh_request(&as, calls[k][0], calls[k][1], b, b ? strlen(b) : 0,
+                                         NULL, NULL, &r), 0);
+            bvh_assert_error(&r, 403, "Forbidden");
+            bvh_resp_free(&r);
+        }
+    }
+    cJSON_Delete(bvh_json(&T, "GET", 200, "/api/v1/notifications/n1/deliveries", NULL));
+    cJSON_Delete(bvh_json(&T, "DELETE", 204, "/api/v1/notifications/n1", NULL));
+    bvh_stop(&T);
+    unlink(tokfile);
+}
+
 /* A daemon that sees 1000 free bytes: space_low at the threshold (once),
  * and a 507-refused backup (once per episode). */
 static void test_space_low(void **state)
@@ -724,6 +810,7 @@ int main(void)
         cmocka_unit_test(test_failed_after_attempts),
         cmocka_unit_test(test_space_low),
         cmocka_unit_test(test_protection_stale),
+        cmocka_unit_test(test_roles),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
