@@ -4,7 +4,8 @@
  *  - a blkdebug-failed backup → a signed job_failed (the HMAC is checked
  *    here with GnuTLS over "<timestamp>.<body>"); the receiver's first 500
  *    is retried: the delivery log shows attempts 2, delivered, status 200;
- *  - a delivery still pending when the daemon stops is delivered after the
+ *  - the backoff as the receiver sees it (1 s, then 2 s planned), and a
+ *    delivery still pending when the daemon stops is delivered after the
  *    restart (same event id, same body);
  *  - a receiver that never answers: the delivery is failed after
  *    --notify-attempts attempts, with the error, and counted in /metrics;
