@@ -13,6 +13,7 @@
 #include "runtime/drives.h"
 #include "runtime/backups.h"
 #include "runtime/jobs.h"
+#include "runtime/notify.h"
 #include "runtime/policies.h"
 #include "runtime/prune.h"
 #include "runtime/registry.h"
@@ -71,6 +72,10 @@ int bv_app_open(struct bv_app *app, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    if (bv_notify_start(app) < 0) {
+        snprintf(err, errlen, "cannot start the notifier thread");
+        return -1;
+    }
     bv_drives_restore(app);
     bv_vm_drives_restore(app);
     if (bv_drives_start_saver(app, 60) < 0)
@@ -104,6 +109,7 @@ void bv_app_close(struct bv_app *app)
     bv_jobs_shutdown(app);         /* jobs cancelled and off the workers first */
     bv_workers_stop(app->workers);
     app->workers = NULL;
+    bv_notify_stop(app);           /* after the jobs: their failures are in the catalog */
     bv_drives_stop_saver(app);
     bv_vms_free(app);
     if (app->registry) {

@@ -151,6 +151,23 @@ static int parse_workers(const char *s, struct bv_config *cfg, char *err, size_t
     return 0;
 }
 
+/* --notify-retry-ms, --notify-attempts, --space-low-percent (runtime/notify.h). */
+enum { OPT_NOTIFY_RETRY_MS = 1000, OPT_NOTIFY_ATTEMPTS, OPT_SPACE_LOW_PERCENT };
+
+static int parse_uint(const char *s, const char *what, unsigned long min, unsigned long max,
+                      unsigned *out, char *err, size_t errlen)
+{
+    char *end;
+    errno = 0;
+    unsigned long n = strtoul(s, &end, 10);
+    if (errno || *end || !*s || s[0] == '-' || n < min || n > max) {
+        snprintf(err, errlen, "%s wants a number from %lu to %lu, got '%s'", what, min, max, s);
+        return -1;
+    }
+    *out = (unsigned)n;
+    return 0;
+}
+
 static int copy_dir(char *dst, size_t cap, const char *src, const char *what,
                     char *err, size_t errlen)
 {
@@ -200,6 +217,9 @@ int bv_config_parse(int argc, char **argv, struct bv_config *cfg, char *err, siz
         { "tls-cert", required_argument, NULL, 'C' },
         { "tls-key", required_argument, NULL, 'K' },
         { "tls-self-signed", no_argument, NULL, 'S' },
+        { "notify-retry-ms", required_argument, NULL, OPT_NOTIFY_RETRY_MS },
+        { "notify-attempts", required_argument, NULL, OPT_NOTIFY_ATTEMPTS },
+        { "space-low-percent", required_argument, NULL, OPT_SPACE_LOW_PERCENT },
         { 0 },
     };
     memset(cfg, 0, sizeof(*cfg));
@@ -208,6 +228,9 @@ int bv_config_parse(int argc, char **argv, struct bv_config *cfg, char *err, siz
     strcpy(cfg->data_dir, "./var");
     snprintf(cfg->web_dir, sizeof(cfg->web_dir), "%s", BV_WEB_DIR);
     cfg->workers = 2;
+    cfg->notify_retry_ms = 30000;
+    cfg->notify_attempts = 8;
+    cfg->space_low_percent = 10;
     const char *token_file = NULL;
     int c, r = 0;
     optind = 1;
@@ -235,6 +258,18 @@ int bv_config_parse(int argc, char **argv, struct bv_config *cfg, char *err, siz
             r = copy_dir(cfg->tls_key, sizeof(cfg->tls_key), optarg, "--tls-key", err, errlen);
             break;
         case 'S': cfg->tls_self_signed = true; break;
+        case OPT_NOTIFY_RETRY_MS:
+            r = parse_uint(optarg, "--notify-retry-ms", 10, 3600000, &cfg->notify_retry_ms, err,
+                           errlen);
+            break;
+        case OPT_NOTIFY_ATTEMPTS:
+            r = parse_uint(optarg, "--notify-attempts", 1, 100, &cfg->notify_attempts, err,
+                           errlen);
+            break;
+        case OPT_SPACE_LOW_PERCENT:
+            r = parse_uint(optarg, "--space-low-percent", 0, 99, &cfg->space_low_percent, err,
+                           errlen);
+            break;
         case 'z':
             if (strlen(optarg) >= sizeof(cfg->timezone)) {
                 snprintf(err, errlen, "--timezone: name too long");

@@ -26,6 +26,10 @@ struct bv_config {
     char tls_cert[4096];       /* --tls-cert FILE ("" none; needs --tls-key) */
     char tls_key[4096];        /* --tls-key FILE */
     bool tls_self_signed;      /* --tls-self-signed: a pair made once under <data>/tls/ */
+    unsigned notify_retry_ms;  /* --notify-retry-ms: first wait between webhook attempts
+                                  (default 30000; doubles each time, runtime/notify.h) */
+    unsigned notify_attempts;  /* --notify-attempts: attempts before a delivery fails (8) */
+    unsigned space_low_percent;/* --space-low-percent: space_low below this % free (10; 0 off) */
     char qmp_dir[4096];        /* --qmp-dir DIR ("" none: VM drives are refused): every QMP
                                   socket name resolves beneath it (service/qmp/qmp.h) */
 };

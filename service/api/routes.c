@@ -7,6 +7,7 @@
  * that leaves it out needs reader for GET and admin for anything else.
  */
 #include "api/api.h"
+#include "api/notifications.h"
 #include "api/remotes.h"
 #include "api/storage.h"
 #include "api/tokens.h"
@@ -91,6 +92,15 @@ const struct bv_route bv_routes[] = {
     { "GET", "/api/v1/tokens", api_tokens_list, 0, .role = BV_ROLE_ADMIN },
     { "DELETE", "/api/v1/tokens/{name}", api_tokens_delete, 0 },
     { "GET", "/api/v1/storage", api_storage_get, 0 },
+
+    /* notifications: admin changes them; reads are reader calls, as every GET (the
+     * contract); the secret is never returned, so URLs should not carry credentials */
+    { "POST", "/api/v1/notifications", api_notifications_create, 0 },
+    { "GET", "/api/v1/notifications", api_notifications_list, 0 },
+    { "GET", "/api/v1/notifications/{name}", api_notifications_get, 0 },
+    { "DELETE", "/api/v1/notifications/{name}", api_notifications_delete, 0 },
+    { "GET", "/api/v1/notifications/{name}/deliveries", api_notifications_deliveries, 0,
+      BV_QUERY("limit") },
 
     /* the web UI: everything else that is not under /api */
     { "GET", "/", api_static, BV_ROUTE_PUBLIC | BV_ROUTE_ANY_QUERY },

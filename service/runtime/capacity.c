@@ -10,6 +10,7 @@
 #include "bv/path.h"
 #include "runtime/backups.h"
 #include "runtime/capacity.h"
+#include "runtime/notify.h"
 
 #define METADATA_FIXED (1u << 20)
 #define CHAIN_DEPTH_MAX 1024
@@ -103,6 +104,7 @@ int bv_capacity_check(struct bv_app *app, uint64_t need, bv_error **errp)
     int r = bv_capacity_space(app, &sp, errp);
     if (r < 0)
         return r;
+    bv_notify_space_checked(app, need <= sp.free, need, sp.free);   /* space_low webhooks */
     if (need > sp.free)
         return bv_error_setf(errp, ENOSPC, "Insufficient space: need %" PRIu64 ", have %" PRIu64,
                              need, sp.free);

@@ -26,6 +26,7 @@
 #include "log.h"
 #include "runtime/drives.h"
 #include "runtime/jobs.h"
+#include "runtime/notify.h"
 #include "runtime/registry.h"
 #include "runtime/vmdrives.h"
 #include "runtime/workers.h"
@@ -259,6 +260,12 @@ static void on_events(void *opaque, const struct bv_job_event *evs, size_t n)
         app->events_head = seq;
     pthread_cond_broadcast(&app->events_cond);
     pthread_mutex_unlock(&app->events_lock);
+    for (size_t i = 0; i < n; i++) {         /* job_failed webhooks (runtime/notify.h) */
+        struct bv_job_info j = evs[i].job;
+        patch_error(bv_job_user(evs[i].source), &j);
+        if (evs[i].kind == BV_JOB_EV_COMPLETED && j.error[0])
+            bv_notify_job_concluded(app, &j);
+    }
 }
 
 static int submit(void *opaque, void (*fn)(void *), void (*drop)(void *), void *arg)
@@ -293,6 +300,7 @@ static int log_interrupted(const struct bvdb_job *j, void *opaque)
     struct bv_app *app = opaque;
     log_warn("job '%s' (%s) was %s when the service stopped: %s", j->job_id, j->type, j->status,
              INTERRUPTED);
+    bv_notify_job_failed(app, j->job_id, j->type, j->device, INTERRUPTED);
     if (strcmp(j->type, "restore") == 0)
         drop_partial_restore(app, j);
     return 0;

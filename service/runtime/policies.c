@@ -21,6 +21,7 @@
 #include "log.h"
 #include "runtime/backups.h"
 #include "runtime/drives.h"
+#include "runtime/notify.h"
 #include "runtime/policies.h"
 #include "runtime/prune.h"
 #include "runtime/registry.h"
@@ -737,6 +738,17 @@ static int64_t due_slot(struct bv_scheduler *sc, const char *text, int64_t after
     return slot;
 }
 
+/* protection_stale webhooks (runtime/notify.h): the policy's interval is the
+ * time between its next two slots. */
+static void check_stale(struct bv_scheduler *sc, const struct policy_def *d)
+{
+    int64_t now = now_s(sc->app), a, b;
+    char err[200];
+    if (next_slot(sc, d->schedule, now, &a, err, sizeof(err)) == 0 &&
+        next_slot(sc, d->schedule, a, &b, err, sizeof(err)) == 0)
+        bv_notify_check_stale(sc->app, d->name, d->drives, d->ndrives, b - a, now);
+}
+
 /* Run every due policy once; *wake_ms: how long until the next slot. */
 struct tick {
     struct bv_scheduler *sc;
@@ -782,6 +794,7 @@ static int64_t tick(struct bv_scheduler *sc)
                 bvdb_policy_set_slots(app->db, d.name, slot ? slot : d.last_slot, vslot);
                 run_policy(app, &d, true);
             }
+            check_stale(sc, &d);
             int64_t next;
             char err[200];
             if (next_slot(sc, d.schedule, slot ? slot : d.last_slot, &next, err,

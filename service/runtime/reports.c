@@ -15,6 +15,7 @@
 #include "bvdb/reports.h"
 #include "log.h"
 #include "model/reports.h"
+#include "runtime/notify.h"
 #include "runtime/registry.h"
 #include "runtime/reports.h"
 
@@ -56,8 +57,10 @@ void bv_reports_blkverify(void *opaque, const struct bv_blkverify_report *r)
         atomic_fetch_add(&app->corruption_reports, 1);
         char *text = bv_model_corruption_event(id, e->id, contents ? r->first_mismatch_offset
                                                                    : r->offset);
-        if (text)
+        if (text) {
             bv_app_emit(app, "CORRUPTION_DETECTED", text);
+            bv_notify_corruption(app, text);
+        }
         free(text);
         log_warn("drive '%s': blkverify mismatch at offset %llu (report %s)", e->id,
                  (unsigned long long)(contents ? r->first_mismatch_offset : r->offset), id);

@@ -32,6 +32,7 @@
 #include "model/reports.h"
 #include "runtime/backups.h"
 #include "runtime/jobs.h"
+#include "runtime/notify.h"
 #include "runtime/registry.h"
 #include "runtime/reports.h"
 #include "runtime/verify.h"
@@ -340,8 +341,10 @@ static void announce(struct verify_task *t, const struct report_in *in)
         return;
     atomic_fetch_add(&t->app->corruption_reports, 1);
     char *text = bv_model_verify_event(t->report_id, t->job_id, t->device, in->first_offset);
-    if (text)
+    if (text) {
         bv_app_emit(t->app, "CORRUPTION_DETECTED", text);
+        bv_notify_corruption(t->app, text);
+    }
     free(text);
     log_warn("verify '%s': %s corruption, first at offset %" PRIu64 " (report %s)", t->job_id,
              in->kind, in->first_offset, t->report_id);

@@ -26,6 +26,7 @@ export const VIEWS = [
   { name: 'exports', path: () => 'exports', ready: '#main tbody tr' },
   { name: 'remotes', path: () => 'remotes', ready: '#main tbody tr' },
   { name: 'tokens', path: () => 'tokens', ready: '#main tbody tr' },
+  { name: 'notifications', path: () => 'notifications', ready: 'article.card[aria-labelledby^=nt-]' },
 ];
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -53,7 +54,7 @@ export async function fakeS3() {
 }
 
 // Something in every view: a drive (a long name) with a bitmap and a chain of two points, a
-// blkverify drive with a corruption report, a policy, a scoped token, a remote.
+// blkverify drive with a corruption report, a policy, a scoped token, a webhook, a remote.
 export async function seed(daemon, { drive = 'phone-drive-with-a-long-name' } = {}) {
   const D = `/api/v1/drives/${drive}`;
   await daemon.api('POST', '/api/v1/drives', { id: drive, format: 'qcow2', size: '64M' }, { status: 201 });
@@ -72,6 +73,8 @@ export async function seed(daemon, { drive = 'phone-drive-with-a-long-name' } = 
   await daemon.api('POST', '/api/v1/policies', { name: 'weekdays', drives: [drive], schedule: '30 1 * * 1-5',
     retention: { keep_last: 5, keep_weekly: 4 } }, { status: 201 });
   await daemon.api('POST', '/api/v1/tokens', { name: 'monitoring', role: 'reader', expires_at: '2031-01-31T12:00:00Z' }, { status: 201 });
+  await daemon.api('POST', '/api/v1/notifications', { name: 'ops-webhook', url: 'http://127.0.0.1:9/hook',
+    events: ['job_failed', 'corruption'], secret: 'a-webhook-secret' }, { status: 201 });
   const s3 = await fakeS3();
   try {
     await daemon.api('POST', '/api/v1/remotes', { name: 'offsite', endpoint: s3.url, bucket: 'backups',

@@ -11,6 +11,7 @@ import jobs from './views/jobs.js';
 import reports from './views/reports.js';
 import report from './views/report.js';
 import policies from './views/policies.js';
+import notifications from './views/notifications.js';
 
 const routes = [
   [/^#\/overview$/, overview, 'overview'],
@@ -26,6 +27,7 @@ const routes = [
     [/^#\/remotes$/, 'remotes', 'remotes'], [/^#\/tokens$/, 'tokens', 'tokens'],
   ].map(([re, file, nav]) => [re, { mount: (...a) => import(`./views/${file}.js`).then((m) => m.default.mount(...a)) }, nav]),
   [/^#\/policies$/, policies, 'policies'],
+  [/^#\/notifications$/, notifications, 'notifications'],
 ];
 
 const main = document.getElementById('main');

@@ -3,6 +3,7 @@
 import { get, enc } from '../api.js';
 import { h, replace, time, badge, statusTone, duration } from '../util.js';
 import { debounce, progress, speedEta, jobStatus, protection, ICON } from './common.js';
+import { undelivered } from './notifications.js';
 
 const MAX_EVENTS = 12;
 // the steps every job goes through are left out: the list says what happened
@@ -56,6 +57,12 @@ export default {
       renderHealth(hl, dr.drives, rep.reports);
       renderProt(dr.drives, chains, pol.policies);
       renderAlerts(rep.reports, chains);
+      // undelivered webhook alerts (admin only: a 403 shows nothing)
+      get('/api/v1/notifications').then((r) => undelivered(r.notifications)).then((u) => {
+        if (u.length) alerts.append(h('p', { class: 'error-text', 'data-test': 'undelivered' },
+          `${u.length} notification${u.length === 1 ? '' : 's'} not delivered (${u[0].event}, ${u[0].state}). `,
+          h('a', { href: '#/notifications' }, 'See notifications')));
+      }).catch(() => {});
       renderEvents();
     }
 
