@@ -29,6 +29,7 @@ struct bv_job_ctx;
 struct jobs_svc;
 struct bv_scheduler;
 struct nbd_server;
+struct bv_upkeep;
 
 struct bv_app {
     struct bv_config cfg;
@@ -69,6 +70,7 @@ struct bv_app {
     _Atomic int64_t test_now_ms;   /* --test-clock: the service's clock (0: real time) */
     struct jobs_svc *jobs_svc;     /* the service's job records (runtime/jobs.c) */
     struct nbd_server *nbd;        /* the NBD server (nbd/nbd.h; own lock), NULL if not up */
+    struct bv_upkeep *upkeep;      /* history retention (runtime/upkeep.h; own lock) */
 
     /* periodic bitmap saver (runtime/drives.c); saver_lock guards nothing but
      * the wait on saver_cond */

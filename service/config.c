@@ -151,6 +151,20 @@ static int parse_workers(const char *s, struct bv_config *cfg, char *err, size_t
     return 0;
 }
 
+static int parse_history_days(const char *s, struct bv_config *cfg, char *err, size_t errlen)
+{
+    char *end;
+    errno = 0;
+    unsigned long n = strtoul(s, &end, 10);
+    if (errno || end == s || *end || s[0] == '-' || n > 36500) {
+        snprintf(err, errlen, "--history-days wants a number of days from 0 (keep all "
+                 "history) to 36500, got '%s'", s);
+        return -1;
+    }
+    cfg->history_days = (unsigned)n;
+    return 0;
+}
+
 static int copy_dir(char *dst, size_t cap, const char *src, const char *what,
                     char *err, size_t errlen)
 {
@@ -200,6 +214,7 @@ int bv_config_parse(int argc, char **argv, struct bv_config *cfg, char *err, siz
         { "tls-cert", required_argument, NULL, 'C' },
         { "tls-key", required_argument, NULL, 'K' },
         { "tls-self-signed", no_argument, NULL, 'S' },
+        { "history-days", required_argument, NULL, 'H' },
         { 0 },
     };
     memset(cfg, 0, sizeof(*cfg));
@@ -208,6 +223,7 @@ int bv_config_parse(int argc, char **argv, struct bv_config *cfg, char *err, siz
     strcpy(cfg->data_dir, "./var");
     snprintf(cfg->web_dir, sizeof(cfg->web_dir), "%s", BV_WEB_DIR);
     cfg->workers = 2;
+    cfg->history_days = 90;
     const char *token_file = NULL;
     int c, r = 0;
     optind = 1;
@@ -235,6 +251,7 @@ int bv_config_parse(int argc, char **argv, struct bv_config *cfg, char *err, siz
             r = copy_dir(cfg->tls_key, sizeof(cfg->tls_key), optarg, "--tls-key", err, errlen);
             break;
         case 'S': cfg->tls_self_signed = true; break;
+        case 'H': r = parse_history_days(optarg, cfg, err, errlen); break;
         case 'z':
             if (strlen(optarg) >= sizeof(cfg->timezone)) {
                 snprintf(err, errlen, "--timezone: name too long");

@@ -20,6 +20,7 @@ static void usage(FILE *f)
         "                        [--workers N] [--web DIR] [--timezone AREA/CITY] [--verbose]\n"
         "                        [--nbd-listen ADDR:PORT] [--nbd-tls-psk FILE] [--qmp-dir DIR]\n"
         "                        [--tls-cert FILE --tls-key FILE | --tls-self-signed]\n"
+        "                        [--history-days N]\n"
         "  --listen ADDR:PORT  where to listen (default 127.0.0.1:8080; port 0 picks a free port)\n"
         "  --data DIR          data directory: DIR/images and DIR/catalog.db (default ./var)\n"
         "  --token-file FILE   require 'Authorization: Bearer <token>' (or BLOCKVAULT_TOKEN)\n"
@@ -33,6 +34,8 @@ static void usage(FILE *f)
         "  --tls-key FILE      ... and this PEM private key\n"
         "  --tls-self-signed   serve HTTPS with a key and certificate made once under\n"
         "                      DIR/tls/ (its SHA-256 fingerprint is printed at start)\n"
+        "  --history-days N    delete events, job history, reports and policy runs older\n"
+        "                      than N days (default 90; 0 keeps them all)\n"
         "  A non-loopback --listen needs both a token and TLS.\n");
 }
 

@@ -7,6 +7,7 @@
  * that leaves it out needs reader for GET and admin for anything else.
  */
 #include "api/api.h"
+#include "api/catalog.h"
 #include "api/remotes.h"
 #include "api/storage.h"
 #include "api/tokens.h"
@@ -91,6 +92,10 @@ const struct bv_route bv_routes[] = {
     { "GET", "/api/v1/tokens", api_tokens_list, 0, .role = BV_ROLE_ADMIN },
     { "DELETE", "/api/v1/tokens/{name}", api_tokens_delete, 0 },
     { "GET", "/api/v1/storage", api_storage_get, 0 },
+
+    { "POST", "/api/v1/catalog/backup", api_catalog_backup, 0 },
+    { "GET", "/api/v1/catalog/upkeep", api_catalog_upkeep_get, 0 },
+    { "POST", "/api/v1/catalog/upkeep", api_catalog_upkeep_run, 0 },
 
     /* the web UI: everything else that is not under /api */
     { "GET", "/", api_static, BV_ROUTE_PUBLIC | BV_ROUTE_ANY_QUERY },
