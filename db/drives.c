@@ -29,12 +29,13 @@ static void bind_drive(sqlite3_stmt *st, const void *arg)
     sqlite3_bind_int64(st, 5, d->cluster_size);
     sqlite3_bind_text(st, 6, d->filters ? d->filters : "{}", -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 7, d->created_at, -1, SQLITE_STATIC);
+    db_bind_opt_text(st, 8, d->detached_at);
 }
 
 int bvdb_drive_insert(bvdb *db, const struct bvdb_drive *d)
 {
     return exec_any(db, "INSERT INTO drives(id, format, file, size, cluster_size, filters, "
-                         "created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                         "created_at, detached_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                      bind_drive, d, "insert drive");
 }
 

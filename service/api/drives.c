@@ -260,8 +260,6 @@ void api_drives_delete(struct bv_request *req, struct bv_reply *rep)
     }
     o.backups = keep ? BV_DRIVE_BACKUPS_KEEP : drop ? BV_DRIVE_BACKUPS_DELETE
                                                     : BV_DRIVE_BACKUPS_REFUSE;
-    if (api_vm_drives_delete(req, rep))
-        return;
     unsigned clients = bv_nbd_clients(req->app, req->params[0]);
     if (clients && !force) {
         bv_reply_error(rep, 409, NULL, "Drive '%s' has %u NBD client%s attached (use "

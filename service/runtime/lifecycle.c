@@ -6,7 +6,9 @@
  *   2. the catalog, in one transaction: detach (KEEP), or purge the chains
  *      and the drive's row (DELETE, or no backups at all);
  *   3. the registry entry is unlinked (the drive closes once no request
- *      uses it);
+ *      uses it), or a VM drive is removed (runtime/vmdrives.h: the objects
+ *      the service made in QEMU go; a detached VM drive keeps a drives row
+ *      made here, sized as its newest backup);
  *   4. files: the link files and chain folders (DELETE), the image
  *      (delete_file).
  * A crash after 2 leaves at most unreferenced files under chains/<drive>/,
@@ -31,6 +33,7 @@
 #include "runtime/drives.h"
 #include "runtime/jobs.h"
 #include "runtime/registry.h"
+#include "runtime/vmdrives.h"
 
 #define MAX_LINKS 100000
 
@@ -116,7 +119,9 @@ struct link {
 };
 
 struct plan {
-    struct bv_drive_entry *e;      /* attached: a reference; NULL when detached */
+    struct bv_drive_entry *e;      /* attached: a reference; NULL when detached or a VM drive */
+    bool vm;                       /* a VM drive (runtime/vmdrives.h) */
+    uint64_t last_size;            /* virtual size of its newest backup */
     struct bv_detached_drive detached;
     struct link *links;
     size_t n;
@@ -130,6 +135,7 @@ static int add_link(const struct bvdb_backup *b, void *opaque)
     struct plan *p = opaque;
     if (strcmp(b->status, "running") == 0)
         p->running++;
+    p->last_size = b->virtual_size;
     struct link *v = p->n < MAX_LINKS ? realloc(p->links, (p->n + 1) * sizeof(*v)) : NULL;
     if (!v) {
         p->oom = true;
@@ -201,7 +207,10 @@ static int plan_locked(struct bv_app *app, const char *id, const struct bv_drive
 {
     memset(p, 0, sizeof(*p));
     int r = bv_drives_detached_get(app, id, &p->detached);
-    if (r < 0 && (r = bv_drives_get(app, id, &p->e, errp)) < 0)
+    struct bv_vm_drive *vm = r < 0 ? bv_vm_drives_get(app, id) : NULL;
+    p->vm = vm != NULL;
+    bv_vm_drives_put(app, vm);
+    if (r < 0 && !p->vm && (r = bv_drives_get(app, id, &p->e, errp)) < 0)
         return r;
     if (p->e && o->delete_file && p->e->format != BV_DRIVE_BLKVERIFY)
         copy_str(p->image, sizeof(p->image), p->e->file);
@@ -248,13 +257,21 @@ static void remove_chains(struct bv_app *app, const char *drive, const struct pl
 static int catalog_locked(struct bv_app *app, const char *id, const struct bv_drive_delete_opts *o,
                           const struct plan *p, bv_error **errp)
 {
-    int r;
+    int r = 0;
     if (p->n > 0 && o->backups == BV_DRIVE_BACKUPS_KEEP) {
-        if (!p->e)
+        if (!p->e && !p->vm)
             return 0;                      /* detached already */
         char now[32];
         bv_app_now_str(app, now);
-        r = bvdb_drive_detach(app->db, id, now);
+        if (p->vm) {                       /* a row to stay behind: QEMU had the image */
+            struct bvdb_drive rec = {
+                .id = id, .format = "qcow2", .file = "", .size = p->last_size,
+                .filters = "{}", .created_at = now, .detached_at = now,
+            };
+            r = bvdb_drive_insert(app->db, &rec);
+        }
+        if (r == 0)
+            r = bvdb_drive_detach(app->db, id, now);
     } else {
         r = bvdb_backups_purge_drive(app->db, id, true);
     }
@@ -274,6 +291,8 @@ int bv_drives_delete(struct bv_app *app, const char *id, const struct bv_drive_d
     if (r == 0 && p.e)
         bv_registry_unlink(app, p.e);
     bv_registry_put(app, p.e);            /* closes the drive once no request uses it */
+    if (r == 0 && p.vm)
+        r = bv_vm_drives_remove(app, id, errp);   /* its QEMU objects and row */
     if (r == 0 && p.n > 0 && o->backups == BV_DRIVE_BACKUPS_DELETE)
         remove_chains(app, id, &p);
     pthread_mutex_unlock(&app->backups_lock);
