@@ -158,11 +158,11 @@ static void expect_backup_bytes(const char *bid, unsigned off, unsigned len, uns
     assert_int_equal(bad, len);
 }
 
-/* A checksum verify of backup bid: its report is clean. */
-static void verify_clean(const char *bid)
+/* A checksum verify of a backup (what "backup" or "drive"): its report is clean. */
+static void verify_clean_of(const char *what, const char *id)
 {
     cJSON *j = bvh_json(&H, "POST", 201, "/api/v1/jobs",
-                        "{\"type\":\"verify\",\"mode\":\"checksum\",\"backup\":\"%s\"}", bid);
+                        "{\"type\":\"verify\",\"mode\":\"checksum\",\"%s\":\"%s\"}", what, id);
     wait_job(bvh_str(j, "id"));
     char path[160];
     snprintf(path, sizeof(path), "/api/v1/reports/%s", bvh_str(j, "report_id"));
@@ -170,6 +170,11 @@ static void verify_clean(const char *bid)
     assert_string_equal(bvh_str(rep, "status"), "clean");
     cJSON_Delete(rep);
     cJSON_Delete(j);
+}
+
+static void verify_clean(const char *bid)
+{
+    verify_clean_of("backup", bid);
 }
 
 /* Restore bid into a new file; then that file and `other` compare identical. */
@@ -280,6 +285,7 @@ static void test_keep_backups_detaches(void **state)
 
     verify_clean(id2);
     verify_clean(id1);
+    verify_clean_of("drive", "k0");                     /* every backup of the detached drive */
     restore_identical(id2, "k0-restored.qcow2", "k0.qcow2");
 
     /* a restart keeps it detached, its backups readable */
