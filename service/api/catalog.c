@@ -62,6 +62,12 @@ void api_catalog_upkeep_get(struct bv_request *req, struct bv_reply *rep)
 
 void api_catalog_upkeep_run(struct bv_request *req, struct bv_reply *rep)
 {
+    if (req->body_len > 0) {               /* no fields: "{}" at most */
+        cJSON *body = api_read_body(req, rep, NULL, 0);
+        if (!body)
+            return;
+        cJSON_Delete(body);
+    }
     if (req->app->cfg.history_days == 0) {
         bv_reply_error(rep, 409, NULL, "History retention is off (--history-days 0): "
                        "nothing is deleted");

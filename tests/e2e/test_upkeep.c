@@ -329,7 +329,15 @@ static void test_history_days_zero_keeps_all(void **state)
     assert_int_equal((int)bvh_num(st, "history_days"), 0);
     cJSON_Delete(st);
     expect_status(&h, "POST", "/api/v1/catalog/upkeep", NULL, 409);
+    expect_status(&h, "POST", "/api/v1/catalog/upkeep", "{\"now\":1}", 400);   /* no fields */
     bvh_stop(&h);
+    /* a bad value refuses to start, naming the flag */
+    const char *daemon = getenv("BV_DAEMON");
+    assert_non_null(daemon);
+    assert_int_equal(bvh_sh("'%s' serve --listen 127.0.0.1:0 --data /nonexistent/bv "
+                            "--history-days -3 2>&1 | grep -q -- '--history-days'", daemon), 0);
+    assert_int_equal(bvh_sh("'%s' serve --listen 127.0.0.1:0 --data /nonexistent/bv "
+                            "--history-days 12x 2>&1 | grep -q -- '--history-days'", daemon), 0);
 }
 
 static void test_catalog_backup(void **state)
