@@ -2,6 +2,7 @@
  * Catalog upkeep: see upkeep.h.  The retention thread's loop, the run that
  * deletes history batch by batch, and catalog copies.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -21,6 +22,7 @@
 #define WAIT_MAX_MS     60000       /* re-read the clock at least this often */
 #define COPY_PAGES      64          /* pages per online-backup step */
 #define COPY_CHUNK      (1u << 20)
+#define COPY_PREFIX     ".catalog-copy."   /* temporary copies in the data directory */
 
 struct bv_upkeep {
     struct bv_app *app;
@@ -133,8 +135,23 @@ static void *upkeep_main(void *opaque)
     return NULL;
 }
 
+/* Temporary catalog copies a crash left behind in the data directory. */
+static void remove_stale_copies(struct bv_app *app)
+{
+    DIR *d = opendir(app->cfg.data_dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (strncmp(de->d_name, COPY_PREFIX, strlen(COPY_PREFIX)) == 0 &&
+            unlinkat(dirfd(d), de->d_name, 0) == 0)
+            log_info("removed a catalog copy left by a stop: %s", de->d_name);
+    closedir(d);
+}
+
 int bv_upkeep_start(struct bv_app *app)
 {
+    remove_stale_copies(app);
     struct bv_upkeep *up = calloc(1, sizeof(*up));
     if (!up)
         return -ENOMEM;
@@ -205,7 +222,7 @@ int bv_catalog_copy_temp(struct bv_app *app, int *fd, uint64_t *size, bv_error *
 {
     char path[4200], err[300];
     *fd = -1;
-    snprintf(path, sizeof(path), "%s/.catalog-copy.XXXXXX", app->cfg.data_dir);
+    snprintf(path, sizeof(path), "%s/" COPY_PREFIX "XXXXXX", app->cfg.data_dir);
     int tmp = mkstemp(path);
     if (tmp < 0)
         return bv_error_setf(errp, errno, "cannot create a temporary file in the data "

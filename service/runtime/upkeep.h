@@ -11,7 +11,9 @@
  * or a move of the test clock.
  *
  * Catalog copies: SQLite's online backup of the open catalog into a
- * temporary file in the data directory (never the storage directory), from
+ * temporary file in the data directory (never the storage directory;
+ * <data>/.catalog-copy.XXXXXX, unlinked once open, and any a crash left
+ * removed at start), from
  * which the copy is written where it is asked for: a new file beneath the
  * storage directory (POST /api/v1/catalog/backup), or an object on a remote
  * (each replicate job uploads one).
