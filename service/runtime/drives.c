@@ -180,7 +180,7 @@ static int record_drive(struct bv_app *app, struct bv_drive_entry *e, bv_error *
     return 0;
 }
 
-static int drive_taken(struct bv_app *app, const char *id, bv_error **errp)
+int bv_drives_id_free(struct bv_app *app, const char *id, bv_error **errp)
 {
     struct bv_drive_entry *taken = bv_registry_get(app, id);
     struct bv_vm_drive *vm = bv_vm_drives_get(app, id);     /* one id namespace */
@@ -200,7 +200,7 @@ int bv_drives_create(struct bv_app *app, const struct bv_drive_spec *s,
     char file[MAX_FILE_NAME], *created = NULL;
     struct bv_drive_entry *e = NULL;
     int r = bv_drive_id_check(s->id, errp);
-    if (r < 0 || (r = drive_taken(app, s->id, errp)) < 0)
+    if (r < 0 || (r = bv_drives_id_free(app, s->id, errp)) < 0)
         goto out;
     if (s->file)
         snprintf(file, sizeof(file), "%s", s->file);

@@ -54,6 +54,9 @@ int bv_drive_id_check(const char *id, bv_error **errp);
  * drive, no row and no file this call created. */
 int bv_drives_create(struct bv_app *app, const struct bv_drive_spec *spec,
                      struct bv_drive_entry **out, bv_error **errp);
+/* 0 when no drive has id (local, VM or detached: one id namespace), else -EEXIST saying
+ * which. */
+int bv_drives_id_free(struct bv_app *app, const char *id, bv_error **errp);
 /* A reference to drive id, or -ENODEV "Cannot find device=…". */
 int bv_drives_get(struct bv_app *app, const char *id, struct bv_drive_entry **out,
                   bv_error **errp);

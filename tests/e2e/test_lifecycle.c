@@ -280,6 +280,9 @@ static void test_keep_backups_detaches(void **state)
     expect("POST", "/api/v1/drives/k0/backups", "{\"kind\":\"incremental\"}", 409, "detached");
     expect("POST", "/api/v1/drives", "{\"id\":\"k0\",\"format\":\"raw\",\"size\":65536}", 409,
            "detached");
+    char rpath[128];
+    snprintf(rpath, sizeof(rpath), "/api/v1/backups/%s/restore", id2);
+    expect("POST", rpath, "{\"drive\":\"k0\"}", 409, "detached");      /* the id is taken */
     expect("DELETE", "/api/v1/drives/k0", NULL, 409, "delete_backups");
     expect("DELETE", "/api/v1/drives/k0?keep_backups=true", NULL, 204, NULL);   /* already */
 
