@@ -224,6 +224,33 @@ int bvdb_backup_delete(bvdb *db, const char *id)
                            "delete backup", NULL));
 }
 
+int bvdb_backups_purge_drive(bvdb *db, const char *drive_id, bool drive_row)
+{
+    static const char *const sql[] = {
+        "DELETE FROM remote_parts WHERE backup_id IN (SELECT id FROM backups WHERE drive_id = ?1)",
+        "DELETE FROM remote_links WHERE backup_id IN (SELECT id FROM backups WHERE drive_id = ?1)",
+        "DELETE FROM prune_intents WHERE backup_id IN (SELECT id FROM backups WHERE drive_id = ?1)",
+        "DELETE FROM damaged_extents WHERE backup_id IN "
+        "(SELECT id FROM backups WHERE drive_id = ?1)",
+        "DELETE FROM backups WHERE drive_id = ?1",
+        "DELETE FROM chains WHERE drive_id = ?1",
+        "DELETE FROM drives WHERE id = ?1",
+    };
+    size_t steps = sizeof(sql) / sizeof(sql[0]) - (drive_row ? 0 : 1);
+    int r = bvdb_begin(db), n = 0;
+    for (size_t i = 0; r >= 0 && i < steps; i++) {
+        r = db_exec(db, sql[i], bind_name, drive_id, "purge backups of a drive", NULL);
+        if (i == 4)
+            n = r;
+    }
+    if (r < 0) {
+        bvdb_rollback(db);
+        return r;
+    }
+    r = bvdb_commit(db);
+    return r < 0 ? r : n;
+}
+
 struct backup_cb {
     int (*cb)(const struct bvdb_backup *b, void *opaque);
     void (*one)(const struct bvdb_backup *b, void *opaque);

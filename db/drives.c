@@ -29,12 +29,13 @@ static void bind_drive(sqlite3_stmt *st, const void *arg)
     sqlite3_bind_int64(st, 5, d->cluster_size);
     sqlite3_bind_text(st, 6, d->filters ? d->filters : "{}", -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 7, d->created_at, -1, SQLITE_STATIC);
+    db_bind_opt_text(st, 8, d->detached_at);
 }
 
 int bvdb_drive_insert(bvdb *db, const struct bvdb_drive *d)
 {
     return exec_any(db, "INSERT INTO drives(id, format, file, size, cluster_size, filters, "
-                         "created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                         "created_at, detached_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                      bind_drive, d, "insert drive");
 }
 
@@ -66,6 +67,7 @@ int bvdb_drive_set_size(bvdb *db, const char *id, uint64_t size)
 
 struct list_cb {
     int (*drive)(const struct bvdb_drive *d, void *opaque);
+    void (*one)(const struct bvdb_drive *d, void *opaque);
     int (*bitmap)(const struct bvdb_bitmap *b, void *opaque);
     void *opaque;
 };
@@ -81,15 +83,61 @@ static int drive_row(sqlite3_stmt *st, void *opaque)
         .cluster_size = (uint32_t)sqlite3_column_int64(st, 4),
         .filters = (const char *)sqlite3_column_text(st, 5),
         .created_at = (const char *)sqlite3_column_text(st, 6),
+        .detached_at = (const char *)sqlite3_column_text(st, 7),
     };
+    if (l->one) {
+        l->one(&d, l->opaque);
+        return 1;
+    }
     return l->drive(&d, l->opaque);
 }
+
+#define DRIVE_COLUMNS "id, format, file, size, cluster_size, filters, created_at, detached_at"
 
 int bvdb_drive_list(bvdb *db, int (*cb)(const struct bvdb_drive *d, void *opaque), void *opaque)
 {
     struct list_cb l = { .drive = cb, .opaque = opaque };
-    return db_query(db, "SELECT id, format, file, size, cluster_size, filters, created_at "
-                        "FROM drives ORDER BY rowid", NULL, NULL, drive_row, &l, "list drives");
+    return db_query(db, "SELECT " DRIVE_COLUMNS " FROM drives ORDER BY rowid", NULL, NULL,
+                    drive_row, &l, "list drives");
+}
+
+int bvdb_drive_get(bvdb *db, const char *id,
+                   void (*cb)(const struct bvdb_drive *d, void *opaque), void *opaque)
+{
+    struct list_cb l = { .one = cb, .opaque = opaque };
+    int n = db_query(db, "SELECT " DRIVE_COLUMNS " FROM drives WHERE id = ?1", bind_id, id,
+                     drive_row, &l, "get drive");
+    return n == 0 ? -ENOENT : (n < 0 ? n : 0);
+}
+
+struct detach_in { const char *id, *when; };
+
+static void bind_detach(sqlite3_stmt *st, const void *arg)
+{
+    const struct detach_in *in = arg;
+    sqlite3_bind_text(st, 1, in->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, in->when, -1, SQLITE_STATIC);
+}
+
+int bvdb_drive_detach(bvdb *db, const char *id, const char *when)
+{
+    struct detach_in in = { id, when };
+    int r = bvdb_begin(db);
+    if (r < 0)
+        return r;
+    r = exec_change(db, "UPDATE drives SET detached_at = ?2 WHERE id = ?1", bind_detach, &in,
+                    "detach drive");
+    if (r == 0)
+        r = exec_any(db, "DELETE FROM bitmaps WHERE drive_id = ?1", bind_detach, &in,
+                     "drop bitmaps of a detached drive");
+    if (r == 0)
+        r = exec_any(db, "UPDATE chains SET closed = 1 WHERE drive_id = ?1", bind_detach, &in,
+                     "close chains of a detached drive");
+    if (r < 0) {
+        bvdb_rollback(db);
+        return r;
+    }
+    return bvdb_commit(db);
 }
 
 static void bind_bitmap(sqlite3_stmt *st, const void *arg)

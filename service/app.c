@@ -17,6 +17,7 @@
 #include "runtime/policies.h"
 #include "runtime/prune.h"
 #include "runtime/registry.h"
+#include "runtime/upkeep.h"
 #include "runtime/vmdrives.h"
 #include "runtime/workers.h"
 
@@ -98,6 +99,10 @@ int bv_app_open(struct bv_app *app, char *err, size_t errlen)
     }
     if (bv_nbd_start(app, err, errlen) < 0)
         return -1;
+    if (bv_upkeep_start(app) < 0) {
+        snprintf(err, errlen, "cannot start the catalog upkeep thread");
+        return -1;
+    }
     return 0;
 }
 
@@ -105,6 +110,7 @@ void bv_app_close(struct bv_app *app)
 {
     bv_nbd_stop(app);              /* NBD clients' requests end first; their drive
                                       references are dropped */
+    bv_upkeep_stop(app);           /* a run stops after its current batch */
     bv_scheduler_stop(app);        /* no new runs; a run in progress ends first */
     bv_jobs_shutdown(app);         /* jobs cancelled and off the workers first */
     bv_workers_stop(app->workers);

@@ -30,6 +30,7 @@ struct jobs_svc;
 struct bv_scheduler;
 struct nbd_server;
 struct bv_notifier;
+struct bv_upkeep;
 
 struct bv_app {
     struct bv_config cfg;
@@ -71,6 +72,7 @@ struct bv_app {
     struct jobs_svc *jobs_svc;     /* the service's job records (runtime/jobs.c) */
     struct nbd_server *nbd;        /* the NBD server (nbd/nbd.h; own lock), NULL if not up */
     struct bv_notifier *notifier;  /* webhooks (runtime/notify.h; own lock), NULL if not up */
+    struct bv_upkeep *upkeep;      /* history retention (runtime/upkeep.h; own lock) */
 
     /* periodic bitmap saver (runtime/drives.c); saver_lock guards nothing but
      * the wait on saver_cond */

@@ -220,6 +220,7 @@ int bv_config_parse(int argc, char **argv, struct bv_config *cfg, char *err, siz
         { "notify-retry-ms", required_argument, NULL, OPT_NOTIFY_RETRY_MS },
         { "notify-attempts", required_argument, NULL, OPT_NOTIFY_ATTEMPTS },
         { "space-low-percent", required_argument, NULL, OPT_SPACE_LOW_PERCENT },
+        { "history-days", required_argument, NULL, 'H' },
         { 0 },
     };
     memset(cfg, 0, sizeof(*cfg));
@@ -231,6 +232,7 @@ int bv_config_parse(int argc, char **argv, struct bv_config *cfg, char *err, siz
     cfg->notify_retry_ms = 30000;
     cfg->notify_attempts = 8;
     cfg->space_low_percent = 10;
+    cfg->history_days = 90;
     const char *token_file = NULL;
     int c, r = 0;
     optind = 1;
@@ -269,6 +271,9 @@ int bv_config_parse(int argc, char **argv, struct bv_config *cfg, char *err, siz
         case OPT_SPACE_LOW_PERCENT:
             r = parse_uint(optarg, "--space-low-percent", 0, 99, &cfg->space_low_percent, err,
                            errlen);
+            break;
+        case 'H':
+            r = parse_uint(optarg, "--history-days", 0, 36500, &cfg->history_days, err, errlen);
             break;
         case 'z':
             if (strlen(optarg) >= sizeof(cfg->timezone)) {

@@ -18,6 +18,7 @@ struct bv_config {
     bool test_clock;           /* --test-clock=UNIX_SECONDS: the service's clock starts there
                                   and moves only by POST /api/v1/test/clock (tests only) */
     int64_t test_clock_start;
+    unsigned history_days;     /* --history-days N (default 90; 0: keep all history) */
     bool nbd_tcp;              /* --nbd-listen given (the Unix socket <data>/nbd.sock is
                                   always served) */
     char nbd_addr[64];         /* numeric address of --nbd-listen */

@@ -21,6 +21,7 @@ static void usage(FILE *f)
         "                        [--nbd-listen ADDR:PORT] [--nbd-tls-psk FILE] [--qmp-dir DIR]\n"
         "                        [--tls-cert FILE --tls-key FILE | --tls-self-signed]\n"
         "                        [--notify-retry-ms N] [--notify-attempts N] [--space-low-percent N]\n"
+        "                        [--history-days N]\n"
         "  --listen ADDR:PORT  where to listen (default 127.0.0.1:8080; port 0 picks a free port)\n"
         "  --data DIR          data directory: DIR/images and DIR/catalog.db (default ./var)\n"
         "  --token-file FILE   require 'Authorization: Bearer <token>' (or BLOCKVAULT_TOKEN)\n"
@@ -37,6 +38,8 @@ static void usage(FILE *f)
         "  --notify-retry-ms N first wait before a webhook is retried, doubling (default 30000)\n"
         "  --notify-attempts N attempts before a webhook delivery fails (default 8)\n"
         "  --space-low-percent N  space_low notification below N%% free (default 10; 0: off)\n"
+        "  --history-days N    delete events, job history, reports and policy runs older\n"
+        "                      than N days (default 90; 0 keeps them all)\n"
         "  A non-loopback --listen needs both a token and TLS.\n");
 }
 

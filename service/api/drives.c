@@ -72,6 +72,35 @@ cJSON *api_drive_json(struct bv_drive_entry *e)
     return o;
 }
 
+/* A detached drive (runtime/drives.h, "drive lifecycle"): no image, only its backups. */
+static cJSON *detached_json(const struct bv_detached_drive *d)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", d->id);
+    cJSON_AddStringToObject(o, "format", "detached");
+    cJSON_AddNullToObject(o, "file");
+    cJSON_AddNumberToObject(o, "size", (double)d->size);
+    cJSON_AddNumberToObject(o, "allocated", 0);
+    cJSON_AddNumberToObject(o, "cluster_size", d->cluster_size);
+    cJSON_AddNullToObject(o, "backing");
+    cJSON_AddArrayToObject(o, "filters");
+    cJSON_AddBoolToObject(o, "busy", false);
+    cJSON_AddArrayToObject(o, "bitmaps");
+    cJSON_AddNullToObject(o, "nbd_uri");
+    cJSON_AddStringToObject(o, "detached_at", d->detached_at);
+    return o;
+}
+
+/* GET /drives/{id} of a detached drive: true when answered. */
+static bool detached_get(struct bv_request *req, struct bv_reply *rep)
+{
+    struct bv_detached_drive d;
+    if (bv_drives_detached_get(req->app, req->params[0], &d) < 0)
+        return false;
+    bv_reply_json(rep, 200, detached_json(&d));
+    return true;
+}
+
 struct create_req {
     const char *id, *file;
     int format;
@@ -183,6 +212,11 @@ void api_drives_list(struct bv_request *req, struct bv_reply *rep)
     }
     free(all);
     api_vm_drives_list(req, arr);
+    struct bv_detached_drive *dd = NULL;
+    int nd = bv_drives_detached_list(req->app, &dd);
+    for (int i = 0; i < nd; i++)
+        cJSON_AddItemToArray(arr, detached_json(&dd[i]));
+    free(dd);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddItemToObject(o, "drives", arr);
     bv_reply_json(rep, 200, o);
@@ -190,7 +224,7 @@ void api_drives_list(struct bv_request *req, struct bv_reply *rep)
 
 void api_drives_get(struct bv_request *req, struct bv_reply *rep)
 {
-    if (api_vm_drives_get(req, rep))
+    if (api_vm_drives_get(req, rep) || detached_get(req, rep))
         return;
     struct bv_drive_entry *e = api_drive_get(req, rep);
     if (!e)
@@ -199,22 +233,33 @@ void api_drives_get(struct bv_request *req, struct bv_reply *rep)
     bv_registry_put(req->app, e);
 }
 
+/* ?key= is true, false or absent (false). */
+static int query_flag(struct bv_request *req, struct bv_reply *rep, const char *key, bool *out)
+{
+    const char *s = bv_req_query(req, key);
+    *out = s && strcmp(s, "true") == 0;
+    if (s && !*out && strcmp(s, "false") != 0) {
+        bv_reply_error(rep, 400, NULL, "%s must be true or false", key);
+        return -1;
+    }
+    return 0;
+}
+
 void api_drives_delete(struct bv_request *req, struct bv_reply *rep)
 {
-    const char *del = bv_req_query(req, "delete_file");
-    bool delete_file = del && strcmp(del, "true") == 0;
-    if (del && !delete_file && strcmp(del, "false") != 0) {
-        bv_reply_error(rep, 400, NULL, "delete_file must be true or false");
+    bool force, keep, drop;
+    struct bv_drive_delete_opts o = { .backups = BV_DRIVE_BACKUPS_REFUSE };
+    if (query_flag(req, rep, "delete_file", &o.delete_file) < 0 ||
+        query_flag(req, rep, "force", &force) < 0 ||
+        query_flag(req, rep, "keep_backups", &keep) < 0 ||
+        query_flag(req, rep, "delete_backups", &drop) < 0)
+        return;
+    if (keep && drop) {
+        bv_reply_error(rep, 400, NULL, "keep_backups and delete_backups exclude each other");
         return;
     }
-    const char *fq = bv_req_query(req, "force");
-    bool force = fq && strcmp(fq, "true") == 0;
-    if (fq && !force && strcmp(fq, "false") != 0) {
-        bv_reply_error(rep, 400, NULL, "force must be true or false");
-        return;
-    }
-    if (api_vm_drives_delete(req, rep))
-        return;
+    o.backups = keep ? BV_DRIVE_BACKUPS_KEEP : drop ? BV_DRIVE_BACKUPS_DELETE
+                                                    : BV_DRIVE_BACKUPS_REFUSE;
     unsigned clients = bv_nbd_clients(req->app, req->params[0]);
     if (clients && !force) {
         bv_reply_error(rep, 409, NULL, "Drive '%s' has %u NBD client%s attached (use "
@@ -223,7 +268,7 @@ void api_drives_delete(struct bv_request *req, struct bv_reply *rep)
         return;
     }
     bv_error *err = NULL;
-    int r = bv_drives_remove(req->app, req->params[0], delete_file, &err);
+    int r = bv_drives_delete(req->app, req->params[0], &o, &err);
     if (r < 0) {
         api_fail(rep, 0, r, err);
     } else {

@@ -11,6 +11,7 @@
 #include "api/common.h"
 #include "app.h"
 #include "runtime/policies.h"
+#include "runtime/upkeep.h"
 #include "sched/retention.h"
 #include "bvdb/policies.h"
 
@@ -280,6 +281,7 @@ void api_test_clock(struct bv_request *req, struct bv_reply *rep)
     cJSON_Delete(obj);
     atomic_store(&req->app->test_now_ms, (int64_t)now * 1000);
     bv_scheduler_kick(req->app);
+    bv_upkeep_kick(req->app);          /* history ages by the same clock */
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "now", (double)now);
     bv_reply_json(rep, 200, o);

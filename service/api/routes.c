@@ -8,6 +8,7 @@
  */
 #include "api/api.h"
 #include "api/notifications.h"
+#include "api/catalog.h"
 #include "api/remotes.h"
 #include "api/storage.h"
 #include "api/tokens.h"
@@ -34,7 +35,8 @@ const struct bv_route bv_routes[] = {
     { "POST", "/api/v1/drives", api_drives_create, 0 },
     { "GET", "/api/v1/drives", api_drives_list, 0 },
     { "GET", D, api_drives_get, 0 },
-    { "DELETE", D, api_drives_delete, 0, BV_QUERY("delete_file", "force") },
+    { "DELETE", D, api_drives_delete, 0,
+      BV_QUERY("delete_file", "force", "keep_backups", "delete_backups") },
     { "POST", D "/resize", api_drives_resize, 0 },
     { "PUT", D "/data", api_drives_data_put, BV_ROUTE_BINARY, BV_QUERY("offset", "flush") },
     { "GET", D "/data", api_drives_data_get, 0, BV_QUERY("offset", "length") },
@@ -101,6 +103,9 @@ const struct bv_route bv_routes[] = {
     { "DELETE", "/api/v1/notifications/{name}", api_notifications_delete, 0 },
     { "GET", "/api/v1/notifications/{name}/deliveries", api_notifications_deliveries, 0,
       BV_QUERY("limit") },
+    { "POST", "/api/v1/catalog/backup", api_catalog_backup, 0 },
+    { "GET", "/api/v1/catalog/upkeep", api_catalog_upkeep_get, 0 },
+    { "POST", "/api/v1/catalog/upkeep", api_catalog_upkeep_run, 0 },
 
     /* the web UI: everything else that is not under /api */
     { "GET", "/", api_static, BV_ROUTE_PUBLIC | BV_ROUTE_ANY_QUERY },

@@ -93,21 +93,6 @@ bool api_vm_drives_get(struct bv_request *req, struct bv_reply *rep)
     return true;
 }
 
-bool api_vm_drives_delete(struct bv_request *req, struct bv_reply *rep)
-{
-    struct bv_vm_drive *d = bv_vm_drives_get(req->app, req->params[0]);
-    if (!d)
-        return false;
-    bv_vm_drives_put(req->app, d);
-    bv_error *e = NULL;
-    int r = bv_vm_drives_remove(req->app, req->params[0], &e);
-    if (r < 0)
-        api_fail(rep, 0, r, e);
-    else
-        bv_reply_empty(rep, 204);
-    return true;
-}
-
 bool api_vm_drives_data_get(struct bv_request *req, struct bv_reply *rep, uint64_t off,
                             uint64_t len)
 {

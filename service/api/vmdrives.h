@@ -22,9 +22,9 @@ bool api_vm_drives_create(struct bv_request *req, struct bv_reply *rep);
 cJSON *api_vm_drive_json(struct bv_vm_drive *d);
 /* GET /drives: every VM drive's object appended to arr. */
 void api_vm_drives_list(struct bv_request *req, cJSON *arr);
-/* GET, DELETE /drives/{id} and GET …/data?offset&length (already checked). */
+/* GET /drives/{id} and GET …/data?offset&length (already checked).  DELETE is
+ * bv_drives_delete's for every kind of drive (runtime/drives.h: what happens to backups). */
 bool api_vm_drives_get(struct bv_request *req, struct bv_reply *rep);
-bool api_vm_drives_delete(struct bv_request *req, struct bv_reply *rep);
 bool api_vm_drives_data_get(struct bv_request *req, struct bv_reply *rep, uint64_t off,
                             uint64_t len);
 

@@ -180,11 +180,14 @@ static int record_drive(struct bv_app *app, struct bv_drive_entry *e, bv_error *
     return 0;
 }
 
-static int drive_taken(struct bv_app *app, const char *id, bv_error **errp)
+int bv_drives_id_free(struct bv_app *app, const char *id, bv_error **errp)
 {
     struct bv_drive_entry *taken = bv_registry_get(app, id);
     struct bv_vm_drive *vm = bv_vm_drives_get(app, id);     /* one id namespace */
     bv_vm_drives_put(app, vm);
+    if (!taken && !vm && bv_drives_detached_get(app, id, NULL) == 0)
+        return bv_error_setf(errp, EEXIST, "Drive '%s' already exists, detached with its "
+                             "backups (delete it with ?delete_backups=true to reuse the id)", id);
     if (!taken && !vm)
         return 0;
     bv_registry_put(app, taken);
@@ -197,7 +200,7 @@ int bv_drives_create(struct bv_app *app, const struct bv_drive_spec *s,
     char file[MAX_FILE_NAME], *created = NULL;
     struct bv_drive_entry *e = NULL;
     int r = bv_drive_id_check(s->id, errp);
-    if (r < 0 || (r = drive_taken(app, s->id, errp)) < 0)
+    if (r < 0 || (r = bv_drives_id_free(app, s->id, errp)) < 0)
         goto out;
     if (s->file)
         snprintf(file, sizeof(file), "%s", s->file);
@@ -239,33 +242,18 @@ int bv_drives_get(struct bv_app *app, const char *id, struct bv_drive_entry **ou
     if (vm)
         return bv_error_setf(errp, EBUSY, "Drive '%s' is a VM drive: not supported for VM "
                              "drives (the VM owns the disk)", id);
+    if (bv_drives_detached_get(app, id, NULL) == 0)
+        return bv_error_setf(errp, EBUSY, "Drive '%s' is detached (deleted with its backups "
+                             "kept): it has no image; its backups can still be read, verified "
+                             "and restored", id);
     return bv_error_setf(errp, ENODEV, "Cannot find device='%s' nor node-name='%s'", id, id);
 }
 
 int bv_drives_remove(struct bv_app *app, const char *id, bool delete_file, bv_error **errp)
 {
-    struct bv_drive_entry *e = NULL;
-    char *path = NULL;
-    int r = bv_drives_get(app, id, &e, errp);
-    if (r < 0)
-        return r;
-    if (bv_drive_busy(e->drive)) {
-        r = bv_error_setf(errp, EBUSY, "Node '%s' is busy: block device is in use by a job", id);
-        goto out;
-    }
-    if (bvdb_drive_delete(app->db, e->id) < 0) {
-        r = bv_error_setf(errp, EIO, "cannot remove drive '%s' from the catalog", id);
-        goto out;
-    }
-    if (delete_file && e->format != BV_DRIVE_BLKVERIFY)
-        path = strdup(e->file);
-    bv_registry_unlink(app, e);
-out:
-    bv_registry_put(app, e);     /* closes the drive once no request uses it */
-    if (path)
-        bv_path_unlink(app->root, path, NULL);
-    free(path);
-    return r;
+    struct bv_drive_delete_opts o = { .delete_file = delete_file,
+                                      .backups = BV_DRIVE_BACKUPS_REFUSE };
+    return bv_drives_delete(app, id, &o, errp);
 }
 
 int bv_drives_resize(struct bv_app *app, struct bv_drive_entry *e, uint64_t size, bool shrink,
@@ -338,6 +326,8 @@ static int restore_drive(const struct bvdb_drive *d, void *opaque)
     struct bv_drive_spec s;
     struct bv_drive_filters f = { 0 };
     bv_error *err = NULL;
+    if (d->detached_at)
+        return 0;                       /* no image to open: only its backups live on */
     if (restore_spec(d, &s, &f, &err) < 0 || drive_open(app, &s, d->file, &e, &err) < 0) {
         log_error("drive '%s' (%s) cannot be reopened: %s; it stays in the catalog", d->id,
                   d->file, err ? err->msg : "?");

@@ -54,12 +54,54 @@ int bv_drive_id_check(const char *id, bv_error **errp);
  * drive, no row and no file this call created. */
 int bv_drives_create(struct bv_app *app, const struct bv_drive_spec *spec,
                      struct bv_drive_entry **out, bv_error **errp);
+/* 0 when no drive has id (local, VM or detached: one id namespace), else -EEXIST saying
+ * which. */
+int bv_drives_id_free(struct bv_app *app, const char *id, bv_error **errp);
 /* A reference to drive id, or -ENODEV "Cannot find device=…". */
 int bv_drives_get(struct bv_app *app, const char *id, struct bv_drive_entry **out,
                   bv_error **errp);
 /* Remove from the catalog and the registry (closed once no request uses it);
- * delete_file also unlinks its image (never a blkverify pair's files). */
+ * delete_file also unlinks its image (never a blkverify pair's files).  A drive with
+ * backups is refused (bv_drives_delete with BV_DRIVE_BACKUPS_REFUSE). */
 int bv_drives_remove(struct bv_app *app, const char *id, bool delete_file, bv_error **errp);
+
+/* ---- drive lifecycle (runtime/lifecycle.c; contract: "Drives with backups") ----
+ * What deleting a drive does with its backup chains:
+ *   REFUSE  EBUSY while the drive has backups (the chains would lose their drive);
+ *   KEEP    the drive is detached: closed and out of the registry, its catalog row kept with
+ *           detached_at (the id stays taken, also across restarts), its bitmaps dropped and
+ *           its chains closed.  Its backups stay listed, readable, verifiable, restorable and
+ *           prunable; everything that needs the image (data, io, bitmaps, resize, new
+ *           backups) is EBUSY "Drive 'd' is detached …".  Deleting a detached drive again
+ *           needs DELETE (or works plainly once its backups are all pruned);
+ *   DELETE  every chain goes: the catalog rows first (backups, chains, damaged extents,
+ *           remote records, the drive and its chain bitmaps: one transaction), then the link
+ *           files and the chain folders.  EBUSY while a job works on the drive or reads one
+ *           of its backups (restore, verify, replicate, prune).
+ * Runs under app->backups_lock, so no backup or prune of the drive starts or runs meanwhile. */
+enum bv_drive_backups {
+    BV_DRIVE_BACKUPS_REFUSE,
+    BV_DRIVE_BACKUPS_KEEP,
+    BV_DRIVE_BACKUPS_DELETE,
+};
+struct bv_drive_delete_opts {
+    bool delete_file;              /* unlink the image too (attached drives, not blkverify) */
+    enum bv_drive_backups backups;
+};
+int bv_drives_delete(struct bv_app *app, const char *id, const struct bv_drive_delete_opts *o,
+                     bv_error **errp);
+
+struct bv_detached_drive {
+    char id[BV_DRIVE_ID_MAX + 1];
+    char format[16];               /* what it was: "raw" | "qcow2" | "blkverify" */
+    uint64_t size;                 /* its size when it was detached */
+    uint32_t cluster_size;
+    char created_at[32], detached_at[32];
+};
+/* 0 with *out (may be NULL) when id is a detached drive, else -ENODEV. */
+int bv_drives_detached_get(struct bv_app *app, const char *id, struct bv_detached_drive *out);
+/* Every detached drive, oldest first: *out malloc'd; the count or -errno. */
+int bv_drives_detached_list(struct bv_app *app, struct bv_detached_drive **out);
 /* Resize the drive and record the new size. */
 int bv_drives_resize(struct bv_app *app, struct bv_drive_entry *e, uint64_t size, bool shrink,
                      bv_error **errp);

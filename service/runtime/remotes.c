@@ -6,7 +6,8 @@
  * keeps the immutable file readable even if a prune removes its name meanwhile); then,
  * without the lock, each is uploaded (multipart above 16 MiB, 4 parts in flight), checked
  * with a HEAD (size) and recorded as present; last the chain's manifest is rewritten from
- * the catalog's present links.  A link already present is neither opened nor uploaded.
+ * the catalog's present links, and a copy of the catalog goes up as catalog.sqlite at the
+ * bucket's root.  A link already present is neither opened nor uploaded.
  */
 #include "runtime/remotes.h"
 
@@ -28,6 +29,7 @@
 #include "bvdb/remotes.h"
 #include "runtime/backups.h"
 #include "runtime/jobs.h"
+#include "runtime/upkeep.h"
 #include "s3/s3.h"
 
 #define SECRET_MAX 256
@@ -652,6 +654,22 @@ static int put_manifest(struct replicate *rp, struct bv_s3 *s3, const struct lin
     return r;
 }
 
+/* A copy of the whole catalog (runtime/upkeep.h) at CATALOG_KEY, replaced by each run: with
+ * the manifests, what a new appliance needs to know what the bucket holds. */
+#define CATALOG_KEY "catalog.sqlite"
+
+static int put_catalog(struct replicate *rp, struct bv_s3 *s3, bv_error **errp)
+{
+    int fd = -1;
+    uint64_t size = 0;
+    int r = bv_catalog_copy_temp(rp->app, &fd, &size, errp);
+    if (r == 0)
+        r = bv_s3_put_file(s3, CATALOG_KEY, fd, size, NULL, NULL, errp);
+    if (fd >= 0)
+        close(fd);
+    return r;
+}
+
 static int replicate_run(struct bv_job *job, void *opaque, bv_error **errp)
 {
     struct replicate *rp = opaque;
@@ -682,6 +700,8 @@ static int replicate_run(struct bv_job *job, void *opaque, bv_error **errp)
     }
     if (r == 0 && n > 0)
         r = put_manifest(rp, s3, &v[n - 1], errp);
+    if (r == 0 && n > 0)
+        r = put_catalog(rp, s3, errp);
     for (size_t i = 0; i < n; i++) {
         if (v[i].fd >= 0)
             close(v[i].fd);

@@ -134,12 +134,7 @@ static int check_request(struct bv_app *app, const struct bv_restore_request *rq
     int r = bv_drive_id_check(rq->drive, errp);
     if (r < 0)
         return r;
-    struct bv_drive_entry *e = bv_registry_get(app, rq->drive);
-    if (e) {
-        bv_registry_put(app, e);
-        return bv_error_setf(errp, EEXIST, "Drive '%s' already exists", rq->drive);
-    }
-    return 0;
+    return bv_drives_id_free(app, rq->drive, errp);   /* local, VM or detached */
 }
 
 static int check_point(const struct bv_backup_rec *b, bool force, bv_error **errp)

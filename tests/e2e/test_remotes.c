@@ -358,6 +358,14 @@ static void test_replicate(void **state)
             ju_check_str_member("manifest link", l, "parent", b[i - 1]);
     }
     cJSON_Delete(m);
+    /* a catalog copy beside the manifests: an SQLite file */
+    char *cat = NULL;
+    size_t catlen = 0, headlen = 0;
+    ju_check(s3_call("catalog.sqlite", true, NULL, &headlen) == 200, "no catalog.sqlite");
+    ju_check(s3_call("catalog.sqlite", false, &cat, &catlen) == 200 && catlen == headlen &&
+             catlen > 100 && memcmp(cat, "SQLite format 3", 16) == 0,
+             "catalog.sqlite: %zu bytes (HEAD %zu), not an SQLite file", catlen, headlen);
+    free(cat);
 
     /* every link is present: a second run uploads nothing */
     free(replicate(b[2], 0));

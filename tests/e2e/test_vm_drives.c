@@ -593,7 +593,7 @@ static void test_raw_vm_restarted(void **state)
                             bvh_str(b1, "file"), raw), 0);
     cJSON_Delete(b0);
     cJSON_Delete(b1);
-    cJSON_Delete(bvh_json(&H, "DELETE", 204, "/api/v1/drives/raw1", NULL));
+    cJSON_Delete(bvh_json(&H, "DELETE", 204, "/api/v1/drives/raw1?delete_backups=true", NULL));
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
 }
@@ -741,7 +741,8 @@ static void test_delete_cleans_qemu(void **state)
     cJSON_Delete(mon_cmd("{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"null-co\","
                          "\"node-name\":\"theirs\",\"size\":1048576}}"));
     assert_int_equal(blockvault_objects(), 1);
-    cJSON_Delete(bvh_json(&H, "DELETE", 204, "/api/v1/drives/vm1", NULL));
+    expect_error("DELETE", "/api/v1/drives/vm1", NULL, 409, "delete_backups");   /* has chains */
+    cJSON_Delete(bvh_json(&H, "DELETE", 204, "/api/v1/drives/vm1?delete_backups=true", NULL));
     assert_int_equal(blockvault_objects(), 0);
     cJSON *nodes = mon_cmd("{\"execute\":\"query-named-block-nodes\"}"), *it;
     int theirs = 0, disk0 = 0;
@@ -826,7 +827,15 @@ static void test_gone(void **state)
     assert_string_equal(bvh_str(cJSON_GetObjectItem(d, "source"), "vm_status"), "gone");
     cJSON_Delete(d);
     expect_error("GET", "/api/v1/drives/vm2/data?offset=0&length=512", NULL, 500, "is gone");
-    cJSON_Delete(bvh_json(&H, "DELETE", 204, "/api/v1/drives/vm2", NULL));
+    /* QEMU is gone; its backups stay with the drive detached (runtime/drives.h) */
+    cJSON_Delete(bvh_json(&H, "DELETE", 204, "/api/v1/drives/vm2?keep_backups=true", NULL));
+    d = bvh_json(&H, "GET", 200, "/api/v1/drives/vm2", NULL);
+    assert_string_equal(bvh_str(d, "format"), "detached");
+    cJSON_Delete(d);
+    cJSON *chains = bvh_json(&H, "GET", 200, "/api/v1/drives/vm2/backups", NULL);
+    assert_true(cJSON_GetArraySize(cJSON_GetObjectItem(chains, "chains")) >= 1);
+    cJSON_Delete(chains);
+    cJSON_Delete(bvh_json(&H, "DELETE", 204, "/api/v1/drives/vm2?delete_backups=true", NULL));
 }
 
 static void test_without_qmp_dir(void **state)

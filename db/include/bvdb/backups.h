@@ -65,6 +65,10 @@ int bvdb_backup_set_verified(bvdb *db, const char *id, const char *verified_at);
 int bvdb_backup_relink(bvdb *db, const char *id, const char *file, const char *parent_id,
                        const char *kind, const void *crcs, size_t crcs_len);
 int bvdb_backup_delete(bvdb *db, const char *id);
+/* Every backup and chain of drive_id with their damaged extents, prune intents and remote
+ * records (the objects on remotes stay), and with drive_row the drive's row too (its bitmaps
+ * go with it), in one transaction.  Returns the number of backups removed or -errno. */
+int bvdb_backups_purge_drive(bvdb *db, const char *drive_id, bool drive_row);
 int bvdb_backup_get(bvdb *db, const char *id,
                     void (*cb)(const struct bvdb_backup *b, void *opaque), void *opaque);
 /* Oldest first (seq).  chain_id or drive_id filter (NULL: any). */

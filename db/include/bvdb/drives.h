@@ -20,12 +20,21 @@ struct bvdb_drive {
     uint32_t cluster_size;
     const char *filters;       /* JSON text, opaque to db/ */
     const char *created_at;
+    const char *detached_at;   /* NULL: attached; else when it was deleted with its backups
+                                  kept (the image is no longer open; set by bvdb_drive_detach) */
 };
 
 int bvdb_drive_insert(bvdb *db, const struct bvdb_drive *d);
 int bvdb_drive_delete(bvdb *db, const char *id);           /* bitmaps go too (cascade) */
 int bvdb_drive_set_size(bvdb *db, const char *id, uint64_t size);
-/* Oldest first.  cb returns non-zero to stop.  Returns the count or -errno. */
+/* Detach drive id, in one transaction: detached_at = when, its bitmap rows go and its chains
+ * are closed (nothing extends them any more).  -ENOENT if there is no such drive. */
+int bvdb_drive_detach(bvdb *db, const char *id, const char *when);
+/* cb sees the row (detached or not); -ENOENT if absent. */
+int bvdb_drive_get(bvdb *db, const char *id,
+                   void (*cb)(const struct bvdb_drive *d, void *opaque), void *opaque);
+/* Oldest first, detached ones too.  cb returns non-zero to stop.  Returns the count or
+ * -errno. */
 int bvdb_drive_list(bvdb *db, int (*cb)(const struct bvdb_drive *d, void *opaque), void *opaque);
 
 struct bvdb_bitmap {

@@ -70,7 +70,9 @@ export default {
           : h('p', { class: 'muted small' }, 'No bitmaps.'),
         myJobs.length ? h('div', { class: 'drive-jobs' }, myJobs.map((j) => h('div', {},
           h('span', {}, `${j.type} job ${j.id} `), jobStatus(j), progress(j)))) : null,
-        h('div', { class: 'btns' }, backup('full'), backup('incremental'),
+        h('div', { class: 'btns' },
+          d.format === 'detached' ? null : backup('full'),      /* no image: only its backups */
+          d.format === 'detached' ? null : backup('incremental'),
           h('button', { type: 'button', 'data-key': `verify:${d.id}`,
             onclick: (ev) => ctx.act(ev.currentTarget, () => post('/api/v1/jobs', { type: 'verify', mode: 'checksum', drive: d.id }),
               (j) => `Verify job ${j.id} started`).then(() => ctx.jobs.refresh()) }, 'Verify backups'),
