@@ -1,0 +1,206 @@
+/*
+ * Opening backup links from local disk or a remote: see linkread.h.
+ *
+ * bv_linkread_open resolves the chain (the link and its parents) to layers first, each
+ * local or remote with its object key and size from remote_links; with no remote layer it is
+ * a plain open.  Otherwise the engine's layer resolver (bv/remote.h) is asked for each layer
+ * by its storage-relative name (the link files' names, which the qcow2 backing names resolve
+ * to): a remote layer gets an S3 client of its own and a read callback doing ranged GETs.
+ */
+#include "runtime/linkread.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "app.h"
+#include "bv/path.h"
+#include "bv/remote.h"
+#include "bvdb/remotes.h"
+#include "runtime/backups.h"
+#include "runtime/remotes.h"
+#include "s3/s3.h"
+
+#define MAX_LAYERS BV_MAX_CHAIN_DEPTH
+
+struct layer {
+    char id[BV_BACKUP_ID_MAX];
+    char file[1024];
+    bool remote;
+    char remote_name[BV_REMOTE_NAME_MAX + 1];
+    char key[1200];
+    uint64_t size;
+};
+
+struct resolve_ctx {
+    struct bv_app *app;
+    struct layer *v;
+    size_t n;
+};
+
+/* one remote layer's object: its own client (freed with the node) */
+struct object {
+    struct bv_s3 *s3;
+    char key[1200];
+};
+
+bool bv_linkread_is_local(struct bv_app *app, const struct bv_backup_rec *b)
+{
+    struct stat st;
+    return b->local && bv_path_stat(app->root, b->file, &st, NULL) == 0;
+}
+
+struct present_q {
+    struct layer *l;
+    bool found;
+};
+
+static int present_cb(const struct bvdb_remote_link *row, void *opaque)
+{
+    struct present_q *q = opaque;
+    if (q->found || strcmp(row->state, "present") != 0)
+        return 0;
+    q->found = true;
+    snprintf(q->l->remote_name, sizeof(q->l->remote_name), "%s", row->remote);
+    snprintf(q->l->key, sizeof(q->l->key), "%s", row->key);
+    q->l->size = row->size > 0 ? (uint64_t)row->size : 0;
+    return 0;
+}
+
+static bool find_remote(struct bv_app *app, const char *bid, struct layer *l)
+{
+    struct present_q q = { l, false };
+    bvdb_remote_link_list(app->db, NULL, bid, present_cb, &q);
+    return q.found;
+}
+
+bool bv_linkread_on_remote(struct bv_app *app, const char *bid, char *remote)
+{
+    struct layer l;
+    memset(&l, 0, sizeof(l));
+    bool found = find_remote(app, bid, &l);
+    if (found && remote)
+        snprintf(remote, BV_REMOTE_NAME_MAX + 1, "%s", l.remote_name);
+    return found;
+}
+
+/* The layers of bid (it first, then its parents unless alone); *nremote counts the remote
+ * ones. */
+static int resolve_chain(struct bv_app *app, const char *bid, bool alone, struct layer *v,
+                         size_t *n, size_t *nremote, bv_error **errp)
+{
+    char cur[BV_BACKUP_ID_MAX];
+    snprintf(cur, sizeof(cur), "%s", bid);
+    size_t k = 0;
+    *nremote = 0;
+    while (cur[0]) {
+        if (k == MAX_LAYERS)
+            return bv_error_setf(errp, E2BIG, "chain of '%s' is deeper than %d links", bid,
+                                 MAX_LAYERS);
+        struct bv_backup_rec b;
+        int r = bv_backups_get(app, cur, &b, errp);
+        if (r < 0)
+            return r;
+        struct layer *l = &v[k++];
+        memset(l, 0, sizeof(*l));
+        snprintf(l->id, sizeof(l->id), "%s", b.id);
+        snprintf(l->file, sizeof(l->file), "%s", b.file);
+        if (!bv_linkread_is_local(app, &b)) {
+            if (!find_remote(app, b.id, l))
+                return bv_error_setf(errp, EIO, "the link of backup '%s' ('%s') is neither on "
+                                     "local disk nor present on a remote", b.id, b.file);
+            l->remote = true;
+            (*nremote)++;
+        }
+        snprintf(cur, sizeof(cur), "%s", alone ? "" : b.parent);
+    }
+    *n = k;
+    return 0;
+}
+
+static int object_pread(void *opaque, void *buf, size_t len, uint64_t off, bv_error **errp)
+{
+    struct object *o = opaque;
+    return bv_s3_get_range(o->s3, o->key, off, len, buf, errp);
+}
+
+static void object_release(void *opaque)
+{
+    struct object *o = opaque;
+    bv_s3_free(o->s3);
+    free(o);
+}
+
+static int resolve(void *opaque, const char *name, struct bv_remote_object *obj,
+                   bv_error **errp)
+{
+    struct resolve_ctx *c = opaque;
+    struct layer *l = NULL;
+    for (size_t i = 0; i < c->n && !l; i++)
+        if (strcmp(c->v[i].file, name) == 0)
+            l = &c->v[i];
+    if (!l || !l->remote)
+        return 1;                           /* a local file (or not a link: opened as is) */
+    struct object *o = calloc(1, sizeof(*o));
+    if (!o)
+        return bv_error_setf(errp, ENOMEM, "out of memory");
+    snprintf(o->key, sizeof(o->key), "%s", l->key);
+    int r = bv_remotes_client(c->app, l->remote_name, &o->s3, errp);
+    if (r == 0 && l->size == 0)
+        r = bv_s3_head(o->s3, o->key, &l->size, errp);
+    if (r < 0) {
+        bv_error_prepend(errp, "reading backup '%s' from remote '%s'", l->id, l->remote_name);
+        object_release(o);
+        return r;
+    }
+    *obj = (struct bv_remote_object){ .length = l->size, .pread = object_pread,
+                                      .release = object_release, .opaque = o };
+    return 0;
+}
+
+static int open_remote(struct bv_app *app, struct resolve_ctx *c, const char *file,
+                       unsigned flags, bv_node **out, bv_error **errp)
+{
+    struct bv_remote_cache_opts co = {0};
+    if (flags & BV_LINKREAD_SPARSE)
+        co = (struct bv_remote_cache_opts){ .block_size = 64 << 10, .max_bytes = 16 << 20,
+                                            .readahead = 16 };
+    struct bv_remote_cache *cache = NULL;
+    int r = bv_remote_cache_new(&co, &cache, errp);
+    if (r < 0)
+        return r;
+    struct bv_layer_resolver lr = { .resolve = resolve, .opaque = c, .cache = cache };
+    struct bv_open_opts o = {
+        .path = file, .format = BV_FMT_QCOW2, .root = app->root, .read_only = true,
+        .no_backing = (flags & BV_LINKREAD_ALONE) != 0, .layers = &lr,
+    };
+    r = bv_node_open(&o, out, errp);
+    bv_remote_cache_unref(cache);           /* the remote nodes hold it */
+    return r;
+}
+
+int bv_linkread_open(struct bv_app *app, const char *bid, unsigned flags, bv_node **out,
+                     bv_error **errp)
+{
+    *out = NULL;
+    struct resolve_ctx c = { .app = app };
+    size_t nremote = 0;
+    c.v = calloc(MAX_LAYERS, sizeof(*c.v));
+    if (!c.v)
+        return bv_error_setf(errp, ENOMEM, "out of memory");
+    int r = resolve_chain(app, bid, (flags & BV_LINKREAD_ALONE) != 0, c.v, &c.n, &nremote,
+                          errp);
+    if (r == 0 && nremote == 0) {
+        struct bv_open_opts o = {
+            .path = c.v[0].file, .format = BV_FMT_QCOW2, .root = app->root, .read_only = true,
+            .no_backing = (flags & BV_LINKREAD_ALONE) != 0,
+        };
+        r = bv_node_open(&o, out, errp);
+    } else if (r == 0) {
+        r = open_remote(app, &c, c.v[0].file, flags, out, errp);
+    }
+    free(c.v);
+    return r;
+}
