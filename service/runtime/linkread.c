@@ -10,15 +10,19 @@
 #include "runtime/linkread.h"
 
 #include <errno.h>
+#include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "app.h"
 #include "bv/path.h"
 #include "bv/remote.h"
 #include "bvdb/remotes.h"
+#include "log.h"
 #include "runtime/backups.h"
 #include "runtime/remotes.h"
 #include "s3/s3.h"
@@ -44,6 +48,7 @@ struct resolve_ctx {
 struct object {
     struct bv_s3 *s3;
     char key[1200];
+    _Atomic uint64_t gets, bytes, ns;   /* ranged GETs done, their bytes and time */
 };
 
 bool bv_linkread_is_local(struct bv_app *app, const struct bv_backup_rec *b)
@@ -120,15 +125,32 @@ static int resolve_chain(struct bv_app *app, const char *bid, bool alone, struct
     return 0;
 }
 
+static uint64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
 static int object_pread(void *opaque, void *buf, size_t len, uint64_t off, bv_error **errp)
 {
     struct object *o = opaque;
-    return bv_s3_get_range(o->s3, o->key, off, len, buf, errp);
+    uint64_t t0 = now_ns();
+    int r = bv_s3_get_range(o->s3, o->key, off, len, buf, errp);
+    atomic_fetch_add(&o->gets, 1);
+    atomic_fetch_add(&o->bytes, r == 0 ? len : 0);
+    atomic_fetch_add(&o->ns, now_ns() - t0);
+    return r;
 }
 
 static void object_release(void *opaque)
 {
     struct object *o = opaque;
+    uint64_t gets = atomic_load(&o->gets);
+    if (gets)
+        log_debug("remote read of '%s': %" PRIu64 " bytes in %" PRIu64 " ranged GETs, %.3f s "
+                  "in GETs", o->key, atomic_load(&o->bytes), gets,
+                  (double)atomic_load(&o->ns) / 1e9);
     bv_s3_free(o->s3);
     free(o);
 }
@@ -163,10 +185,20 @@ static int resolve(void *opaque, const char *name, struct bv_remote_object *obj,
 static int open_remote(struct bv_app *app, struct resolve_ctx *c, const char *file,
                        unsigned flags, bv_node **out, bv_error **errp)
 {
-    struct bv_remote_cache_opts co = {0};
+    /* Bench-only knobs (bench/bench_s3.sh tuning); unset in normal use, not part of the API. */
+    const char *ev;
+    struct bv_remote_cache_opts co = {
+        .block_size = (ev = getenv("BV_REMOTE_BLOCK_KIB")) ? (uint32_t)atoi(ev) << 10 : 0,
+        .max_bytes = (ev = getenv("BV_REMOTE_CACHE_MIB")) ? (uint64_t)atoi(ev) << 20 : 0,
+        .readahead = (ev = getenv("BV_REMOTE_READAHEAD")) ? (unsigned)atoi(ev) : 0,
+        .fetchers = (ev = getenv("BV_REMOTE_FETCHERS")) ? (unsigned)atoi(ev) : 0,
+    };
     if (flags & BV_LINKREAD_SPARSE)
         co = (struct bv_remote_cache_opts){ .block_size = 64 << 10, .max_bytes = 16 << 20,
                                             .readahead = 16 };
+    else if ((flags & BV_LINKREAD_STREAM) && !co.block_size && !co.max_bytes)
+        co = (struct bv_remote_cache_opts){ .block_size = 4 << 20, .max_bytes = 48 << 20,
+                                            .readahead = 8, .fetchers = co.fetchers };
     struct bv_remote_cache *cache = NULL;
     int r = bv_remote_cache_new(&co, &cache, errp);
     if (r < 0)
