@@ -247,8 +247,9 @@ static struct rblock *insert_locked(struct rstate *s, uint64_t index, bool deman
     return b;
 }
 
-/* Read b's bytes from the object (without the lock), then publish or drop it. */
-static int fetch_block(struct rstate *s, struct rblock *b, bv_error **errp)
+/* Read b's bytes from the object (without the lock), then publish it (pinned for the
+ * reader that fetched it when pin) or drop it. */
+static int fetch_block(struct rstate *s, struct rblock *b, bool pin, bv_error **errp)
 {
     struct bv_remote_cache *c = s->cache;
     uint64_t off = b->index * c->block_size;
@@ -258,6 +259,7 @@ static int fetch_block(struct rstate *s, struct rblock *b, bv_error **errp)
     if (r == 0) {
         c->st.bytes_fetched += b->len;
         b->state = READY;
+        b->pins += pin;
     } else {
         free_block_locked(c, b);
     }
@@ -288,7 +290,7 @@ static void *fetcher(void *arg)
         c->inflight_prefetch++;
         c->st.prefetched++;
         pthread_mutex_unlock(&c->lock);
-        fetch_block(q.owner, b, NULL);     /* a failure is retried by the reader */
+        fetch_block(q.owner, b, false, NULL);   /* a failure is retried by the reader */
         pthread_mutex_lock(&c->lock);
         c->inflight_prefetch--;
         pthread_cond_broadcast(&c->changed);
@@ -326,27 +328,35 @@ static void enqueue_locked(struct rstate *s, uint64_t index)
 
 /* ---------------- reads ---------------- */
 
-/* Block index pinned and READY in *out (the caller unpins).  Fetches it on a miss. */
+/* Queue the readahead after index when the reader looks sequential. */
+static void readahead_locked(struct rstate *s, uint64_t index, bool sequential)
+{
+    for (unsigned i = 1; sequential && i <= s->cache->readahead; i++)
+        enqueue_locked(s, index + i);
+}
+
+/* Block index pinned and READY in *out (the caller unpins).  A miss fetches it here, after
+ * queueing the readahead (so the fetch threads work while this one waits). */
 static int get_block(struct rstate *s, uint64_t index, struct rblock **out, bv_error **errp)
 {
     struct bv_remote_cache *c = s->cache;
     pthread_mutex_lock(&c->lock);
     bool sequential = index > 0 && find_locked(c, s, index - 1) != NULL;
-    struct rblock *b;
     bool counted = false;
     for (;;) {
-        b = find_locked(c, s, index);
+        struct rblock *b = find_locked(c, s, index);
+        if (!counted)
+            c->st.hits += b != NULL;
         if (b && b->state == READY) {
-            if (!counted)
-                c->st.hits++;
             b->pins++;
             unlink_block_locked(c, b);
             push_front_locked(c, b);
-            break;
+            readahead_locked(s, index, sequential);
+            pthread_mutex_unlock(&c->lock);
+            *out = b;
+            return 0;
         }
-        if (b) {                            /* being fetched: wait for it */
-            if (!counted)
-                c->st.hits++;
+        if (b) {                            /* being fetched: wait for it (or its failure) */
             counted = true;
             pthread_cond_wait(&c->changed, &c->lock);
             continue;
@@ -359,17 +369,13 @@ static int get_block(struct rstate *s, uint64_t index, struct rblock **out, bv_e
             pthread_mutex_unlock(&c->lock);
             return bv_error_setf(errp, ENOMEM, "out of memory");
         }
+        readahead_locked(s, index, sequential);
         pthread_mutex_unlock(&c->lock);
-        int r = fetch_block(s, b, errp);
-        if (r < 0)
-            return r;
-        pthread_mutex_lock(&c->lock);       /* READY now, unless evicted meanwhile */
+        int r = fetch_block(s, b, true, errp);
+        if (r == 0)
+            *out = b;
+        return r;
     }
-    for (unsigned i = 1; sequential && i <= c->readahead; i++)
-        enqueue_locked(s, index + i);
-    pthread_mutex_unlock(&c->lock);
-    *out = b;
-    return 0;
 }
 
 static void unpin(struct rstate *s, struct rblock *b)

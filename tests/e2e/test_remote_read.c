@@ -12,7 +12,9 @@
  *     the newest link's object (a modified copy PUT over it) is then reported at its guest
  *     offset (first_mismatch_offset its 64 KiB block, the sample at the flipped byte with the
  *     drive's byte as reference) and the backup is marked corrupt; the older points still
- *     read and verify as before.
+ *     read and verify as before;
+ *   - a link neither on local disk nor present on a remote: GET …/data of its point is a 500
+ *     that says so.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -441,6 +443,7 @@ static void test_read_restore_verify_from_bucket(void **state)
     cJSON_Delete(rep);
     cJSON *j = get_backup(bids[2]);
     ju_check_str_member("flipped link", j, "status", "corrupt");
+    ju_check(!bvh_bool(j, "local"), "flipped link: local");
     cJSON_Delete(j);
 
     /* the older points do not read the flipped block: unchanged and clean */
@@ -452,6 +455,26 @@ static void test_read_restore_verify_from_bucket(void **state)
     rep = verify(bids[1]);
     ju_check_str_member("older remote point", rep, "status", "clean");
     cJSON_Delete(rep);
+
+    /* a link in neither place (a new chain's full, not replicated): its point cannot be
+     * read, and says why.  (An incremental needs the chain's newest link on local disk.) */
+    char b4[32];
+    io("[\"write -P 0x41 4M 64k\"]");
+    backup("full", b4);
+    cJSON *j4 = get_backup(b4);
+    char local[1024];
+    snprintf(local, sizeof(local), "%s/%s", H.images, str_or(j4, "file", ""));
+    cJSON_Delete(j4);
+    ju_check(unlink(local) == 0, "cannot delete %s", local);
+    char path[160];
+    snprintf(path, sizeof(path), "/api/v1/backups/%s/data?offset=0&length=512", b4);
+    struct bvh_resp r;
+    ju_call(&H, &r, "GET", path, NULL);
+    const cJSON *err = cJSON_GetObjectItem(r.json, "error");
+    ju_check(r.status == 500 && strstr(str_or(err, "desc", ""), "neither on local disk nor "
+                                       "present on a remote") != NULL,
+             "GET of a point whose link is nowhere: HTTP %ld %s", r.status, r.body ? r.body : "");
+    bvh_resp_free(&r);
     for (int i = 0; i < NPOINTS; i++)
         free(refs[i]);
     ju_end();
