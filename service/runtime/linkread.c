@@ -21,6 +21,7 @@
 #include "app.h"
 #include "bv/path.h"
 #include "bv/remote.h"
+#include "bvdb/backups.h"
 #include "bvdb/remotes.h"
 #include "log.h"
 #include "runtime/backups.h"
@@ -91,37 +92,66 @@ bool bv_linkread_on_remote(struct bv_app *app, const char *bid, char *remote)
     return found;
 }
 
-/* The layers of bid (it first, then its parents unless alone); *nremote counts the remote
- * ones. */
-static int resolve_chain(struct bv_app *app, const char *bid, bool alone, struct layer *v,
-                         size_t *n, size_t *nremote, bv_error **errp)
+struct row {
+    struct layer *l;
+    char parent[BV_BACKUP_ID_MAX];
+    bool local, found;
+};
+
+static void row_cb(const struct bvdb_backup *b, void *opaque)
+{
+    struct row *w = opaque;
+    snprintf(w->l->id, sizeof(w->l->id), "%s", b->id);
+    snprintf(w->l->file, sizeof(w->l->file), "%s", b->file ? b->file : "");
+    snprintf(w->parent, sizeof(w->parent), "%s", b->parent_id ? b->parent_id : "");
+    w->local = b->local;
+    w->found = true;
+}
+
+/* One more layer slot in c (grown as the chain is walked). */
+static struct layer *next_layer(struct resolve_ctx *c, size_t *cap)
+{
+    if (c->n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 8;
+        struct layer *v = realloc(c->v, ncap * sizeof(*v));
+        if (!v)
+            return NULL;
+        c->v = v;
+        *cap = ncap;
+    }
+    struct layer *l = &c->v[c->n++];
+    memset(l, 0, sizeof(*l));
+    return l;
+}
+
+/* The layers of bid into c (it first, then its parents unless alone); *nremote counts the
+ * remote ones. */
+static int resolve_chain(struct bv_app *app, const char *bid, bool alone,
+                         struct resolve_ctx *c, size_t *nremote, bv_error **errp)
 {
     char cur[BV_BACKUP_ID_MAX];
     snprintf(cur, sizeof(cur), "%s", bid);
-    size_t k = 0;
+    size_t cap = 0;
     *nremote = 0;
     while (cur[0]) {
-        if (k == MAX_LAYERS)
+        if (c->n == MAX_LAYERS)
             return bv_error_setf(errp, E2BIG, "chain of '%s' is deeper than %d links", bid,
                                  MAX_LAYERS);
-        struct bv_backup_rec b;
-        int r = bv_backups_get(app, cur, &b, errp);
-        if (r < 0)
-            return r;
-        struct layer *l = &v[k++];
-        memset(l, 0, sizeof(*l));
-        snprintf(l->id, sizeof(l->id), "%s", b.id);
-        snprintf(l->file, sizeof(l->file), "%s", b.file);
-        if (!bv_linkread_is_local(app, &b)) {
-            if (!find_remote(app, b.id, l))
+        struct row w = { .l = next_layer(c, &cap) };
+        if (!w.l)
+            return bv_error_setf(errp, ENOMEM, "out of memory");
+        if (bvdb_backup_get(app->db, cur, row_cb, &w) < 0 || !w.found)
+            return bv_error_setf(errp, ENODEV, "Backup '%s' not found", cur);
+        struct stat st;
+        if (!w.local || bv_path_stat(app->root, w.l->file, &st, NULL) < 0) {
+            if (!find_remote(app, w.l->id, w.l))
                 return bv_error_setf(errp, EIO, "the link of backup '%s' ('%s') is neither on "
-                                     "local disk nor present on a remote", b.id, b.file);
-            l->remote = true;
+                                     "local disk nor present on a remote", w.l->id, w.l->file);
+            w.l->remote = true;
             (*nremote)++;
         }
-        snprintf(cur, sizeof(cur), "%s", alone ? "" : b.parent);
+        snprintf(cur, sizeof(cur), "%s", alone ? "" : w.parent);
     }
-    *n = k;
     return 0;
 }
 
@@ -219,11 +249,9 @@ int bv_linkread_open(struct bv_app *app, const char *bid, unsigned flags, bv_nod
     *out = NULL;
     struct resolve_ctx c = { .app = app };
     size_t nremote = 0;
-    c.v = calloc(MAX_LAYERS, sizeof(*c.v));
-    if (!c.v)
-        return bv_error_setf(errp, ENOMEM, "out of memory");
-    int r = resolve_chain(app, bid, (flags & BV_LINKREAD_ALONE) != 0, c.v, &c.n, &nremote,
-                          errp);
+    int r = resolve_chain(app, bid, (flags & BV_LINKREAD_ALONE) != 0, &c, &nremote, errp);
+    if (r == 0 && c.n == 0)
+        r = bv_error_setf(errp, ENODEV, "Backup '' not found");
     if (r == 0 && nremote == 0) {
         struct bv_open_opts o = {
             .path = c.v[0].file, .format = BV_FMT_QCOW2, .root = app->root, .read_only = true,
