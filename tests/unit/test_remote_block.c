@@ -46,6 +46,7 @@ struct mem_obj {
 };
 static struct mem_obj objs[NLAYERS];
 static unsigned remote_mask;             /* bit i: layer i is remote */
+static const char *fail_name;            /* resolve fails for this layer */
 
 static int mem_pread(void *opaque, void *buf, size_t len, uint64_t off, bv_error **errp)
 {
@@ -69,7 +70,8 @@ static int resolve(void *opaque, const char *name, struct bv_remote_object *obj,
                    bv_error **errp)
 {
     (void)opaque;
-    (void)errp;
+    if (fail_name && strcmp(name, fail_name) == 0)
+        return bv_error_setf(errp, EACCES, "no such key for '%s'", name);
     for (int i = 0; i < NLAYERS; i++) {
         if (strcmp(name, names[i]) != 0)
             continue;
@@ -397,10 +399,22 @@ static void test_errors(void **state)
     assert_non_null(e);
     assert_non_null(strstr(e->msg, "the bucket is on fire"));
     bv_error_free(e);
+    e = NULL;
     atomic_store(&objs[0].fail, 0);
     assert_int_equal(bv_node_pread(n, buf, sizeof(buf), 512u << 10, NULL), 0);
     assert_memory_equal(buf, ref + (512u << 10), sizeof(buf));
     bv_node_close(n, NULL);
+    /* the middle layer's resolve fails: the open fails, the top's object is released */
+    fail_name = names[1];
+    n = open_chain(7, c, true, &r, &e);
+    fail_name = NULL;
+    assert_int_equal(r, -EACCES);
+    assert_null(n);
+    assert_non_null(strstr(e->msg, "no such key"));
+    bv_error_free(e);
+    e = NULL;
+    assert_int_equal(atomic_load(&objs[2].released), 1);
+    assert_int_equal(atomic_load(&objs[1].released), 0);
     bv_remote_cache_unref(c);
     struct bv_remote_cache_opts bad = { .block_size = 3000 };
     assert_int_equal(bv_remote_cache_new(&bad, &c, NULL), -EINVAL);
