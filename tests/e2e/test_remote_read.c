@@ -6,8 +6,8 @@
  *     say "local": false with the remote present; GET …/data of every point, whole and in
  *     pieces, equals what it read before the files went; a restore of every point (raw)
  *     straight from the bucket completes (its digest checked by the job) and is the
- *     reference byte for byte, and `qemu-img compare` finds it identical to the qcow2
- *     restored locally before;
+ *     reference byte for byte, and `qemu-img compare` finds it, and the point's NBD export
+ *     backup/<bid>, identical to the qcow2 restored locally before;
  *   - a checksum verify of the newest point from the bucket is clean; one byte flipped in
  *     the newest link's object (a modified copy PUT over it) is then reported at its guest
  *     offset (first_mismatch_offset its 64 KiB block, the sample at the flipped byte with the
@@ -390,6 +390,12 @@ static void check_restores(void)
         ju_check(bvh_sh("cd '%s' && qemu-img compare -q -f raw -F qcow2 remote%d.raw "
                         "local%d.qcow2", H.images, i, i) == 0,
                  "qemu-img compare: remote%d.raw differs from local%d.qcow2", i, i);
+        /* the NBD export of the point reads from the bucket too */
+        ju_check(bvh_sh("cd '%s' && qemu-img compare -q -f raw -F qcow2 "
+                        "'nbd+unix:///backup/%s?socket=%s/nbd.sock' local%d.qcow2", H.images,
+                        bids[i], H.dir, i) == 0,
+                 "qemu-img compare: NBD export backup/%s differs from local%d.qcow2",
+                 bids[i], i);
     }
 }
 
