@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# bench_s3.sh [WORKDIR]: uploading a backup link to a RADOS Gateway, ours against s3cmd.
+# bench_s3.sh [WORKDIR]: uploading and downloading a backup link to/from a RADOS Gateway, ours
+# against s3cmd, and restoring a point straight from the bucket against a local restore.
 #
 # Setup: a throw-away single-node Ceph (tests/support/ceph-rgw.sh: mon + bluestore OSD + beast
 # radosgw on loopback) and our daemon; a qcow2 drive of SIZE (default 1G) of random data
@@ -12,23 +13,33 @@
 #              a HEAD check and the manifest.
 #   s3cmd put  the same file to another bucket (s3cmd's defaults: 15 MiB parts, one at a
 #              time, MD5 computed).
-#   s3cmd get  the object back to a file, for reference (ours has no download path yet:
-#              reading links from the bucket is not implemented).
-# Ratio = ours / s3cmd put (target: <= 1.0).
+#   s3cmd get  the object back to a file (s3cmd's defaults: one GET stream).
+#   bvs3 get   our client's download of the replicated link (service/s3/s3get.c: 16 MiB
+#              ranged GETs, 4 in flight), checked with cmp.
+#   restore local   POST /api/v1/backups/<full>/restore into a new qcow2 file, the link on
+#              local disk (page cache warm), timed to BLOCK_JOB_COMPLETED (digest checked).
+#   restore bucket  the same with the link's file moved aside: the point is read straight
+#              from the bucket (r0's object) through the remote block driver (1 MiB ranged
+#              GETs, 8 blocks of readahead, 4 fetch threads).
+# Ratios: upload ours / s3cmd put (target <= 1.0), download bvs3 / s3cmd get (<= 1.0),
+# restore bucket / local (<= 2.0).
 #
-# BV_DAEMON defaults to build-release/service/blockvault (Release, no sanitizers):
+# BV_DAEMON defaults to build-release/service/blockvault (Release, no sanitizers), BVS3 to
+# build-release/service/bvs3:
 #   cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DBV_SANITIZE=OFF -DBV_WERROR=OFF
-#   cmake --build build-release --target blockvault
+#   cmake --build build-release --target blockvault bvs3
 # The work directory (default: a new one under /var/tmp) is removed at the end.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 BV_DAEMON=${BV_DAEMON:-$top/build-release/service/blockvault}
+BVS3=${BVS3:-$top/build-release/service/bvs3}
 RUNS=${BENCH_RUNS:-3}
 SIZE=${BENCH_SIZE:-1G}
 for p in qemu-img curl jq bc s3cmd; do
     command -v "$p" >/dev/null || { echo "$p not installed" >&2; exit 1; }
 done
 [ -x "$BV_DAEMON" ] || { echo "no daemon at $BV_DAEMON (build it first)" >&2; exit 1; }
+[ -x "$BVS3" ] || { echo "no bvs3 at $BVS3 (build it first)" >&2; exit 1; }
 
 parent=${1:-/var/tmp}
 W=$(mktemp -d "$parent/bv-bench-s3.XXXXXX")
@@ -94,8 +105,23 @@ bid=$(post /drives/d0/backups '{"kind":"full"}' | jq -r .backup.id)
 link=$IMG/$(curl -sf "$API/backups/$bid" | jq -r .file)
 bytes=$(stat -c %s "$link")
 echo "backup $bid: $bytes bytes in $link"
+rel=$(curl -sf "$API/backups/$bid" | jq -r .file)
+key="d0/$(curl -sf "$API/backups/$bid" | jq -r .chain)/$(basename "$rel")"
 
-ours=() put=() get=()
+# restore_time FILE: seconds from the POST to BLOCK_JOB_COMPLETED (the image is removed)
+restore_time() {
+    local after t0 t1 job err
+    after=$(head_seq)
+    t0=$(now)
+    job=$(post "/backups/$bid/restore" "{\"file\":\"$1\"}" | jq -r .id)
+    err=$(wait_done "$job" "$after")
+    t1=$(now)
+    [ "$err" = null ] || { echo "restore failed: $err" >&2; exit 1; }
+    rm -f "$IMG/$1"
+    echo "$t1 - $t0" | bc -l
+}
+
+ours=() put=() get=() dl=() rloc=() rrem=()
 for ((i = 0; i < RUNS; i++)); do
     post /remotes "{\"name\":\"r$i\",\"endpoint\":\"$BV_S3_ENDPOINT\",\"bucket\":\"ours-$i\",
         \"access_key\":\"$BV_S3_ACCESS_KEY\",\"secret_key\":\"$BV_S3_SECRET_KEY\",
@@ -117,6 +143,19 @@ for ((i = 0; i < RUNS; i++)); do
     get+=("$(echo "$t1 - $t0" | bc -l)")
     cmp -s "$link" "$W/back.qcow2" || { echo "s3cmd get returned other bytes" >&2; exit 1; }
     rm -f "$W/back.qcow2"
+    t0=$(now)
+    BV_S3_ACCESS_KEY=$BV_S3_ACCESS_KEY BV_S3_SECRET_KEY=$BV_S3_SECRET_KEY \
+        "$BVS3" get "$BV_S3_ENDPOINT" "ours-$i" "$key" "$W/back.qcow2" >/dev/null
+    t1=$(now)
+    dl+=("$(echo "$t1 - $t0" | bc -l)")
+    cmp -s "$link" "$W/back.qcow2" || { echo "bvs3 get returned other bytes" >&2; exit 1; }
+    rm -f "$W/back.qcow2"
+
+    cat "$link" >/dev/null
+    rloc+=("$(restore_time "local-$i.qcow2")")
+    mv "$link" "$link.aside"
+    rrem+=("$(restore_time "bucket-$i.qcow2")")
+    mv "$link.aside" "$link"
 done
 o=$(best "${ours[@]}"); p=$(best "${put[@]}"); g=$(best "${get[@]}")
 mib=$(echo "$bytes / 1048576" | bc -l)
@@ -124,4 +163,10 @@ printf '\n%-46s %8s %10s\n' "$SIZE random link ($bytes bytes), one RGW" "best s"
 printf '%-46s %8.3f %10.1f   (runs: %s)\n' "replicate job (ours)" "$o" "$(echo "$mib / $o" | bc -l)" "${ours[*]}"
 printf '%-46s %8.3f %10.1f   (runs: %s)\n' "s3cmd put" "$p" "$(echo "$mib / $p" | bc -l)" "${put[*]}"
 printf '%-46s %8.3f %10.1f   (runs: %s)\n' "s3cmd get (reference)" "$g" "$(echo "$mib / $g" | bc -l)" "${get[*]}"
+d=$(best "${dl[@]}"); rl=$(best "${rloc[@]}"); rr=$(best "${rrem[@]}")
+printf '%-46s %8.3f %10.1f   (runs: %s)\n' "bvs3 get (ours)" "$d" "$(echo "$mib / $d" | bc -l)" "${dl[*]}"
+printf '%-46s %8.3f %10.1f   (runs: %s)\n' "restore, link on local disk" "$rl" "$(echo "$mib / $rl" | bc -l)" "${rloc[*]}"
+printf '%-46s %8.3f %10.1f   (runs: %s)\n' "restore, link only in the bucket" "$rr" "$(echo "$mib / $rr" | bc -l)" "${rrem[*]}"
 printf '%-46s %8.2f   (target <= 1.0)\n' "upload ratio ours / s3cmd" "$(echo "$o / $p" | bc -l)"
+printf '%-46s %8.2f   (target <= 1.0)\n' "download ratio bvs3 / s3cmd get" "$(echo "$d / $g" | bc -l)"
+printf '%-46s %8.2f   (target <= 2.0)\n' "restore ratio bucket / local" "$(echo "$rr / $rl" | bc -l)"

@@ -259,7 +259,7 @@ struct backup_cb {
 
 #define BACKUP_COLUMNS "id, drive_id, chain_id, parent_id, kind, file, status, job_id, " \
     "created_at, completed_at, virtual_size, data_bytes, checksum, verified_at, reason, " \
-    "compress, crcs, seq, policy"
+    "compress, crcs, seq, policy, local"
 
 static int backup_row(sqlite3_stmt *st, void *opaque)
 {
@@ -285,6 +285,7 @@ static int backup_row(sqlite3_stmt *st, void *opaque)
         .crcs_len = (size_t)sqlite3_column_bytes(st, 16),
         .seq = sqlite3_column_int64(st, 17),
         .policy = (const char *)sqlite3_column_text(st, 18),
+        .local = sqlite3_column_int(st, 19) != 0,
     };
     if (c->one) {
         c->one(&b, c->opaque);

@@ -7,7 +7,8 @@
  *          |  file
  *     [filter nodes]              bv_open_opts.filters (blkdebug, ...), f[n-1] on top;
  *          |  file                  each passes through what it leaves NULL
- *     protocol node (file)        POSIX fd
+ *     protocol node (file)        POSIX fd, or (remote) an object read through a callback
+ *                                 and a block cache (bv/remote.h, bv_open_opts.layers)
  *
  * Drivers are `const struct bv_driver` tables, listed once in node.c's
  * driver table, where a format or a filter kind finds its driver.  node.c is
@@ -136,6 +137,14 @@ extern const struct bv_driver bv_drv_raw;        /* raw.c */
 extern const struct bv_driver bv_drv_qcow2;      /* qcow2/qcow2.c */
 extern const struct bv_driver bv_drv_blkdebug;   /* blkdebug.c */
 extern const struct bv_driver bv_drv_blkverify;  /* blkverify.c (bv_blkverify_open) */
+extern const struct bv_driver bv_drv_remote;     /* remote.c (a layer's object, bv/remote.h) */
+
+/* Set up a new node of bv_drv_remote (n->filename set) over obj, which it owns from now on
+ * (released by close, also after a failure here), with a reference to cache (remote.c). */
+struct bv_remote_object;
+struct bv_remote_cache;
+int bv_remote_attach(bv_node *n, const struct bv_remote_object *obj,
+                     struct bv_remote_cache *cache, bv_error **errp);
 
 /* Probe the format of an opened protocol node by magic (raw if nothing matches). */
 int bv_probe_format(bv_node *file, enum bv_format *fmt, bv_error **errp);

@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 
 #include "bv/path.h"
+#include "bv/remote.h"
 #include "util/checked.h"
 
 const char *const bv_format_names[] = { BV_FORMAT_NAMES, NULL };
@@ -57,6 +58,7 @@ static const struct bv_driver *const drivers[] = {
     &bv_drv_qcow2,
     &bv_drv_blkdebug,
     &bv_drv_blkverify,
+    &bv_drv_remote,
 };
 #define N_DRIVERS (sizeof(drivers) / sizeof(drivers[0]))
 
@@ -203,6 +205,7 @@ struct chain_ctx {
     const struct bv_root *root;
     bool no_backing;
     bool no_sync;
+    const struct bv_layer_resolver *layers;   /* may place layers on remote objects */
     int depth;
     struct bv_file_id ids[BV_MAX_CHAIN_DEPTH + 1];   /* the files above this layer */
 };
@@ -219,16 +222,66 @@ static int check_file(const struct chain_ctx *c, int fd, const char *path,
         return bv_error_setf(errp, EISDIR, "'%s' is a directory", path);
     id->dev = (uint64_t)st.st_dev;
     id->ino = (uint64_t)st.st_ino;
-    for (int i = 0; i < c->depth; i++)
-        if (c->ids[i].dev == id->dev && c->ids[i].ino == id->ino)
+    for (int i = 0; i < c->depth; i++)          /* (0, 0): a remote layer, no file */
+        if ((c->ids[i].dev || c->ids[i].ino) && c->ids[i].dev == id->dev &&
+            c->ids[i].ino == id->ino)
             return bv_error_setf(errp, ELOOP, "Backing file loop: '%s' is already in the chain",
                                  path);
     return 0;
 }
 
+/* The layer named name (resolved) reads from obj: a remote protocol node. */
+static int open_remote(const struct chain_ctx *c, char *name, const struct bv_remote_object *obj,
+                       bv_node **out, bv_error **errp)
+{
+    bv_node *n = NULL;
+    int r = node_alloc(&bv_drv_remote, &n, errp);
+    if (r < 0) {
+        if (obj->release)
+            obj->release(obj->opaque);
+        free(name);
+        return r;
+    }
+    n->filename = name;
+    n->read_only = true;
+    r = bv_remote_attach(n, obj, c->layers->cache, errp);   /* owns obj from here */
+    if (r < 0) {
+        node_free(n);
+        return r;
+    }
+    *out = n;
+    return 0;
+}
+
+/* Ask the resolver where the layer lives: 1 a local file, 0 *out is its remote node. */
+static int resolve_layer(const struct chain_ctx *c, const char *base_dir, const char *path,
+                         unsigned pflags, bool read_only, bv_node **out, bv_error **errp)
+{
+    char *name = NULL;
+    struct bv_remote_object obj = {0};
+    int r = bv_path_name(c->root, base_dir, path, pflags, &name, errp);
+    if (r == 0)
+        r = c->layers->resolve(c->layers->opaque, name, &obj, errp);
+    if (r == 0 && !read_only) {
+        if (obj.release)
+            obj.release(obj.opaque);
+        r = bv_error_setf(errp, EROFS, "'%s' is a remote object: it opens read-only", name);
+    }
+    if (r != 0) {
+        free(name);
+        return r;
+    }
+    return open_remote(c, name, &obj, out, errp);
+}
+
 static int open_protocol(const struct chain_ctx *c, const char *base_dir, const char *path,
                          unsigned pflags, bool read_only, bv_node **out, bv_error **errp)
 {
+    if (c->layers) {
+        int lr = resolve_layer(c, base_dir, path, pflags, read_only, out, errp);
+        if (lr <= 0)
+            return lr;
+    }
     int fd = -1;
     char *name = NULL;
     bv_node *n = NULL;
@@ -381,6 +434,12 @@ static int open_top(const struct bv_open_opts *o, const char *base_dir, unsigned
     c->root = o->root;
     c->no_backing = o->no_backing;
     c->no_sync = o->no_sync;
+    c->layers = o->layers;
+    if (c->layers && (!c->layers->resolve || !c->layers->cache)) {
+        free(c);
+        return bv_error_setf(errp, EINVAL, "a layer resolver needs a resolve function and a "
+                             "cache");
+    }
     int r = open_layer(c, base_dir, o->path, pflags, o->format, o->read_only, o->filters, out,
                        errp);
     free(c);

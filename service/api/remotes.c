@@ -15,6 +15,7 @@
 #include "bv/path.h"
 #include "runtime/backups.h"
 #include "runtime/jobs.h"
+#include "runtime/linkread.h"
 #include "runtime/remotes.h"
 
 static cJSON *remote_json(const struct bv_remote_view *v)
@@ -131,6 +132,5 @@ void api_backup_add_remotes(struct bv_app *app, cJSON *o, const struct bv_backup
     cJSON *arr = text ? cJSON_Parse(text) : NULL;
     free(text);
     cJSON_AddItemToObject(o, "remotes", arr ? arr : cJSON_CreateArray());
-    struct stat st;
-    cJSON_AddBoolToObject(o, "local", bv_path_stat(app->root, b->file, &st, NULL) == 0);
+    cJSON_AddBoolToObject(o, "local", bv_linkread_is_local(app, b));
 }

@@ -33,6 +33,7 @@
 #include "runtime/capacity.h"
 #include "runtime/drives.h"
 #include "runtime/jobs.h"
+#include "runtime/linkread.h"
 #include "runtime/registry.h"
 #include "runtime/transactions.h"
 #include "runtime/verify.h"
@@ -68,6 +69,7 @@ static void rec_of(const struct bvdb_backup *b, struct bv_backup_rec *r)
     r->virtual_size = b->virtual_size;
     r->data_bytes = b->data_bytes;
     r->compress = b->compress;
+    r->local = b->local;
     r->seq = b->seq;
 }
 
@@ -136,10 +138,7 @@ int bv_backups_open_point(struct bv_app *app, const char *id, bv_node **out, bv_
     if (strcmp(r.status, "running") == 0 || strcmp(r.status, "failed") == 0)
         return bv_error_setf(errp, EBUSY, "Backup '%s' is %s: it has no data to read", id,
                              r.status);
-    struct bv_open_opts o = {
-        .path = r.file, .format = BV_FMT_QCOW2, .root = app->root, .read_only = true,
-    };
-    return bv_node_open(&o, out, errp);
+    return bv_linkread_open(app, id, 0, out, errp);   /* local or remote links */
 }
 
 /* The chain from the full up to id, as records (full first). */

@@ -47,6 +47,7 @@ struct bv_backup_rec {
     bool compress;
     bool damaged;                  /* it, or a link it depends on, has unhealed damage */
     char policy[129];              /* "" unless a policy made it */
+    bool local;                    /* catalog: false once tiering removed its file */
     int64_t seq;
 };
 

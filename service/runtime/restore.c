@@ -37,6 +37,7 @@
 #include "runtime/capacity.h"
 #include "runtime/drives.h"
 #include "runtime/jobs.h"
+#include "runtime/linkread.h"
 #include "runtime/registry.h"
 #include "runtime/restore.h"
 
@@ -209,7 +210,8 @@ static int open_source(struct bv_app *app, struct restore_job *rj, uint64_t *siz
                        bv_error **errp)
 {
     bv_node *n = NULL;
-    int r = bv_backups_open_point(app, rj->bid, &n, errp);
+    /* links only in a bucket are streamed from it (check_point has checked the status) */
+    int r = bv_linkread_open(app, rj->bid, BV_LINKREAD_STREAM, &n, errp);
     if (r == 0)
         r = bv_drive_new(rj->bid, n, &rj->src, errp);      /* owns n, also on failure */
     if (r == 0) {

@@ -33,6 +33,7 @@
 #include "runtime/backups.h"
 #include "runtime/jobs.h"
 #include "runtime/notify.h"
+#include "runtime/linkread.h"
 #include "runtime/registry.h"
 #include "runtime/reports.h"
 #include "runtime/verify.h"
@@ -419,20 +420,18 @@ static const char *base_name(const char *p)
 /* Presence, qcow2 check, backing name and size of one link file. */
 static void check_structure(struct bv_app *app, struct link_res *lr, const char *parent_file)
 {
-    struct stat st;
-    if (bv_path_stat(app->root, lr->rec.file, &st, NULL) < 0) {
+    if (!bv_linkread_is_local(app, &lr->rec) && !bv_linkread_on_remote(app, lr->rec.id, NULL)) {
         lr->bad_structure = true;
         snprintf(lr->why, sizeof(lr->why), "link file '%.200s' is missing", lr->rec.file);
         return;
     }
-    struct bv_open_opts o = { .path = lr->rec.file, .format = BV_FMT_QCOW2, .root = app->root,
-                              .read_only = true, .no_backing = true };
+    /* the link alone, from its file or (tiered) its remote object */
     bv_node *n = NULL;
     bv_error *e = NULL;
     struct bv_image_info info;
     struct bv_check_result cr;
     memset(&cr, 0, sizeof(cr));
-    int r = bv_node_open(&o, &n, &e);
+    int r = bv_linkread_open(app, lr->rec.id, BV_LINKREAD_ALONE | BV_LINKREAD_SPARSE, &n, &e);
     if (r == 0)
         r = bv_node_info(n, &info, &e);
     if (r == 0) {
@@ -607,8 +606,8 @@ static int check_link(struct bv_job *job, struct verify_task *t, struct link_res
     int r = bv_backups_link_crcmap(t->app, lr->rec.id, &own, &e);
     if (r == 0 && !lr->bad_structure)
         r = blocks_to_check(own, above, &map);
-    if (r == 0 && !lr->bad_structure)
-        r = bv_backups_open_point(t->app, lr->rec.id, &point, &e);
+    if (r == 0 && !lr->bad_structure)     /* remote links: only what the map covers */
+        r = bv_linkread_open(t->app, lr->rec.id, BV_LINKREAD_SPARSE, &point, &e);
     if (r == 0 && !lr->bad_structure) {
         bv_job_add_len(job, bv_crcmap_count(map) * BV_CRC_BLOCK);
         struct bv_verify_blocks_opts o = { .point = point, .map = map, .job = job };
@@ -766,8 +765,9 @@ static int record_checksum(struct verify_task *t, struct link_res *lr, size_t n,
 static void heal_in_place(struct bv_app *app, struct link_res *lr)
 {
     struct drive_view dv;
-    if (lr->bad_structure || lr->rec.compress || !drive_view_of(app, &lr->rec, &dv))
-        return;
+    if (lr->bad_structure || lr->rec.compress || !bv_linkread_is_local(app, &lr->rec) ||
+        !drive_view_of(app, &lr->rec, &dv))
+        return;                            /* a remote object is not rewritten in place */
     struct bv_crcmap *map = NULL;
     bv_node *link = NULL;
     uint8_t *buf = malloc(BV_CRC_BLOCK);

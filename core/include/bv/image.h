@@ -32,6 +32,7 @@ typedef struct bv_node bv_node;
 struct bv_blkdebug_config;               /* bv/blkdebug.h */
 struct bv_root;                          /* bv/path.h */
 struct bv_file_id;                       /* bv/path.h */
+struct bv_layer_resolver;                /* bv/remote.h */
 
 enum bv_format {
     BV_FMT_NONE = 0,                     /* "probe" when opening a top image */
@@ -106,6 +107,11 @@ struct bv_open_opts {
                                     metadata back to the OS.  A crash may leave the file
                                     inconsistent: only for outputs redone after a crash
                                     (qemu-img convert's default) */
+    const struct bv_layer_resolver *layers;  /* if set: asked for each layer (top and backing
+                                                files) whether it is a local file or a remote
+                                                object read through a block cache (bv/remote.h;
+                                                remote layers are read-only, a remote layer's
+                                                file id is (0, 0)) */
 };
 
 /* Open an image.  On success *out owns the node (close with bv_node_close). */

@@ -53,6 +53,7 @@ struct bvdb_backup {
     size_t crcs_len;
     int64_t seq;
     const char *policy;            /* the policy that made it, or NULL */
+    bool local;                    /* false: its file was removed locally (tiering) */
 };
 
 int bvdb_backup_insert(bvdb *db, const struct bvdb_backup *b);
