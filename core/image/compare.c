@@ -31,9 +31,12 @@
  * Direct reads: where a side's data lies uncompressed in one of its layers
  * (chain_status gives the layer and host offset), the item is read straight
  * from that layer's file (bv_node_pread_host): no format driver work per
- * request.  Compressed clusters read through the side's node; a filter in the
- * way (blkdebug) or a node whose file is not its data (blkverify) answers
- * -ENOTSUP, and that side reads through its node from then on.
+ * request.  Compressed clusters read through the side's node, and so does
+ * data in a writable layer (a live drive: its clusters may be freed and
+ * reused under a direct read; bv_node_pread_host answers -ENOTSUP).  A filter
+ * in the way (blkdebug) or a node whose file is not its data (blkverify)
+ * answers -ENOTSUP too; what that layer holds is read through the side's node
+ * from then on.
  *
  * Results: items are folded in offset order, so the first difference found
  * is the first one.  It is reported as the first differing 512-byte sector
@@ -97,6 +100,7 @@ struct cmp_slot {
     bool read[SIDES];            /* side k is read; else it reads as zeros here */
     bv_node *layer[SIDES];       /* read: the layer holding the data (chain_status) */
     uint64_t host[SIDES];        /* read: its host offset for a direct read, or UINT64_MAX */
+    uint64_t layer_bit[SIDES];   /* read: the layer's bit in cmp_state.no_direct */
     struct cmp_result res;
     _Atomic uint64_t state;
 };
@@ -122,6 +126,7 @@ struct side_run {
     uint64_t start, end;
     bool zero;
     bv_node *layer;              /* !zero: the deciding layer */
+    int depth;                   /* !zero: its depth in the chain */
     uint64_t host;               /* its host offset at start (uncompressed data), or UINT64_MAX */
 };
 
@@ -137,7 +142,8 @@ struct cmp_state {
     size_t bufsize;              /* item size, a multiple of 512 */
     size_t bitwords;             /* uint64_t words of a cmp_result's bits */
     unsigned slots;              /* items planned ahead (≤ CMP_MAX_SLOTS) */
-    _Atomic bool direct[SIDES];  /* direct reads still allowed on side k */
+    _Atomic uint64_t no_direct[SIDES];  /* side k's layers (bit min(depth, 63)) that refused
+                                           a direct read: read through the side's node */
     uint64_t end;                /* scan [0, end) */
     uint64_t total;              /* progress total: the larger size */
     uint64_t planned;            /* items planned (comparer only; ≥ ring.queued) */
@@ -156,7 +162,8 @@ static int read_side(struct cmp_state *s, const struct cmp_slot *sl, int k, uint
                      struct cmp_result *res)
 {
     bv_error **errp = &res->err;
-    if (sl->host[k] != UINT64_MAX && atomic_load_explicit(&s->direct[k], memory_order_relaxed)) {
+    if (sl->host[k] != UINT64_MAX &&
+        !(atomic_load_explicit(&s->no_direct[k], memory_order_relaxed) & sl->layer_bit[k])) {
         bv_error *e = NULL;
         int r = bv_node_pread_host(sl->layer[k], buf, sl->len, sl->host[k], &e);
         if (r != -ENOTSUP) {
@@ -164,9 +171,10 @@ static int read_side(struct cmp_state *s, const struct cmp_slot *sl, int k, uint
             res->direct += r < 0 ? 0 : sl->len;
             return r;
         }
-        /* a filter (or blkverify) in the way: from now on read this side through it */
+        /* a filter (or blkverify, or a writable layer): from now on read what
+         * this layer holds through the side's node */
         bv_error_free(e);
-        atomic_store_explicit(&s->direct[k], false, memory_order_relaxed);
+        atomic_fetch_or_explicit(&s->no_direct[k], sl->layer_bit[k], memory_order_relaxed);
     }
     return bv_node_pread(s->node[k], buf, sl->len, sl->off, errp);
 }
@@ -443,7 +451,8 @@ static int side_status(bv_node *n, uint64_t off, uint64_t end, struct side_run *
         return r;
     bool direct = cs.data && !cs.compressed && cs.offset != UINT64_MAX;
     *run = (struct side_run){ .start = off, .end = off + cs.pnum, .zero = cs.zero,
-                              .layer = cs.layer, .host = direct ? cs.offset : UINT64_MAX };
+                              .layer = cs.layer, .depth = cs.depth,
+                              .host = direct ? cs.offset : UINT64_MAX };
     return 0;
 }
 
@@ -496,6 +505,7 @@ static int plan_one(struct cmp_state *s, uint64_t *off, struct side_run run[SIDE
     for (int k = 0; k < SIDES; k++) {
         sl->read[k] = !run[k].zero;
         sl->layer[k] = run[k].layer;
+        sl->layer_bit[k] = 1ULL << (run[k].depth < 63 ? run[k].depth : 63);
         sl->host[k] = run[k].host == UINT64_MAX ? UINT64_MAX : run[k].host + (*off - run[k].start);
         s->rep->bytes_read += sl->read[k] ? len : 0;
     }
@@ -635,7 +645,7 @@ int bv_image_compare_ex(bv_node *a, bv_node *b, const struct bv_compare_opts *o,
     s.bitwords = (s.bufsize / SECTOR + 63) / 64 + 1;
     s.slots = o->slots >= 2 && o->slots <= CMP_MAX_SLOTS ? o->slots : CMP_SLOTS;
     for (int k = 0; k < SIDES; k++)
-        atomic_init(&s.direct[k], !o->no_direct);
+        atomic_init(&s.no_direct[k], o->no_direct ? UINT64_MAX : 0);
     int r = 0;
     if (o->strict && rep->size_mismatch && !o->full) {
         rep->identical = false;              /* qemu-img -s: no need to read */

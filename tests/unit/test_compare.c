@@ -526,6 +526,18 @@ static void test_direct_chain(void **state)
     assert_int_equal(rep.bytes_direct, rep.bytes_read);
     bv_compare_report_free(&rep);
 
+    /* a writable top (a live drive) reads its own clusters through its node
+     * (they could be freed under a direct read); its backing files stay direct */
+    bv_node *top = open_img("dc-top.qcow2", false), *raw = open_img("dc-ref.raw", true);
+    struct bv_compare_opts o = { .full = true };
+    assert_int_equal(bv_image_compare_ex(top, raw, &o, &rep, NULL), 0);
+    assert_true(rep.identical);
+    assert_int_equal(rep.bytes_read, 2 * size - 256 * KiB);
+    assert_int_equal(rep.bytes_direct, rep.bytes_read - 320 * KiB);   /* top's 5 clusters */
+    bv_compare_report_free(&rep);
+    bv_node_close(top, NULL);
+    bv_node_close(raw, NULL);
+
     uint8_t *other = malloc(size);
     static const uint64_t where[] = { 100, 600 * KiB, MiB + 4 * KiB, 2 * MiB + 5, size - 1 };
     for (size_t i = 0; i < sizeof(where) / sizeof(where[0]); i++) {   /* base, mid, top, zero */

@@ -176,8 +176,11 @@ int bv_node_block_status(bv_node *n, uint64_t off, uint64_t len,
  * node sits directly under the format node n: a filter must see every
  * request, so with one between this is -ENOTSUP and the caller reads through
  * n; also for a node that is not qcow2 or raw (blkverify: its file child is
- * the reference image, its block status the test image's).  Past the end of
- * the file it reads zeros, as a format driver would. */
+ * the reference image, its block status the test image's) and for a writable
+ * node (a cluster could be freed and reused between the block status and the
+ * read; reads through the node wait for such overwrites).  Backing nodes are
+ * read-only.  Past the end of the file it reads zeros, as a format driver
+ * would. */
 int bv_node_pread_host(bv_node *n, void *buf, uint64_t len, uint64_t host_off,
                        bv_error **errp);
 
