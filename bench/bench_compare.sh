@@ -5,11 +5,11 @@
 # Cases, each for qcow2 (made by qemu-img convert) and raw:
 #   identical            two copies of the same data
 #   last 4 KiB differ    the second image's last 4 KiB inverted
-# Page cache warm (every file is read once first).  Each tool runs RUNS times
-# (default 3), alternating, and the best wall time is kept; the CPU time
-# (user+sys) of the best-CPU run is shown too, because on a busy 2-core
-# machine wall time mostly measures the other load.  Ratio = ours / qemu-img
-# (target ≤ 0.8).
+# Page cache warm (every file is read once first).  The tools run in turns,
+# RUNS rounds (default 3); best and median wall time and CPU time (user+sys,
+# all threads) are shown, because on a busy 2-core machine wall time mostly
+# measures the other load.  Ratios = best ours / best qemu-img (target ≤ 0.8).
+# BVIMG_OLD (optional): a second bvimg measured in the same rounds (an A/B).
 #
 # BVIMG defaults to build-h9-rel/core/bvimg, else build-release/core/bvimg: a
 # Release build without sanitizers, e.g.
@@ -43,33 +43,47 @@ EOF
 for x in a b c; do qemu-img convert -O qcow2 "$W/$x.raw" "$W/$x.qcow2"; done
 cat "$W"/* >/dev/null                      # warm the page cache
 
-# best CMD...: "WALL CPU" in seconds, the best of RUNS runs each
-best() {
-    python3 - "$RUNS" "$@" <<'EOF'
+# times RUNS: runs the commands given on stdin (one per line, words split on
+# spaces) in turns, RUNS rounds, and prints per command "BESTWALL MEDWALL
+# BESTCPU MEDCPU" (seconds; CPU = user+sys of the process and its threads)
+times() {
+    python3 -c '
 import os, subprocess, sys, time
-runs, cmd = int(sys.argv[1]), sys.argv[2:]
-wall = cpu = None
+runs = int(sys.argv[1]); cmds = [l.split() for l in sys.stdin.read().splitlines() if l.strip()]
+res = [[] for _ in cmds]
 for _ in range(runs):
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-    _, _, ru = os.wait4(p.pid, 0)
-    w, c = time.perf_counter() - t0, ru.ru_utime + ru.ru_stime
-    wall = w if wall is None else min(wall, w)
-    cpu = c if cpu is None else min(cpu, c)
-print(f"{wall:.3f} {cpu:.3f}")
-EOF
+    for i, c in enumerate(cmds):
+        t0 = time.perf_counter()
+        p = subprocess.Popen(c, stdout=subprocess.DEVNULL)
+        _, _, ru = os.wait4(p.pid, 0)
+        res[i].append((time.perf_counter() - t0, ru.ru_utime + ru.ru_stime))
+for r in res:
+    w = sorted(x[0] for x in r); c = sorted(x[1] for x in r)
+    print(f"{w[0]:.3f} {w[len(w)//2]:.3f} {c[0]:.3f} {c[len(c)//2]:.3f}")
+' "$RUNS"
 }
 
-printf '%-34s %9s %9s %6s   %9s %9s %6s\n' case "ours s" "qemu s" ratio "ours cpu" "qemu cpu" ratio
+ratio() { echo "$1 / $2" | bc -l; }
+printf '%-26s %-9s %13s %13s %6s %6s\n' case tool "wall best/med" "cpu best/med" "wall" "cpu"
 row() {   # NAME FILE1 FILE2 EXPECTED-STATUS
-    local ours theirs rc=0
-    "$BVIMG" compare "$2" "$3" >/dev/null || rc=$?
-    [ "$rc" = "$4" ] || { echo "bvimg compare $2 $3 exited $rc, expected $4" >&2; exit 1; }
-    local ow oc tw tc
-    read -r tw tc < <(best qemu-img compare "$2" "$3")
-    read -r ow oc < <(best "$BVIMG" compare "$2" "$3")
-    printf '%-34s %9.3f %9.3f %6.2f   %9.3f %9.3f %6.2f\n' "$1" "$ow" "$tw" \
-        "$(echo "$ow / $tw" | bc -l)" "$oc" "$tc" "$(echo "$oc / $tc" | bc -l)"
+    local b rc
+    for b in "$BVIMG" ${BVIMG_OLD:+"$BVIMG_OLD"}; do
+        rc=0
+        "$b" compare "$2" "$3" >/dev/null || rc=$?
+        [ "$rc" = "$4" ] || { echo "$b compare $2 $3 exited $rc, expected $4" >&2; exit 1; }
+    done
+    local -a out
+    mapfile -t out < <(printf '%s\n' "qemu-img compare $2 $3" "$BVIMG compare $2 $3" \
+                           ${BVIMG_OLD:+"$BVIMG_OLD compare $2 $3"} | times)
+    local qw qmw qc qmc w mw c mc i name
+    read -r qw qmw qc qmc <<<"${out[0]}"
+    printf '%-26s %-9s %6.3f/%6.3f %6.3f/%6.3f\n' "$1" qemu-img "$qw" "$qmw" "$qc" "$qmc"
+    for ((i = 1; i < ${#out[@]}; i++)); do
+        read -r w mw c mc <<<"${out[$i]}"
+        name=bvimg; [ "$i" = 2 ] && name="bvimg old"
+        printf '%-26s %-9s %6.3f/%6.3f %6.3f/%6.3f %6.2f %6.2f\n' "" "$name" "$w" "$mw" "$c" "$mc" \
+            "$(ratio "$w" "$qw")" "$(ratio "$c" "$qc")"
+    done
 }
 row "qcow2 identical"          "$W/a.qcow2" "$W/b.qcow2" 0
 row "qcow2 last 4 KiB differ"  "$W/a.qcow2" "$W/c.qcow2" 1

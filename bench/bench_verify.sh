@@ -17,7 +17,9 @@
 #              `qemu-img compare -U d0.qcow2 <link>`, on identical data and with the drive's
 #              last 4 KiB changed.  Ratio = ours / qemu-img (target: <= 0.8).
 # Each runs RUNS times (default 3), best time kept.  The job times include the HTTP round
-# trips and the catalog commits (a few ms).
+# trips and the catalog commits (a few ms).  For the compare rows the CPU time (user+sys) is
+# shown too: the daemon's over the job (from /proc/PID/stat, 10 ms ticks) and qemu-img's, as
+# on a busy machine wall time mostly measures the other load.
 #
 # BV_DAEMON defaults to build-release/service/blockvault, a Release build without sanitizers:
 #   cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DBV_SANITIZE=OFF -DBV_WERROR=OFF
@@ -84,6 +86,24 @@ run_verify() {
     echo "$t1 - $t0" | bc -l
 }
 best() { printf '%s\n' "$@" | sort -g | head -1; }
+TCK=$(getconf CLK_TCK)
+dcpu() { awk -v t="$TCK" '{printf "%.3f\n", ($14 + $15) / t}' "/proc/$DPID/stat"; }
+# qcpu CMD...: runs CMD, prints "WALL CPU" (seconds; CPU = user+sys of it and its threads)
+qcpu() {
+    python3 -c '
+import os, subprocess, sys, time
+t0 = time.perf_counter()
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_, _, ru = os.wait4(p.pid, 0)
+print(f"{time.perf_counter() - t0:.3f} {ru.ru_utime + ru.ru_stime:.3f}")' "$@"
+}
+# cmp_run BODY STATUS: "WALL CPU" of one compare verify job
+cmp_run() {
+    local c0 w
+    c0=$(dcpu)
+    w=$(run_verify "$1" "$2")
+    echo "$w $(echo "$(dcpu) - $c0" | bc -l)"
+}
 
 echo "preparing data in $W ..."
 head -c 1G /dev/urandom >"$W/rand.raw"
@@ -97,7 +117,8 @@ link=$IMG/$(curl -sf "$API/backups/$bid" | jq -r .file)
 echo "backup $bid: $(du -h "$link" | cut -f1) in $link"
 warm() { cat "$IMG/d0.qcow2" "$link" >/dev/null; }
 
-ck=() cat_t=() cmp=() qcmp=() cmp4=() qcmp4=()
+ck=() cat_t=() cmp=() qcmp=() cmp4=() qcmp4=() cc=() qc=() cc4=() qc4=()
+CMPBODY="\"mode\":\"compare\",\"test\":{\"drive\":\"d0\"},\"reference\":{\"backup\":\"$bid\"}"
 for ((i = 0; i < RUNS; i++)); do
     warm
     ck+=("$(run_verify "\"mode\":\"checksum\",\"backup\":\"$bid\"" clean)")
@@ -105,19 +126,17 @@ for ((i = 0; i < RUNS; i++)); do
     t0=$(now); cat "$link" >/dev/null; t1=$(now)
     cat_t+=("$(echo "$t1 - $t0" | bc -l)")
     warm
-    cmp+=("$(run_verify "\"mode\":\"compare\",\"test\":{\"drive\":\"d0\"},\"reference\":{\"backup\":\"$bid\"}" clean)")
+    read -r w c < <(cmp_run "$CMPBODY" clean); cmp+=("$w"); cc+=("$c")
     warm
-    t0=$(now); qemu-img compare -U "$IMG/d0.qcow2" "$link" >/dev/null; t1=$(now)
-    qcmp+=("$(echo "$t1 - $t0" | bc -l)")
+    read -r w c < <(qcpu qemu-img compare -U "$IMG/d0.qcow2" "$link"); qcmp+=("$w"); qc+=("$c")
 done
 # the drive's last 4 KiB changed (flushed: qemu-img reads the file)
 post /drives/d0/io '{"commands":["write -P 0x5c 1073737728 4096","flush"]}' >/dev/null
 for ((i = 0; i < RUNS; i++)); do
     warm
-    cmp4+=("$(run_verify "\"mode\":\"compare\",\"test\":{\"drive\":\"d0\"},\"reference\":{\"backup\":\"$bid\"}" corrupt)")
+    read -r w c < <(cmp_run "$CMPBODY" corrupt); cmp4+=("$w"); cc4+=("$c")
     warm
-    t0=$(now); qemu-img compare -U "$IMG/d0.qcow2" "$link" >/dev/null || true; t1=$(now)
-    qcmp4+=("$(echo "$t1 - $t0" | bc -l)")
+    read -r w c < <(qcpu qemu-img compare -U "$IMG/d0.qcow2" "$link"); qcmp4+=("$w"); qc4+=("$c")
 done
 k=$(best "${ck[@]}"); c=$(best "${cat_t[@]}"); m=$(best "${cmp[@]}"); q=$(best "${qcmp[@]}")
 m4=$(best "${cmp4[@]}"); q4=$(best "${qcmp4[@]}")
@@ -133,3 +152,10 @@ printf '%-52s %8.3f   (runs: %s)\n' "compare verify, last 4 KiB differ (job)" "$
 printf '%-52s %8.3f   (runs: %s)\n' "qemu-img compare, last 4 KiB differ" "$q4" "${qcmp4[*]}"
 printf '%-52s %8.2f   (target <= 0.8)\n' "ratio ours / qemu-img, last 4 KiB differ" \
     "$(echo "$m4 / $q4" | bc -l)"
+k=$(best "${cc[@]}"); c=$(best "${qc[@]}"); k4=$(best "${cc4[@]}"); c4=$(best "${qc4[@]}")
+printf '%-52s %8.3f   (runs: %s)\n' "CPU s, compare verify identical (daemon)" "$k" "${cc[*]}"
+printf '%-52s %8.3f   (runs: %s)\n' "CPU s, qemu-img compare identical" "$c" "${qc[*]}"
+printf '%-52s %8.2f\n' "CPU ratio, identical" "$(echo "$k / $c" | bc -l)"
+printf '%-52s %8.3f   (runs: %s)\n' "CPU s, compare verify last 4 KiB differ" "$k4" "${cc4[*]}"
+printf '%-52s %8.3f   (runs: %s)\n' "CPU s, qemu-img compare last 4 KiB differ" "$c4" "${qc4[*]}"
+printf '%-52s %8.2f\n' "CPU ratio, last 4 KiB differ" "$(echo "$k4 / $c4" | bc -l)"

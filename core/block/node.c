@@ -647,7 +647,13 @@ int bv_node_pread_host(bv_node *n, void *buf, uint64_t len, uint64_t host_off,
     if (r < 0)
         return r;
     bv_node *p = n->file;
-    if (n->drv->kind != BV_DRV_FORMAT || !p || p->drv->kind != BV_DRV_PROTOCOL)
+    /* only drivers whose block status gives offsets in n->file: blkverify's
+     * file child is the reference raw file, its block status the test image's */
+    bool host_in_file = n->drv == &bv_drv_qcow2 || n->drv == &bv_drv_raw;
+    /* and only on a read-only node: on a writable one a cluster may be freed
+     * and reused between the caller's block status and this read (qcow2_pread
+     * makes such overwrites wait for it; a read from outside cannot) */
+    if (!host_in_file || !n->read_only || !p || p->drv->kind != BV_DRV_PROTOCOL)
         return bv_error_setf(errp, ENOTSUP, "no direct access to the image file of '%s'",
                              n->filename);
     if (host_off > UINT64_MAX - len)

@@ -6,30 +6,45 @@
  * block status (chain_status) is constant.  A run both sides read as zero is
  * settled without reading.  A side that is zero in a run is not read: the
  * other side is tested against zeros.  The rest is cut into items of at most
- * CMP_CHUNK bytes, planned CMP_SLOTS ahead into a ring of slots.  For each
- * item, in order, the comparer reads side A, takes side B, then runs one
- * memcmp (or zero test) over the item; only a mismatching item is rescanned
- * sector by sector.
+ * CMP_CHUNK bytes, planned up to CMP_SLOTS ahead into a ring of slots.
  *
- * Overlap: one helper thread reads side B of the planned items ahead of the
- * comparer (nodes take concurrent reads).  Each slot's side-B state is claimed
- * with a compare-and-swap, so when the helper is behind (or not scheduled: the
- * machine is busy) the comparer reads B itself instead of waiting; it waits
- * only for a read the helper is in the middle of.  On an idle machine the two
- * sides are copied in parallel; on a loaded one the cost is one thread's.
+ * Work: an item is done whole by one thread: read side A, read side B, one
+ * memcmp (or zero test) over the item, and only for a mismatching item a scan
+ * sector by sector, whose findings (differing sectors as a bitmap, byte count,
+ * first difference and samples) stay in the item's slot.  The comparer and one
+ * helper thread claim planned items with a compare-and-swap on the slot's
+ * state, so each item is read once; the comparer then folds the items'
+ * findings into the report in offset order.  When the item it needs next is
+ * in the helper's hands it does a later one meanwhile, and only when there is
+ * none (the helper was preempted: the machine is busy) it does that item again
+ * itself rather than wait.
  *
- * Why small chunks: the bytes a pread copies out of the page cache must still
- * be in the CPU cache when memcmp reads them.  With 8 MiB chunks (before) each
- * pread took ~9 ms where qemu-img's 2 MiB reads take 0.3 ms per MiB; the sizes
- * below were measured on the 2-core build machine (bench/README.md, compare).
- * Memory: 2 * CMP_SLOTS * CMP_CHUNK (or the image size if smaller).
+ * Why each thread reads into its own two buffers, reused for every item: the
+ * cost of a compare is the copy out of the page cache (perf: ~75 % in
+ * _copy_to_iter), and that copy is cheapest when its destination is already
+ * in the CPU's L2; the memcmp that follows then reads the item from L2 too.
+ * Buffers shared between threads (side B read ahead by a helper into a ring
+ * of 8 x 256 KiB per side, before) cycled through 4 MiB and moved each item
+ * from one core's cache to the other: ~15 % more CPU time on the 2-core build
+ * machine (bench/README.md, compare).  Memory: 2 * CMP_CHUNK per thread.
  *
- * Results: items are compared in offset order, so the first difference found
+ * Direct reads: where a side's data lies uncompressed in one of its layers
+ * (chain_status gives the layer and host offset), the item is read straight
+ * from that layer's file (bv_node_pread_host): no format driver work per
+ * request.  Compressed clusters read through the side's node, and so does
+ * data in a writable layer (a live drive: its clusters may be freed and
+ * reused under a direct read; bv_node_pread_host answers -ENOTSUP).  A filter
+ * in the way (blkdebug) or a node whose file is not its data (blkverify)
+ * answers -ENOTSUP too; what that layer holds is read through the side's node
+ * from then on.
+ *
+ * Results: items are folded in offset order, so the first difference found
  * is the first one.  It is reported as the first differing 512-byte sector
  * counted from the start of its item; items start where block status runs
  * start and advance by multiples of 512, which is qemu-img compare's rounding.
  * A full scan (o->full) also merges differing sectors into extents (the first
- * max_extents kept, all counted) and counts differing bytes.
+ * max_extents kept, all counted) and counts differing bytes; a stopping scan
+ * records only the first differing sector of an item.
  *
  * Sizes: strict mode wants equal sizes (a stopping scan reads nothing then; a
  * full scan compares the common part and counts the larger tail as different).
@@ -37,8 +52,8 @@
  * compare demands: past its end a side reads as zeros.
  *
  * Threads: the helper lives for the call and starts at the first item (two
- * all-zero images start none).  Only ring.lock; slot contents are handed over
- * by the slot's atomic state (release on store, acquire on load/CAS).
+ * all-zero images start none).  Only ring.lock; a slot's item and findings
+ * are handed over by its atomic state (release on store, acquire on load/CAS).
  */
 #include "image/image-int.h"
 
@@ -48,45 +63,71 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CMP_CHUNK      (256u << 10)     /* item size: two of them fit a core's L2 */
-#define CMP_SLOTS      8u               /* items planned ahead of the comparer */
+#define CMP_CHUNK      (128u << 10)     /* item size (bytes per read) */
+#define CMP_SLOTS      16u              /* items planned ahead of the comparer */
+#define CMP_MAX_SLOTS  64u
+#define CMP_MAX_CHUNK  (8u << 20)
 #define CMP_PROGRESS   (64u << 20)      /* report progress at least this often */
 #define SECTOR         BV_COMPARE_SECTOR
 
 enum { SIDE_A, SIDE_B, SIDES };
+enum { WORKER_COMPARER, WORKER_HELPER, WORKERS };
 
-/* Side-B state of a slot, tagged with the item index (state | index << 2) so a
- * late helper cannot claim a slot that was reused for a later item. */
-enum { B_QUEUED, B_READING, B_DONE };
-#define B_STATE(item, st) ((uint64_t)(item) << 2 | (st))
+/* Slot state, tagged with the item index (state | index << 2) so a late
+ * helper cannot claim a slot that was reused for a later item. */
+enum { S_QUEUED, S_BUSY, S_DONE };
+#define S_STATE(item, st) ((uint64_t)(item) << 2 | (st))
 
-/* One item: [off, off+len) of both sides.  The comparer writes off/len/read
- * before storing B_QUEUED (or B_DONE when B is not read); buf[B]/ret[B]/err[B]
- * belong to whoever moved the state out of B_QUEUED, until B_DONE. */
+/* What one thread found in one item. */
+struct cmp_result {
+    int ret;                     /* a read failed: -errno, with err */
+    bv_error *err;
+    bool differs;
+    uint64_t first_sector;       /* differs: the first differing sector's start, in the item */
+    uint64_t first_byte;         /* differs: the first differing byte, in the item */
+    uint32_t sample_len;
+    uint8_t sample[SIDES][BV_COMPARE_SAMPLE];
+    uint64_t mismatched;         /* differing bytes counted */
+    uint64_t direct;             /* bytes read straight from a layer's file */
+    uint64_t *bits;              /* differing sectors of the item (bufsize / 512 bits) */
+};
+
+/* One item: [off, off+len) of both sides.  The comparer writes the item before
+ * storing S_QUEUED; res belongs to whoever moved the state to S_BUSY, until
+ * S_DONE. */
 struct cmp_slot {
     uint64_t off, len;
     bool read[SIDES];            /* side k is read; else it reads as zeros here */
-    uint8_t *buf[SIDES];         /* owned, bufsize bytes each */
-    int ret[SIDES];
-    bv_error *err[SIDES];
-    _Atomic uint64_t b_state;
+    bv_node *layer[SIDES];       /* read: the layer holding the data (chain_status) */
+    uint64_t host[SIDES];        /* read: its host offset for a direct read, or UINT64_MAX */
+    uint64_t layer_bit[SIDES];   /* read: the layer's bit in cmp_state.no_direct */
+    struct cmp_result res;
+    _Atomic uint64_t state;
+};
+
+/* A thread's own read buffers (bufsize bytes each), reused for every item. */
+struct cmp_worker {
+    uint8_t *buf[SIDES];
 };
 
 struct cmp_ring {
     pthread_mutex_t lock;
     pthread_cond_t work;         /* the helper waits for items past what it has seen */
-    pthread_cond_t done;         /* the comparer waits for a side-B read in progress */
+    pthread_cond_t done;         /* the comparer waits for an item the helper is doing */
     uint64_t queued;             /* items published to the helper (guarded by lock) */
     bool quit;                   /* guarded by lock */
     bool helper_idle;            /* the helper waits on work (guarded by lock) */
     bool comparer_waits;         /* the comparer waits on done (guarded by lock) */
-    struct cmp_slot slot[CMP_SLOTS];
+    struct cmp_slot slot[CMP_MAX_SLOTS];
 };
 
 /* The status of one side from an offset on: zero or not up to end. */
 struct side_run {
-    uint64_t end;
+    uint64_t start, end;
     bool zero;
+    bv_node *layer;              /* !zero: the deciding layer */
+    int depth;                   /* !zero: its depth in the chain */
+    uint64_t host;               /* its host offset at start (uncompressed data), or UINT64_MAX */
 };
 
 struct cmp_state {
@@ -94,14 +135,19 @@ struct cmp_state {
     const struct bv_compare_opts *o;
     struct bv_compare_report *rep;
     struct cmp_ring ring;
-    struct cmp_slot spare;       /* side B read again by the comparer (buf[B] only) */
+    struct cmp_worker worker[WORKERS];
+    struct cmp_result spare;     /* an item done again by the comparer */
     pthread_t helper;
     bool ring_ready, helper_started;
-    size_t bufsize;
+    size_t bufsize;              /* item size, a multiple of 512 */
+    size_t bitwords;             /* uint64_t words of a cmp_result's bits */
+    unsigned slots;              /* items planned ahead (≤ CMP_MAX_SLOTS) */
+    _Atomic uint64_t no_direct[SIDES];  /* side k's layers (bit min(depth, 63)) that refused
+                                           a direct read: read through the side's node */
     uint64_t end;                /* scan [0, end) */
     uint64_t total;              /* progress total: the larger size */
     uint64_t planned;            /* items planned (comparer only; ≥ ring.queued) */
-    uint64_t consumed;           /* items compared (comparer only) */
+    uint64_t consumed;           /* items folded into the report (comparer only) */
     uint64_t reported;           /* last progress reported */
     size_t ext_cap;              /* allocated entries of rep->extents */
     bool ext_open;               /* an extent has been counted; it ends at ext_end */
@@ -110,16 +156,111 @@ struct cmp_state {
 
 static const uint8_t zero_sector[SECTOR];
 
-/* ---- side B: the helper, and the comparer's share ---- */
+/* ---- doing one item (either thread) ---- */
 
-static void read_side(struct cmp_state *s, struct cmp_slot *sl, int k)
+static int read_side(struct cmp_state *s, const struct cmp_slot *sl, int k, uint8_t *buf,
+                     struct cmp_result *res)
 {
-    bv_error_free(sl->err[k]);
-    sl->err[k] = NULL;
-    sl->ret[k] = bv_node_pread(s->node[k], sl->buf[k], sl->len, sl->off, &sl->err[k]);
+    bv_error **errp = &res->err;
+    if (sl->host[k] != UINT64_MAX &&
+        !(atomic_load_explicit(&s->no_direct[k], memory_order_relaxed) & sl->layer_bit[k])) {
+        bv_error *e = NULL;
+        int r = bv_node_pread_host(sl->layer[k], buf, sl->len, sl->host[k], &e);
+        if (r != -ENOTSUP) {
+            bv_error_propagate(errp, &e);
+            res->direct += r < 0 ? 0 : sl->len;
+            return r;
+        }
+        /* a filter (or blkverify, or a writable layer): from now on read what
+         * this layer holds through the side's node */
+        bv_error_free(e);
+        atomic_fetch_or_explicit(&s->no_direct[k], sl->layer_bit[k], memory_order_relaxed);
+    }
+    return bv_node_pread(s->node[k], buf, sl->len, sl->off, errp);
 }
 
-/* Helper: claim and read side B of every item it sees, in order. */
+static uint64_t count_differing(const uint8_t *x, const uint8_t *y, size_t n)
+{
+    uint64_t c = 0;
+    for (size_t i = 0; i < n; i++)
+        c += x[i] != y[i];
+    return c;
+}
+
+static size_t first_differing_byte(const uint8_t *x, const uint8_t *y, size_t n)
+{
+    size_t i = 0;
+    while (i < n && x[i] == y[i])
+        i++;
+    return i;
+}
+
+/* Side bytes at pos of an item, NULL for a side that reads as zeros there. */
+static void sample(uint8_t *dst, const uint8_t *side, uint64_t pos, uint32_t n)
+{
+    if (side)
+        memcpy(dst, side + pos, n);
+    else
+        memset(dst, 0, n);
+}
+
+/* The item of len bytes differs somewhere: find the differing sectors.  x/y
+ * are the two sides, NULL for a side that reads as zeros.  A stopping scan
+ * stops at the first differing sector. */
+static void scan_sectors(const struct cmp_state *s, uint64_t len, const uint8_t *x,
+                         const uint8_t *y, struct cmp_result *res)
+{
+    memset(res->bits, 0, s->bitwords * sizeof(*res->bits));
+    for (uint64_t i = 0; i < len; i += SECTOR) {
+        size_t n = len - i < SECTOR ? (size_t)(len - i) : SECTOR;
+        const uint8_t *px = x ? x + i : zero_sector, *py = y ? y + i : zero_sector;
+        if (!memcmp(px, py, n))
+            continue;
+        size_t b = first_differing_byte(px, py, n);
+        if (!res->differs) {
+            res->differs = true;
+            res->first_sector = i;
+            res->first_byte = i + b;
+            res->sample_len = len - (i + b) < BV_COMPARE_SAMPLE ? (uint32_t)(len - (i + b))
+                                                                : BV_COMPARE_SAMPLE;
+            sample(res->sample[SIDE_A], x, i + b, res->sample_len);
+            sample(res->sample[SIDE_B], y, i + b, res->sample_len);
+        }
+        res->mismatched += count_differing(px + b, py + b, n - b);
+        res->bits[i / SECTOR / 64] |= 1ULL << (i / SECTOR % 64);
+        if (!s->o->full)
+            return;
+    }
+}
+
+/* Read both sides of item sl into w's buffers and compare them into *res. */
+static void do_item(struct cmp_state *s, struct cmp_worker *w, const struct cmp_slot *sl,
+                    struct cmp_result *res)
+{
+    bv_error_free(res->err);
+    res->err = NULL;
+    res->ret = 0;
+    res->differs = false;
+    res->mismatched = 0;
+    res->direct = 0;
+    const uint8_t *side[SIDES] = { NULL, NULL };
+    for (int k = 0; k < SIDES; k++) {
+        if (!sl->read[k])
+            continue;
+        res->ret = read_side(s, sl, k, w->buf[k], res);
+        if (res->ret < 0)
+            return;
+        side[k] = w->buf[k];
+    }
+    const uint8_t *x = side[SIDE_A], *y = side[SIDE_B];
+    bool same = x && y ? !memcmp(x, y, sl->len) : buf_is_zero(x ? x : y, sl->len);
+    if (!same)
+        scan_sectors(s, sl->len, x, y, res);
+}
+
+/* ---- the helper ---- */
+
+/* Helper: claim and do every item it sees that the comparer has not taken. */
 static void *helper_main(void *arg)
 {
     struct cmp_state *s = arg;
@@ -137,12 +278,12 @@ static void *helper_main(void *arg)
         uint64_t queued = ring->queued;
         pthread_mutex_unlock(&ring->lock);
         for (; next < queued; next++) {
-            struct cmp_slot *sl = &ring->slot[next % CMP_SLOTS];
-            uint64_t want = B_STATE(next, B_QUEUED);
-            if (!atomic_compare_exchange_strong(&sl->b_state, &want, B_STATE(next, B_READING)))
-                continue;                /* not read, or the comparer took it */
-            read_side(s, sl, SIDE_B);
-            atomic_store(&sl->b_state, B_STATE(next, B_DONE));
+            struct cmp_slot *sl = &ring->slot[next % s->slots];
+            uint64_t want = S_STATE(next, S_QUEUED);
+            if (!atomic_compare_exchange_strong(&sl->state, &want, S_STATE(next, S_BUSY)))
+                continue;                /* the comparer took it (or it was dropped) */
+            do_item(s, &s->worker[WORKER_HELPER], sl, &sl->res);
+            atomic_store(&sl->state, S_STATE(next, S_DONE));
             pthread_mutex_lock(&ring->lock);
             if (ring->comparer_waits)
                 pthread_cond_signal(&ring->done);
@@ -154,14 +295,14 @@ static void *helper_main(void *arg)
     return NULL;
 }
 
-/* Wait until the helper has finished a read of item i it is in the middle of. */
+/* Wait until the helper has finished item i if it is in the middle of it. */
 static void wait_helper(struct cmp_state *s, struct cmp_slot *sl, uint64_t i)
 {
     struct cmp_ring *ring = &s->ring;
-    if (atomic_load(&sl->b_state) != B_STATE(i, B_READING))
+    if (atomic_load(&sl->state) != S_STATE(i, S_BUSY))
         return;
     pthread_mutex_lock(&ring->lock);
-    while (atomic_load(&sl->b_state) == B_STATE(i, B_READING)) {
+    while (atomic_load(&sl->state) == S_STATE(i, S_BUSY)) {
         ring->comparer_waits = true;
         pthread_cond_wait(&ring->done, &ring->lock);
         ring->comparer_waits = false;
@@ -169,27 +310,16 @@ static void wait_helper(struct cmp_state *s, struct cmp_slot *sl, uint64_t i)
     pthread_mutex_unlock(&ring->lock);
 }
 
-/* Comparer: returns the slot holding side B of item i (sl, or the spare).
- * When the helper is behind, the comparer reads B itself; when the helper is in
- * the middle of that read, it reads B again into the spare instead of waiting:
- * on a busy machine the helper may be preempted mid-read for a whole time
- * slice.  The helper's copy is then dropped (the planner waits for it before
- * reusing the slot, CMP_SLOTS items later). */
-static struct cmp_slot *take_side_b(struct cmp_state *s, struct cmp_slot *sl, uint64_t i)
+static int result_init(struct cmp_state *s, struct cmp_result *res)
 {
-    uint64_t want = B_STATE(i, B_QUEUED);
-    if (atomic_compare_exchange_strong(&sl->b_state, &want, B_STATE(i, B_READING))) {
-        read_side(s, sl, SIDE_B);        /* the helper is behind: do it here */
-        atomic_store(&sl->b_state, B_STATE(i, B_DONE));
-        return sl;
-    }
-    if (want == B_STATE(i, B_DONE))
-        return sl;
-    struct cmp_slot *sp = &s->spare;
-    sp->off = sl->off;
-    sp->len = sl->len;
-    read_side(s, sp, SIDE_B);
-    return sp;
+    res->bits = calloc(s->bitwords, sizeof(*res->bits));
+    return res->bits ? 0 : -ENOMEM;
+}
+
+static void result_free(struct cmp_result *res)
+{
+    free(res->bits);
+    bv_error_free(res->err);
 }
 
 static int ring_init(struct cmp_state *s, bv_error **errp)
@@ -199,13 +329,19 @@ static int ring_init(struct cmp_state *s, bv_error **errp)
     pthread_cond_init(&ring->work, NULL);
     pthread_cond_init(&ring->done, NULL);
     s->ring_ready = true;
-    for (unsigned i = 0; i < CMP_SLOTS; i++)
-        for (int k = 0; k < SIDES; k++)
-            if (posix_memalign((void **)&ring->slot[i].buf[k], 4096, s->bufsize))
-                return bv_error_setf(errp, ENOMEM, "out of memory for compare buffers");
-    if (posix_memalign((void **)&s->spare.buf[SIDE_B], 4096, s->bufsize))
+    int workers = s->o->no_helper ? 1 : WORKERS;
+    int r = result_init(s, &s->spare);
+    for (unsigned i = 0; i < s->slots && r == 0; i++)
+        r = result_init(s, &ring->slot[i].res);
+    for (int w = 0; w < workers && r == 0; w++)
+        for (int k = 0; k < SIDES && r == 0; k++)
+            if (posix_memalign((void **)&s->worker[w].buf[k], 4096, s->bufsize))
+                r = -ENOMEM;
+    if (r < 0)
         return bv_error_setf(errp, ENOMEM, "out of memory for compare buffers");
-    int r = pthread_create(&s->helper, NULL, helper_main, s);
+    if (workers == 1)
+        return 0;
+    r = pthread_create(&s->helper, NULL, helper_main, s);
     if (r)
         return bv_error_setf(errp, r, "cannot start a compare reader: %s", strerror(r));
     s->helper_started = true;
@@ -220,9 +356,9 @@ static void ring_destroy(struct cmp_state *s)
     if (s->helper_started) {
         /* the helper skips what is left: it must not read on after we stop */
         for (uint64_t i = s->consumed; i < s->planned; i++) {
-            uint64_t want = B_STATE(i, B_QUEUED);
-            atomic_compare_exchange_strong(&ring->slot[i % CMP_SLOTS].b_state, &want,
-                                           B_STATE(i, B_DONE));
+            uint64_t want = S_STATE(i, S_QUEUED);
+            atomic_compare_exchange_strong(&ring->slot[i % s->slots].state, &want,
+                                           S_STATE(i, S_DONE));
         }
         pthread_mutex_lock(&ring->lock);
         ring->quit = true;
@@ -230,19 +366,18 @@ static void ring_destroy(struct cmp_state *s)
         pthread_mutex_unlock(&ring->lock);
         pthread_join(s->helper, NULL);
     }
-    for (unsigned i = 0; i < CMP_SLOTS; i++)
-        for (int k = 0; k < SIDES; k++) {
-            free(ring->slot[i].buf[k]);
-            bv_error_free(ring->slot[i].err[k]);
-        }
-    free(s->spare.buf[SIDE_B]);
-    bv_error_free(s->spare.err[SIDE_B]);
+    for (unsigned i = 0; i < s->slots; i++)
+        result_free(&ring->slot[i].res);
+    result_free(&s->spare);
+    for (int w = 0; w < WORKERS; w++)
+        for (int k = 0; k < SIDES; k++)
+            free(s->worker[w].buf[k]);
     pthread_mutex_destroy(&ring->lock);
     pthread_cond_destroy(&ring->work);
     pthread_cond_destroy(&ring->done);
 }
 
-/* ---- recording differences ---- */
+/* ---- recording differences (the comparer, in offset order) ---- */
 
 static int extent_add(struct cmp_state *s, uint64_t off, uint64_t len)
 {
@@ -273,62 +408,29 @@ static int extent_add(struct cmp_state *s, uint64_t off, uint64_t len)
     return 0;
 }
 
-static uint64_t count_differing(const uint8_t *x, const uint8_t *y, size_t n)
-{
-    uint64_t c = 0;
-    for (size_t i = 0; i < n; i++)
-        c += x[i] != y[i];
-    return c;
-}
-
-static size_t first_differing_byte(const uint8_t *x, const uint8_t *y, size_t n)
-{
-    size_t i = 0;
-    while (i < n && x[i] == y[i])
-        i++;
-    return i;
-}
-
-/* Side bytes at pos of an item, NULL for a side that reads as zeros there. */
-static void sample(uint8_t *dst, const uint8_t *side, uint64_t pos, uint32_t n)
-{
-    if (side)
-        memcpy(dst, side + pos, n);
-    else
-        memset(dst, 0, n);
-}
-
-static void note_first(struct cmp_state *s, uint64_t off, uint64_t len, uint64_t sector,
-                       uint64_t byte, const uint8_t *x, const uint8_t *y)
+/* Fold what was found in item sl (res) into the report. */
+static int fold_item(struct cmp_state *s, const struct cmp_slot *sl, struct cmp_result *res)
 {
     struct bv_compare_report *rep = s->rep;
-    if (rep->first_diff != UINT64_MAX)
-        return;
-    rep->identical = false;
-    rep->first_diff = off + sector;
-    rep->first_diff_byte = off + byte;
-    rep->sample_len = len - byte < BV_COMPARE_SAMPLE ? (uint32_t)(len - byte) : BV_COMPARE_SAMPLE;
-    sample(rep->sample_a, x, byte, rep->sample_len);
-    sample(rep->sample_b, y, byte, rep->sample_len);
-}
-
-/* Item [off, off+len) differs somewhere: find the differing sectors.  x/y are
- * the two sides, NULL for a side that reads as zeros.  A stopping scan stops at
- * the first differing sector. */
-static int scan_sectors(struct cmp_state *s, uint64_t off, uint64_t len,
-                        const uint8_t *x, const uint8_t *y)
-{
-    for (uint64_t i = 0; i < len; i += SECTOR) {
-        size_t n = len - i < SECTOR ? (size_t)(len - i) : SECTOR;
-        const uint8_t *px = x ? x + i : zero_sector, *py = y ? y + i : zero_sector;
-        if (!memcmp(px, py, n))
-            continue;
-        size_t b = first_differing_byte(px, py, n);
-        note_first(s, off, len, i, i + b, x, y);
-        s->rep->mismatched_bytes += count_differing(px + b, py + b, n - b);
-        int r = extent_add(s, off + i, n);
-        if (r < 0 || !s->o->full)
-            return r;
+    rep->bytes_direct += res->direct;
+    if (!res->differs)
+        return 0;
+    if (rep->first_diff == UINT64_MAX) {
+        rep->identical = false;
+        rep->first_diff = sl->off + res->first_sector;
+        rep->first_diff_byte = sl->off + res->first_byte;
+        rep->sample_len = res->sample_len;
+        memcpy(rep->sample_a, res->sample[SIDE_A], res->sample_len);
+        memcpy(rep->sample_b, res->sample[SIDE_B], res->sample_len);
+    }
+    rep->mismatched_bytes += res->mismatched;
+    for (size_t w = 0; w < s->bitwords; w++) {
+        for (uint64_t bits = res->bits[w]; bits; bits &= bits - 1) {
+            uint64_t i = ((uint64_t)w * 64 + (uint64_t)__builtin_ctzll(bits)) * SECTOR;
+            int r = extent_add(s, sl->off + i, sl->len - i < SECTOR ? sl->len - i : SECTOR);
+            if (r < 0)
+                return r;
+        }
     }
     return 0;
 }
@@ -340,14 +442,17 @@ static int side_status(bv_node *n, uint64_t off, uint64_t end, struct side_run *
 {
     uint64_t size = bv_node_size(n);
     if (off >= size) {                   /* past its end a side reads as zeros */
-        *run = (struct side_run){ .end = end, .zero = true };
+        *run = (struct side_run){ .start = off, .end = end, .zero = true, .host = UINT64_MAX };
         return 0;
     }
     struct chain_status cs;
     int r = chain_status(n, off, size - off, &cs, errp);
     if (r < 0)
         return r;
-    *run = (struct side_run){ .end = off + cs.pnum, .zero = cs.zero };
+    bool direct = cs.data && !cs.compressed && cs.offset != UINT64_MAX;
+    *run = (struct side_run){ .start = off, .end = off + cs.pnum, .zero = cs.zero,
+                              .layer = cs.layer, .depth = cs.depth,
+                              .host = direct ? cs.offset : UINT64_MAX };
     return 0;
 }
 
@@ -392,17 +497,19 @@ static int plan_one(struct cmp_state *s, uint64_t *off, struct side_run run[SIDE
         if (r < 0)
             return r;
     }
-    struct cmp_slot *sl = &s->ring.slot[s->planned % CMP_SLOTS];
-    if (s->planned >= CMP_SLOTS)         /* a dropped helper read may still be going on */
-        wait_helper(s, sl, s->planned - CMP_SLOTS);
+    struct cmp_slot *sl = &s->ring.slot[s->planned % s->slots];
+    if (s->planned >= s->slots)          /* the helper may still be on an item done again */
+        wait_helper(s, sl, s->planned - s->slots);
     sl->off = *off;
     sl->len = len;
     for (int k = 0; k < SIDES; k++) {
         sl->read[k] = !run[k].zero;
-        sl->ret[k] = 0;
+        sl->layer[k] = run[k].layer;
+        sl->layer_bit[k] = 1ULL << (run[k].depth < 63 ? run[k].depth : 63);
+        sl->host[k] = run[k].host == UINT64_MAX ? UINT64_MAX : run[k].host + (*off - run[k].start);
         s->rep->bytes_read += sl->read[k] ? len : 0;
     }
-    atomic_store(&sl->b_state, B_STATE(s->planned, sl->read[SIDE_B] ? B_QUEUED : B_DONE));
+    atomic_store(&sl->state, S_STATE(s->planned, S_QUEUED));
     s->planned++;
     *off += len;
     return 0;
@@ -410,38 +517,55 @@ static int plan_one(struct cmp_state *s, uint64_t *off, struct side_run run[SIDE
 
 /* ---- comparing ---- */
 
-/* Compare item sl, side B taken from bsl (sl or the spare). */
-static int compare_slot(struct cmp_state *s, struct cmp_slot *sl, struct cmp_slot *bsl,
-                        bv_error **errp)
+/* Claim and do one queued item after item i, if there is one. */
+static bool do_later_item(struct cmp_state *s, uint64_t i)
 {
-    struct cmp_slot *from[SIDES] = { sl, bsl };
-    for (int k = 0; k < SIDES; k++) {
-        if (from[k]->ret[k] < 0) {
-            bv_error_propagate(errp, &from[k]->err[k]);
-            return from[k]->ret[k];
+    for (uint64_t j = i + 1; j < s->planned; j++) {
+        struct cmp_slot *sl = &s->ring.slot[j % s->slots];
+        uint64_t want = S_STATE(j, S_QUEUED);
+        if (atomic_compare_exchange_strong(&sl->state, &want, S_STATE(j, S_BUSY))) {
+            do_item(s, &s->worker[WORKER_COMPARER], sl, &sl->res);
+            atomic_store(&sl->state, S_STATE(j, S_DONE));
+            return true;
         }
     }
-    const uint8_t *x = sl->read[SIDE_A] ? sl->buf[SIDE_A] : NULL;
-    const uint8_t *y = sl->read[SIDE_B] ? bsl->buf[SIDE_B] : NULL;
-    bool same = x && y ? !memcmp(x, y, sl->len) : buf_is_zero(x ? x : y, sl->len);
-    int r = same ? 0 : scan_sectors(s, sl->off, sl->len, x, y);
+    return false;
+}
+
+/* Do (or take from the helper) the oldest planned item and fold it in. */
+static int consume_one(struct cmp_state *s, bv_error **errp)
+{
+    uint64_t i = s->consumed;
+    struct cmp_slot *sl = &s->ring.slot[i % s->slots];
+    struct cmp_result *res = &sl->res;
+    for (;;) {
+        uint64_t want = S_STATE(i, S_QUEUED);
+        if (atomic_compare_exchange_strong(&sl->state, &want, S_STATE(i, S_BUSY))) {
+            do_item(s, &s->worker[WORKER_COMPARER], sl, res);
+            atomic_store(&sl->state, S_STATE(i, S_DONE));
+            break;
+        }
+        if (want == S_STATE(i, S_DONE))
+            break;
+        if (do_later_item(s, i))        /* the helper is on item i: do a later one */
+            continue;
+        /* nothing else to do and the helper is still on it (preempted on a busy
+         * machine): do it again rather than wait; the planner waits for the
+         * helper before reusing the slot */
+        res = &s->spare;
+        do_item(s, &s->worker[WORKER_COMPARER], sl, res);
+        break;
+    }
+    s->consumed++;
+    if (res->ret < 0) {
+        bv_error_propagate(errp, &res->err);
+        return res->ret;
+    }
+    int r = fold_item(s, sl, res);
     if (r < 0)
         return bv_error_setf(errp, -r, "out of memory for compare extents");
     progress(s, sl->off + sl->len, false);
     return 0;
-}
-
-/* Read side A, take side B, compare: the oldest planned item. */
-static int consume_one(struct cmp_state *s, bv_error **errp)
-{
-    uint64_t i = s->consumed;
-    struct cmp_slot *sl = &s->ring.slot[i % CMP_SLOTS];
-    if (sl->read[SIDE_A])
-        read_side(s, sl, SIDE_A);
-    struct cmp_slot *bsl = sl->read[SIDE_B] ? take_side_b(s, sl, i) : sl;
-    int r = compare_slot(s, sl, bsl, errp);
-    s->consumed++;
-    return r;
 }
 
 static void publish(struct cmp_state *s)
@@ -469,9 +593,9 @@ static int compare_range(struct cmp_state *s, bv_error **errp)
     uint64_t off = 0;
     int r = 0;
     while (r == 0 && !finished(s) && (off < s->end || s->consumed < s->planned)) {
-        /* refill when half the ring is free (or empty): readers wake once per batch */
-        if (off < s->end && s->planned - s->consumed <= CMP_SLOTS / 2) {
-            while (r == 0 && off < s->end && s->planned - s->consumed < CMP_SLOTS) {
+        /* refill when half the ring is free (or empty): the helper wakes once per batch */
+        if (off < s->end && s->planned - s->consumed <= s->slots / 2) {
+            while (r == 0 && off < s->end && s->planned - s->consumed < s->slots) {
                 r = cancelled(s, errp);
                 if (r == 0)
                     r = plan_one(s, &off, run, errp);
@@ -514,8 +638,14 @@ int bv_image_compare_ex(bv_node *a, bv_node *b, const struct bv_compare_opts *o,
     uint64_t larger = rep->size_a < rep->size_b ? rep->size_b : rep->size_a;
     struct cmp_state s = { .node = { a, b }, .o = o, .rep = rep, .total = larger,
                            .end = o->strict ? common : larger };
-    s.bufsize = s.end < CMP_CHUNK ? (size_t)((s.end + SECTOR - 1) / SECTOR * SECTOR)
-                                  : CMP_CHUNK;
+    size_t chunk = o->chunk / SECTOR * SECTOR;
+    if (chunk == 0 || chunk > CMP_MAX_CHUNK)
+        chunk = CMP_CHUNK;
+    s.bufsize = s.end < chunk ? (size_t)((s.end + SECTOR - 1) / SECTOR * SECTOR) : chunk;
+    s.bitwords = (s.bufsize / SECTOR + 63) / 64 + 1;
+    s.slots = o->slots >= 2 && o->slots <= CMP_MAX_SLOTS ? o->slots : CMP_SLOTS;
+    for (int k = 0; k < SIDES; k++)
+        atomic_init(&s.no_direct[k], o->no_direct ? UINT64_MAX : 0);
     int r = 0;
     if (o->strict && rep->size_mismatch && !o->full) {
         rep->identical = false;              /* qemu-img -s: no need to read */

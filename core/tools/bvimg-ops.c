@@ -129,6 +129,19 @@ static void print_compare(const struct compare_args *a, bv_node *n1, bv_node *n2
         printf("Content mismatch at offset %" PRIu64 "!\n", diff);
 }
 
+/* Bench-only knobs (bench/bench_compare.sh, bench/README.md): BV_COMPARE_CHUNK
+ * (bytes per item), BV_COMPARE_SLOTS, BV_COMPARE_HELPER=0, BV_COMPARE_DIRECT=0. */
+static void compare_tuning(struct bv_compare_opts *o)
+{
+    const char *v;
+    if ((v = getenv("BV_COMPARE_CHUNK")))
+        o->chunk = strtoul(v, NULL, 0);
+    if ((v = getenv("BV_COMPARE_SLOTS")))
+        o->slots = (unsigned)strtoul(v, NULL, 0);
+    o->no_helper = (v = getenv("BV_COMPARE_HELPER")) && !strcmp(v, "0");
+    o->no_direct = (v = getenv("BV_COMPARE_DIRECT")) && !strcmp(v, "0");
+}
+
 int bvimg_cmd_compare(int argc, char **argv)
 {
     struct compare_args a = { 0 };
@@ -156,16 +169,18 @@ int bvimg_cmd_compare(int argc, char **argv)
     if (bvimg_open(argv[optind], f1, true, false, &n1) < 0 ||
         bvimg_open(argv[optind + 1], f2, true, false, &n2) < 0)
         goto out;
-    bool identical;
-    uint64_t diff;
+    struct bv_compare_opts o = { .strict = a.strict };
+    compare_tuning(&o);
+    struct bv_compare_report rep;
     bv_error *err = NULL;
-    int r = bv_image_compare(n1, n2, a.strict, &identical, &diff, &err);
+    int r = bv_image_compare_ex(n1, n2, &o, &rep, &err);
     if (r < 0) {
         bvimg_report(err, r, "Error while comparing");
         goto out;
     }
-    print_compare(&a, n1, n2, identical, diff);
-    status = identical ? 0 : 1;
+    bv_compare_report_free(&rep);
+    print_compare(&a, n1, n2, rep.identical, rep.first_diff);
+    status = rep.identical ? 0 : 1;
 out:
     bv_node_close(n1, NULL);
     bv_node_close(n2, NULL);

@@ -1,12 +1,17 @@
 /*
  * bv_image_compare_ex / bv_image_compare (core/image/compare.c): the
- * overlapped compare (a helper thread reading side B ahead, block status
+ * overlapped compare (two threads claiming whole items, block status
  * skipping zeros) against a byte-by-byte model of what each side reads as.
  * Cases: identical over many items, a difference at the very first and the
  * very last byte, data on one side inside a zero (or unallocated) region of
  * the other, across the end of a shorter backing file, the full report
  * (merged extents across item boundaries, the cap, byte counts, samples),
- * size mismatches strict and not, cancellation and progress.
+ * size mismatches strict and not, cancellation and progress.  Every model
+ * check runs under several tunings (one thread, no direct reads, items of a
+ * few sectors on a small ring, 1 MiB items).  Direct reads (bv_node_pread_host
+ * at the host offsets block status gives): data in every layer of a backing
+ * chain, compressed clusters read through the node, a blkdebug filter and a
+ * blkverify node falling back to reads through the node.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +25,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bv/blkdebug.h"
+#include "bv/blkverify.h"
 #include "bv/image.h"
 
 #define KiB 1024u
@@ -132,38 +139,56 @@ static void model(const uint8_t *a, uint64_t na, const uint8_t *b, uint64_t nb,
     }
 }
 
-static int compare_full(const char *x, const char *y, size_t max_extents,
-                        struct bv_compare_report *rep)
+/* The tunings every model check runs under: the defaults, one thread, no
+ * direct reads, items of a few sectors racing on a small ring, 1 MiB items. */
+static const struct bv_compare_opts tunings[] = {
+    { .chunk = 0 },
+    { .no_helper = true },
+    { .no_direct = true },
+    { .chunk = 4096, .slots = 2 },
+    { .chunk = 1536, .slots = 3 },
+    { .chunk = MiB, .slots = 4 },
+};
+#define N_TUNINGS (sizeof(tunings) / sizeof(tunings[0]))
+
+static int compare_tuned(const char *x, const char *y, size_t max_extents,
+                         const struct bv_compare_opts *t, struct bv_compare_report *rep)
 {
     bv_node *a = open_img(x, true), *b = open_img(y, true);
-    struct bv_compare_opts o = { .full = true, .max_extents = max_extents };
+    struct bv_compare_opts o = *t;
+    o.full = true;
+    o.max_extents = max_extents;
     int r = bv_image_compare_ex(a, b, &o, rep, NULL);
     bv_node_close(a, NULL);
     bv_node_close(b, NULL);
     return r;
 }
 
-/* x and y (images of the shadows a and b) compare as the model says, in a full
- * scan and in a stopping one (both directions). */
-static void expect_model(const char *x, const char *y, const uint8_t *a, uint64_t na,
-                         const uint8_t *b, uint64_t nb)
+static int compare_full(const char *x, const char *y, size_t max_extents,
+                        struct bv_compare_report *rep)
 {
-    struct model m;
-    model(a, na, b, nb, &m);
+    return compare_tuned(x, y, max_extents, &tunings[0], rep);
+}
+
+/* The full report of x against y matches the model m of shadows a and b. */
+static void expect_report(const char *x, const char *y, const struct bv_compare_opts *t,
+                          const struct model *m, const uint8_t *a, uint64_t na,
+                          const uint8_t *b, uint64_t nb)
+{
     struct bv_compare_report rep;
-    assert_int_equal(compare_full(x, y, 64, &rep), 0);
-    assert_int_equal(rep.identical, m.first_byte == UINT64_MAX);
-    assert_int_equal(rep.first_diff, m.first_sector);
-    assert_int_equal(rep.first_diff_byte, m.first_byte);
-    assert_int_equal(rep.mismatched_bytes, m.mismatched);
-    assert_int_equal(rep.total_extents, m.n_extents);
-    assert_int_equal(rep.n_extents, m.n_extents < 64 ? m.n_extents : 64);
+    assert_int_equal(compare_tuned(x, y, 64, t, &rep), 0);
+    assert_int_equal(rep.identical, m->first_byte == UINT64_MAX);
+    assert_int_equal(rep.first_diff, m->first_sector);
+    assert_int_equal(rep.first_diff_byte, m->first_byte);
+    assert_int_equal(rep.mismatched_bytes, m->mismatched);
+    assert_int_equal(rep.total_extents, m->n_extents);
+    assert_int_equal(rep.n_extents, m->n_extents < 64 ? m->n_extents : 64);
     for (size_t i = 0; i < rep.n_extents; i++) {
-        assert_int_equal(rep.extents[i].offset, m.ext[i].offset);
-        assert_int_equal(rep.extents[i].length, m.ext[i].length);
+        assert_int_equal(rep.extents[i].offset, m->ext[i].offset);
+        assert_int_equal(rep.extents[i].length, m->ext[i].length);
     }
     if (!rep.identical) {
-        uint64_t fb = m.first_byte;
+        uint64_t fb = m->first_byte;
         assert_true(rep.sample_len > 0);
         for (uint32_t i = 0; i < rep.sample_len; i++) {
             assert_int_equal(rep.sample_a[i], at(a, na, fb + i));
@@ -171,17 +196,36 @@ static void expect_model(const char *x, const char *y, const uint8_t *a, uint64_
         }
     }
     assert_int_equal(rep.scanned, na > nb ? na : nb);
+    assert_true(rep.bytes_direct <= rep.bytes_read);
+    if (t->no_direct)
+        assert_int_equal(rep.bytes_direct, 0);
     bv_compare_report_free(&rep);
+}
 
-    for (int dir_ = 0; dir_ < 2; dir_++) {
-        bv_node *p = open_img(dir_ ? y : x, true), *q = open_img(dir_ ? x : y, true);
-        bool same = false;
-        uint64_t first = 0;
-        assert_int_equal(bv_image_compare(p, q, false, &same, &first, NULL), 0);
-        assert_int_equal(same, m.first_byte == UINT64_MAX);
-        assert_int_equal(first, m.first_sector);
-        bv_node_close(p, NULL);
-        bv_node_close(q, NULL);
+/* x and y (images of the shadows a and b) compare as the model says, in a full
+ * scan and in a stopping one (both directions), under every tuning. */
+static void expect_model(const char *x, const char *y, const uint8_t *a, uint64_t na,
+                         const uint8_t *b, uint64_t nb)
+{
+    struct model m;
+    model(a, na, b, nb, &m);
+    for (size_t t = 0; t < N_TUNINGS; t++) {
+        expect_report(x, y, &tunings[t], &m, a, na, b, nb);
+        for (int dir_ = 0; dir_ < 2; dir_++) {
+            bv_node *p = open_img(dir_ ? y : x, true), *q = open_img(dir_ ? x : y, true);
+            struct bv_compare_report rep;
+            assert_int_equal(bv_image_compare_ex(p, q, &tunings[t], &rep, NULL), 0);
+            assert_int_equal(rep.identical, m.first_byte == UINT64_MAX);
+            assert_int_equal(rep.first_diff, m.first_sector);
+            bv_compare_report_free(&rep);
+            bool same = false;
+            uint64_t first = 0;
+            assert_int_equal(bv_image_compare(p, q, false, &same, &first, NULL), 0);
+            assert_int_equal(same, m.first_byte == UINT64_MAX);
+            assert_int_equal(first, m.first_sector);
+            bv_node_close(p, NULL);
+            bv_node_close(q, NULL);
+        }
     }
 }
 
@@ -453,6 +497,170 @@ static void test_repeated(void **state)
     free(b);
 }
 
+/* A three-layer chain (data in every layer, zero clusters over backing data)
+ * against a raw copy: every data byte is read straight from the file of the
+ * layer that holds it, and a difference in any layer is found. */
+static void test_direct_chain(void **state)
+{
+    (void)state;
+    const uint64_t size = 3 * MiB;
+    uint8_t *ref = malloc(size), *d = malloc(size);
+    random_fill(ref, size, 20);
+    make("dc-base.qcow2", BV_FMT_QCOW2, ref, size);
+    create("dc-mid.qcow2", BV_FMT_QCOW2, size, "dc-base.qcow2");
+    create("dc-top.qcow2", BV_FMT_QCOW2, size, "dc-mid.qcow2");
+    random_fill(d, size, 21);
+    memcpy(ref + 512 * KiB, d, 700 * KiB);              /* mid: [512K, 1212K) */
+    put("dc-mid.qcow2", d, 700 * KiB, 512 * KiB);
+    memcpy(ref + MiB + 4 * KiB, d + MiB, 300 * KiB + 17);   /* top: over mid and base */
+    put("dc-top.qcow2", d + MiB, 300 * KiB + 17, MiB + 4 * KiB);
+    memset(ref + 2 * MiB, 0, 256 * KiB);                /* top: zero clusters over base */
+    zero("dc-top.qcow2", 256 * KiB, 2 * MiB);
+    make("dc-ref.raw", BV_FMT_RAW, ref, size);
+    expect_model("dc-top.qcow2", "dc-ref.raw", ref, size, ref, size);
+
+    struct bv_compare_report rep;
+    assert_int_equal(compare_full("dc-top.qcow2", "dc-ref.raw", 4, &rep), 0);
+    assert_true(rep.identical);
+    assert_int_equal(rep.bytes_read, 2 * size - 256 * KiB);   /* the zero part: raw side only */
+    assert_int_equal(rep.bytes_direct, rep.bytes_read);
+    bv_compare_report_free(&rep);
+
+    /* a writable top (a live drive) reads its own clusters through its node
+     * (they could be freed under a direct read); its backing files stay direct */
+    bv_node *top = open_img("dc-top.qcow2", false), *raw = open_img("dc-ref.raw", true);
+    struct bv_compare_opts o = { .full = true };
+    assert_int_equal(bv_image_compare_ex(top, raw, &o, &rep, NULL), 0);
+    assert_true(rep.identical);
+    assert_int_equal(rep.bytes_read, 2 * size - 256 * KiB);
+    assert_int_equal(rep.bytes_direct, rep.bytes_read - 320 * KiB);   /* top's 5 clusters */
+    bv_compare_report_free(&rep);
+    bv_node_close(top, NULL);
+    bv_node_close(raw, NULL);
+
+    uint8_t *other = malloc(size);
+    static const uint64_t where[] = { 100, 600 * KiB, MiB + 4 * KiB, 2 * MiB + 5, size - 1 };
+    for (size_t i = 0; i < sizeof(where) / sizeof(where[0]); i++) {   /* base, mid, top, zero */
+        memcpy(other, ref, size);
+        other[where[i]] ^= 0x10;
+        make("dc-other.raw", BV_FMT_RAW, other, size);
+        expect_model("dc-top.qcow2", "dc-other.raw", ref, size, other, size);
+    }
+    free(other);
+    free(ref);
+    free(d);
+}
+
+/* Compressed clusters are read through the node (qcow2 inflates them). */
+static void test_compressed_clusters(void **state)
+{
+    (void)state;
+    const uint64_t size = 2 * MiB;
+    uint8_t *ref = malloc(size);
+    for (uint64_t i = 0; i < size; i++)                 /* compressible */
+        ref[i] = (uint8_t)(i / 4096 * 7 + (i % 13 == 0));
+    random_fill(ref + MiB, MiB, 22);                    /* second half: plain clusters */
+    create("cc.qcow2", BV_FMT_QCOW2, size, NULL);
+    bv_node *n = open_img("cc.qcow2", false);
+    assert_int_equal(bv_node_pwrite(n, ref, MiB, 0, BV_WRITE_COMPRESSED, NULL), 0);
+    assert_int_equal(bv_node_pwrite(n, ref + MiB, MiB, MiB, 0, NULL), 0);
+    struct bv_block_status bs;
+    assert_int_equal(bv_node_block_status(n, 0, size, &bs, NULL), 0);
+    assert_true(bs.flags & BV_BS_COMPRESSED);
+    assert_int_equal(bv_node_close(n, NULL), 0);
+    make("cc.raw", BV_FMT_RAW, ref, size);
+    expect_model("cc.qcow2", "cc.raw", ref, size, ref, size);
+
+    struct bv_compare_report rep;
+    assert_int_equal(compare_full("cc.qcow2", "cc.raw", 4, &rep), 0);
+    assert_true(rep.identical);
+    assert_int_equal(rep.bytes_read, 2 * size);
+    assert_int_equal(rep.bytes_direct, 2 * size - MiB);   /* all but the compressed MiB */
+    bv_compare_report_free(&rep);
+
+    uint8_t *other = malloc(size);
+    memcpy(other, ref, size);
+    other[300 * KiB + 3] ^= 1;                          /* inside a compressed cluster */
+    make("cc-other.raw", BV_FMT_RAW, other, size);
+    expect_model("cc.qcow2", "cc-other.raw", ref, size, other, size);
+    free(other);
+    free(ref);
+}
+
+/* A blkdebug filter must see every read: that side reads through its node
+ * (an injected read error fails the compare), the other side directly. */
+static void test_blkdebug_falls_back(void **state)
+{
+    (void)state;
+    const uint64_t size = MiB + 4 * KiB;
+    uint8_t *ref = malloc(size);
+    random_fill(ref, size, 23);
+    make("bd.qcow2", BV_FMT_QCOW2, ref, size);
+    make("bd.raw", BV_FMT_RAW, ref, size);
+    for (int inject = 0; inject < 2; inject++) {
+        for (size_t t = 0; t < N_TUNINGS; t++) {
+            struct bv_blkdebug_config cfg;
+            memset(&cfg, 0, sizeof(cfg));
+            if (inject)
+                assert_non_null(bv_blkdebug_add_inject_error(&cfg, BV_EV_READ_AIO));
+            bv_node *a = NULL, *b = open_img("bd.raw", true);
+            struct bv_open_opts oo = { .path = tp("bd.qcow2"), .read_only = true,
+                                       .filters = BV_FILTERS_BLKDEBUG(&cfg) };
+            assert_int_equal(bv_node_open(&oo, &a, NULL), 0);
+            struct bv_compare_opts o = tunings[t];
+            o.full = true;
+            struct bv_compare_report rep;
+            bv_error *err = NULL;
+            int r = bv_image_compare_ex(a, b, &o, &rep, &err);
+            if (inject) {
+                assert_int_equal(r, -EIO);
+                assert_non_null(err);
+                bv_error_free(err);
+            } else {
+                assert_int_equal(r, 0);
+                assert_true(rep.identical);
+                assert_int_equal(rep.bytes_read, 2 * size);
+                assert_int_equal(rep.bytes_direct, o.no_direct ? 0 : size);   /* raw only */
+            }
+            bv_compare_report_free(&rep);
+            bv_node_close(a, NULL);
+            bv_node_close(b, NULL);
+        }
+    }
+    free(ref);
+}
+
+/* A blkverify node's file child is the reference raw image while its block
+ * status is the test image's: no direct reads through it (they would read the
+ * raw file at the qcow2 image's host offsets). */
+static void test_blkverify_side(void **state)
+{
+    (void)state;
+    const uint64_t size = MiB;
+    uint8_t *ref = malloc(size);
+    random_fill(ref, size, 24);
+    make("bv-test.qcow2", BV_FMT_QCOW2, ref, size);
+    make("bv-raw.raw", BV_FMT_RAW, ref, size);
+    make("bv-other.raw", BV_FMT_RAW, ref, size);
+    struct bv_blkverify_opts vo = {
+        .test = { .path = tp("bv-test.qcow2"), .read_only = true },
+        .raw = { .path = tp("bv-raw.raw"), .read_only = true },
+    };
+    bv_node *v = NULL, *b = open_img("bv-other.raw", true);
+    assert_int_equal(bv_blkverify_open(&vo, &v, NULL), 0);
+    uint8_t buf[16];
+    assert_int_equal(bv_node_pread_host(v, buf, sizeof(buf), 0, NULL), -ENOTSUP);
+    struct bv_compare_opts o = { .full = true };
+    struct bv_compare_report rep;
+    assert_int_equal(bv_image_compare_ex(v, b, &o, &rep, NULL), 0);
+    assert_true(rep.identical);
+    assert_int_equal(rep.bytes_direct, size);                  /* bv-other.raw only */
+    bv_compare_report_free(&rep);
+    bv_node_close(v, NULL);
+    bv_node_close(b, NULL);
+    free(ref);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -480,6 +688,10 @@ int main(void)
         cmocka_unit_test(test_sizes),
         cmocka_unit_test(test_cancel_and_progress),
         cmocka_unit_test(test_repeated),
+        cmocka_unit_test(test_direct_chain),
+        cmocka_unit_test(test_compressed_clusters),
+        cmocka_unit_test(test_blkdebug_falls_back),
+        cmocka_unit_test(test_blkverify_side),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

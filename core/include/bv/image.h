@@ -181,7 +181,12 @@ int bv_node_block_status(bv_node *n, uint64_t off, uint64_t len,
  * driver's per-request work (the checksum verify).  Only where the protocol
  * node sits directly under the format node n: a filter must see every
  * request, so with one between this is -ENOTSUP and the caller reads through
- * n.  Past the end of the file it reads zeros, as a format driver would. */
+ * n; also for a node that is not qcow2 or raw (blkverify: its file child is
+ * the reference image, its block status the test image's) and for a writable
+ * node (a cluster could be freed and reused between the block status and the
+ * read; reads through the node wait for such overwrites).  Backing nodes are
+ * read-only.  Past the end of the file it reads zeros, as a format driver
+ * would. */
 int bv_node_pread_host(bv_node *n, void *buf, uint64_t len, uint64_t host_off,
                        bv_error **errp);
 
@@ -280,11 +285,16 @@ struct bv_compare_opts {
                                     the rest are still counted in total_extents */
     /* Both optional, called from the calling thread: progress every 64 MiB or so and
      * once at the end (done ≤ total = the larger size, non-decreasing); should_stop
-     * before each piece is planned (≤ 256 KiB read per side, or a run both sides
+     * before each piece is planned (≤ 128 KiB read per side, or a run both sides
      * leave zero), true makes the call fail with -ECANCELED. */
     void (*progress)(void *opaque, uint64_t done, uint64_t total);
     bool (*should_stop)(void *opaque);
     void *opaque;
+    /* Tuning, for benches and tests (0/false: the defaults, bench/README.md). */
+    size_t chunk;                /* bytes per item (rounded down to 512; ≤ 8 MiB) */
+    unsigned slots;              /* items planned ahead (2..64) */
+    bool no_helper;              /* no second thread: the caller does every item */
+    bool no_direct;              /* always read through the nodes (no bv_node_pread_host) */
 };
 
 struct bv_compare_extent {
@@ -309,6 +319,8 @@ struct bv_compare_report {
     uint64_t scanned;            /* [0, scanned) was compared (< total after an error) */
     uint64_t bytes_read;         /* read from both sides together */
     uint64_t bytes_skipped;      /* settled by block status alone (both sides zero) */
+    uint64_t bytes_direct;       /* of bytes_read, read straight from a layer's file at the host
+                                    offset block status gave (bv_node_pread_host) */
 };
 
 /* Compare a and b (each with its backing chain).  *rep is always initialised;
