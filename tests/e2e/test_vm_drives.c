@@ -301,6 +301,32 @@ static void test_mutations_refused(void **state)
     expect_error("DELETE", "/api/v1/drives/vm1/bitmaps/bm0", NULL, 409, msg);
     expect_error("POST", "/api/v1/jobs", "{\"type\":\"backup\",\"device\":\"vm1\","
                  "\"sync\":\"full\",\"target\":\"x.qcow2\"}", 400, msg);
+
+    /* transactions naming a VM drive: 400, and the actions before it undone */
+    expect_error("POST", "/api/v1/transactions", "{\"actions\":[{\"type\":"
+                 "\"block-dirty-bitmap-add\",\"data\":{\"node\":\"vm1\",\"name\":\"t\"}}]}",
+                 400, msg);
+    expect_error("POST", "/api/v1/transactions", "{\"actions\":[{\"type\":\"drive-backup\","
+                 "\"data\":{\"device\":\"vm1\",\"sync\":\"full\",\"target\":\"t.qcow2\"}}]}",
+                 400, msg);
+    expect_error("POST", "/api/v1/transactions", "{\"actions\":[{\"type\":"
+                 "\"block-dirty-bitmap-add\",\"data\":{\"node\":\"local\",\"name\":\"t\"}},"
+                 "{\"type\":\"block-dirty-bitmap-disable\",\"data\":{\"node\":\"vm1\","
+                 "\"name\":\"bm0\"}}]}", 400, msg);
+    cJSON *l = bvh_json(&H, "GET", 200, "/api/v1/drives/local/bitmaps", NULL);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(l, "bitmaps")), 0);
+    cJSON_Delete(l);
+    struct stat st;
+    char t[700];
+    snprintf(t, sizeof(t), "%s/t.qcow2", H.images);
+    assert_int_equal(stat(t, &st), -1);                       /* no target made */
+    cJSON *bm = bvh_json(&H, "GET", 200, "/api/v1/drives/vm1", NULL), *it;
+    cJSON_ArrayForEach(it, cJSON_GetObjectItem(bm, "bitmaps")) {
+        assert_string_not_equal(bvh_str(it, "name"), "t");
+        if (!strcmp(bvh_str(it, "name"), "bm0"))
+            assert_true(bvh_bool(it, "recording"));           /* QEMU's bitmap untouched */
+    }
+    cJSON_Delete(bm);
 }
 
 /* A chain backup of vm1, waited for (bounded); returns the backup object. */
