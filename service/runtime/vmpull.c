@@ -25,6 +25,8 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
+#include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <libnbd.h>
@@ -41,6 +43,17 @@
 #define MAX_EXTENTS  (1u << 22)
 #define EVENT_MS     10000
 #define FLUSH_STEP   (64ull << 20)
+/* Scratch space: below SCRATCH_LOW bytes free in the scratch directory's
+ * file system at any check of a pull (every SCRATCH_CHECK_MS while reading,
+ * and once the reads are done), QEMU may have failed guest writes whose old
+ * data had to go into the overlay (ENOSPC: QEMU 7.2's copy-before-write
+ * breaks the guest write and tells nobody).  The pull then fails, saying so.
+ * One copy-before-write chunk is at most 1 MiB (plus qcow2 metadata), so a
+ * write that failed leaves less than SCRATCH_LOW free.  A pull does not start
+ * with less than SCRATCH_START free. */
+#define SCRATCH_LOW      (2ull << 20)
+#define SCRATCH_START    (2 * SCRATCH_LOW)
+#define SCRATCH_CHECK_MS 50
 
 struct range {
     uint64_t off, len;
@@ -62,6 +75,9 @@ struct pull {
     char name[40];               /* overlay node, job and export id */
     char scratch_rel[600];       /* relative to <data> */
     char scratch_abs[4200];
+    char scratch_dir[4096];      /* its directory */
+    uint64_t scratch_min;        /* least free bytes seen there (UINT64_MAX: none) */
+    int64_t scratch_checked;     /* when (CLOCK_MONOTONIC ms) */
     char sock[108];
     bool created, scratch, overlay, txn, server, exported;
     bool persistent;
@@ -115,16 +131,62 @@ static int failf(struct pull *p, int err, const char *fmt, ...)
     return fail(p, -err, &e);
 }
 
+/* ---------------- scratch space ---------------- */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Free bytes in the scratch directory's file system (what an unprivileged
+ * writer may use), or UINT64_MAX when statvfs fails. */
+static uint64_t scratch_free(struct pull *p)
+{
+    struct statvfs sv;
+    if (statvfs(p->scratch_dir, &sv) < 0)
+        return UINT64_MAX;
+    return (uint64_t)sv.f_bavail * sv.f_frsize;
+}
+
+/* The pull's check (see SCRATCH_LOW): fails it when the scratch space ran
+ * low.  force: check now, else at most every SCRATCH_CHECK_MS. */
+static int check_scratch(struct pull *p, bool force)
+{
+    int64_t t = now_ms();
+    if (!p->scratch || (!force && t - p->scratch_checked < SCRATCH_CHECK_MS))
+        return 0;
+    p->scratch_checked = t;
+    uint64_t f = scratch_free(p);
+    if (f < p->scratch_min)
+        p->scratch_min = f;
+    if (p->scratch_min >= SCRATCH_LOW)
+        return 0;
+    return failf(p, ENOSPC, "the scratch space of '%s' ran out during the pull (%llu bytes "
+                 "free in '%s'): guest writes that had to save old data there failed "
+                 "(ENOSPC); the backup is not kept", p->d->id,
+                 (unsigned long long)p->scratch_min, p->d->scratch_dir);
+}
+
 /* ---------------- set-up ---------------- */
 
 static int make_scratch(struct pull *p)
 {
-    char dir[4096];
+    char dir[4096] = "";
     bv_error *e = NULL;
     struct bv_root *data = NULL;
     int r = vm_scratch_path(p->d, dir, sizeof(dir), &e);
     if (r == 0)
         r = bv_root_open(p->d->app->cfg.data_dir, &data, &e);
+    snprintf(p->scratch_dir, sizeof(p->scratch_dir), "%s", dir);
+    uint64_t f = r == 0 ? scratch_free(p) : UINT64_MAX;
+    if (f < SCRATCH_START) {
+        bv_root_close(data);
+        return failf(p, ENOSPC, "the scratch directory '%s' of '%s' has %llu bytes free: a pull "
+                     "needs room there for the old data of what the guest rewrites during the "
+                     "backup", p->d->scratch_dir, p->d->id, (unsigned long long)f);
+    }
     snprintf(p->scratch_rel, sizeof(p->scratch_rel), "%s/%s.qcow2", p->d->scratch_dir, p->name);
     snprintf(p->scratch_abs, sizeof(p->scratch_abs), "%s/%s.qcow2", dir, p->name);
     struct bv_create_opts co = {
@@ -503,6 +565,8 @@ static int copy(struct pull *p, struct nbd_handle *h)
         take_writer_error(p);
         if (p->err == 0 && p->o->cancelled && p->o->cancelled(p->o->opaque))
             failf(p, ECANCELED, "the pull of '%s' was cancelled", p->d->id);
+        if (p->err == 0)
+            check_scratch(p, false);
         struct slot *s;
         while (p->err == 0 && next < p->nset && (s = free_slot(p, n))) {
             uint64_t len = p->set[next].len - pos;
@@ -693,7 +757,7 @@ static int run(struct pull *p)
     if ((r = open_target(p)) < 0 || (r = make_scratch(p)) < 0 || (r = add_overlay(p)) < 0 ||
         (r = start_point(p)) < 0 || (r = start_export(p)) < 0)
         return r;
-    if ((r = pull_data(p)) < 0)
+    if ((r = pull_data(p)) < 0 || (r = check_scratch(p, true)) < 0)
         return r;
     r = bv_node_flush(p->target, &e);
     return r < 0 ? fail(p, r, &e) : 0;
@@ -708,6 +772,7 @@ int bv_vm_pull(struct bv_vm_drive *d, const struct bv_vm_pull_opts *o,
     p->d = d;
     p->o = o;
     p->efd = -1;
+    p->scratch_min = UINT64_MAX;
     pthread_mutex_init(&p->lk, NULL);
     pthread_cond_init(&p->wcond, NULL);
     pthread_cond_init(&p->fcond, NULL);

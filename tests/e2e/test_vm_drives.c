@@ -19,7 +19,9 @@
 #include <string.h>
 #include <signal.h>
 #include <fcntl.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/statvfs.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -702,6 +704,95 @@ static void test_speed_and_cancel(void **state)
     cJSON_Delete(b);
 }
 
+/* The scratch space fills during a pull: a VM drive whose scratch_dir is
+ * an 8 MiB tmpfs, a full pulled slowly (set_speed) while the guest rewrites
+ * 12 MiB.  QEMU cannot save the old data of those clusters: the guest's
+ * write fails and leaves the disk as it was, the pull fails saying the
+ * scratch space ran out, nothing is kept (backup failed, no link, nothing of
+ * ours in QEMU or in the scratch directory), and the next pull with room
+ * again is complete and the disk as it is. */
+static void test_scratch_full(void **state)
+{
+    (void)state;
+    char tiny[400];
+    snprintf(tiny, sizeof(tiny), "%s/tiny", H.dir);
+    mkdir(tiny, 0700);
+    if (mount("tmpfs", tiny, "tmpfs", 0, "size=8m") < 0) {
+        rmdir(tiny);
+        print_message("cannot mount a tmpfs here: skipped\n");
+        skip();
+    }
+    cJSON_Delete(bvh_json(&H, "POST", 201, "/api/v1/drives",
+                          "{\"id\":\"vm3\",\"format\":\"qemu\",\"qmp\":\"vm1.sock\","
+                          "\"node\":\"disk0\",\"scratch_dir\":\"tiny\"}"));
+    hmp_io("write -P 0x3c 0 16M");
+    hmp_io("flush");
+    assert_int_equal(bvh_sh("qemu-img convert -U -f qcow2 -O raw '%s' '%s/sf0.raw'", disk, tmp),
+                     0);
+    cJSON *r = bvh_json(&H, "POST", 201, "/api/v1/drives/vm3/backups", "{\"kind\":\"full\"}");
+    char bid[64], job[96], verb[128];
+    snprintf(bid, sizeof(bid), "%s", bvh_str(cJSON_GetObjectItem(r, "backup"), "id"));
+    snprintf(job, sizeof(job), "/api/v1/jobs/%s", bvh_str(cJSON_GetObjectItem(r, "job"), "id"));
+    cJSON_Delete(r);
+    snprintf(verb, sizeof(verb), "%s/set_speed", job);
+    cJSON_Delete(bvh_json(&H, "POST", 200, verb, "{\"speed\":%d}", 1 << 20));
+    bool copying = false;
+    for (int i = 0; i < 2000 && !copying; i++) {   /* the point in time is fixed (bounded) */
+        cJSON *j = bvh_json(&H, "GET", 200, job, NULL);
+        copying = bvh_num(j, "offset") > 0;
+        cJSON_Delete(j);
+        if (!copying)
+            usleep(5000);
+    }
+    assert_true(copying);
+    hmp_io("write -P 0x3d 0 12M");                /* old data to save: 12 MiB > 8 MiB */
+    struct statvfs sv;
+    assert_int_equal(statvfs(tiny, &sv), 0);
+    assert_true((uint64_t)sv.f_bavail * sv.f_frsize < (2u << 20));
+    cJSON *b = wait_backup(bid);
+    assert_string_equal(bvh_str(b, "status"), "failed");
+    char p[700];
+    struct stat st;
+    snprintf(p, sizeof(p), "%s/%s", H.images, bvh_str(b, "file"));
+    assert_int_equal(stat(p, &st), -1);
+    cJSON_Delete(b);
+    cJSON *j = NULL;
+    for (int i = 0; i < 500; i++) {                /* the job's row ends with the backup's */
+        j = bvh_json(&H, "GET", 200, job, NULL);
+        if (cJSON_IsString(cJSON_GetObjectItem(j, "error")))
+            break;
+        cJSON_Delete(j);
+        j = NULL;
+        usleep(20000);
+    }
+    assert_non_null(j);
+    if (!strstr(bvh_str(j, "error"), "scratch space of 'vm3' ran out") ||
+        !strstr(bvh_str(j, "error"), "'tiny'"))
+        fail_msg("the job's error does not say the scratch space ran out: %s",
+                 bvh_str(j, "error"));
+    cJSON_Delete(j);
+    assert_int_equal(blockvault_objects(), 0);
+    assert_int_equal(bvh_sh("ls -A '%s' | grep -q .", tiny), 1);      /* empty again */
+    /* what the guest saw: its write failed, the disk is as it was */
+    assert_int_equal(bvh_sh("qemu-img convert -U -f qcow2 -O raw '%s' '%s/sf1.raw' && "
+                            "cmp -s '%s/sf0.raw' '%s/sf1.raw'", disk, tmp, tmp, tmp), 0);
+
+    /* with room again: the next pull is whole */
+    hmp_io("write -P 0x3e 0 1M");
+    hmp_io("flush");
+    assert_int_equal(bvh_sh("qemu-img convert -U -f qcow2 -O raw '%s' '%s/sf2.raw'", disk, tmp),
+                     0);
+    r = bvh_json(&H, "POST", 201, "/api/v1/drives/vm3/backups", "{\"kind\":\"full\"}");
+    b = wait_backup(bvh_str(cJSON_GetObjectItem(r, "backup"), "id"));
+    cJSON_Delete(r);
+    assert_string_equal(bvh_str(b, "status"), "complete");
+    assert_int_equal(bvh_sh("qemu-img compare -q -f qcow2 -F raw '%s/%s' '%s/sf2.raw'", H.images,
+                            bvh_str(b, "file"), tmp), 0);
+    cJSON_Delete(b);
+    cJSON_Delete(bvh_json(&H, "DELETE", 204, "/api/v1/drives/vm3", NULL));
+    umount(tiny);
+}
+
 static void test_create_refusals(void **state)
 {
     (void)state;
@@ -880,6 +971,7 @@ int main(void)
         cmocka_unit_test(test_raw_vm_restarted),
         cmocka_unit_test(test_policy),
         cmocka_unit_test(test_speed_and_cancel),
+        cmocka_unit_test(test_scratch_full),
         cmocka_unit_test(test_create_refusals),
         cmocka_unit_test(test_delete_cleans_qemu),
         cmocka_unit_test(test_gone),
