@@ -791,6 +791,8 @@ int bv_vm_pull(struct bv_vm_drive *d, const struct bv_vm_pull_opts *o,
         bv_path_unlink(d->app->root, o->target, NULL);
     if (res)
         *res = (struct bv_vm_pull_result){ p->info.size, p->total, p->done };
+    atomic_fetch_add(r == 0 ? &d->pulls_ok : &d->pulls_failed, 1);
+    atomic_fetch_add(&d->pulled_bytes, p->done);
     if (r < 0 && gone) {
         bv_error_setf(errp, EIO, "QEMU went away during the pull of '%s' (%s)", d->id,
                       p->errp ? p->errp->msg : strerror(-r));

@@ -431,6 +431,26 @@ static void test_backups(void **state)
     }
     assert_int_equal(chain_bitmaps, 1);
     cJSON_Delete(d);
+
+    /* metrics: the VM's status, three pulls, the bytes they pulled */
+    struct bvh_resp m = { 0 };
+    assert_int_equal(bvh_request(&H, "GET", "/metrics", NULL, 0, NULL, NULL, &m), 0);
+    assert_int_equal(m.status, 200);
+    char line[256];
+    const char *want_lines[] = {
+        "blockvault_vm_drive_status{drive=\"vm1\",status=\"running\"} 1\n",
+        "blockvault_vm_drive_status{drive=\"vm1\",status=\"gone\"} 0\n",
+        "blockvault_vm_pulls_total{drive=\"vm1\",outcome=\"ok\"} 3\n",
+        "blockvault_vm_pulls_total{drive=\"vm1\",outcome=\"failed\"} 0\n",
+    };
+    for (size_t i = 0; i < 4; i++)
+        if (!strstr(m.body, want_lines[i]))
+            fail_msg("/metrics lacks %s", want_lines[i]);
+    snprintf(line, sizeof(line), "blockvault_vm_pulled_bytes_total{drive=\"vm1\"} %.0f\n",
+             bvh_num(b0, "data_bytes") + bvh_num(b1, "data_bytes") + bvh_num(b2, "data_bytes"));
+    if (!strstr(m.body, line))
+        fail_msg("/metrics lacks %s", line);
+    bvh_resp_free(&m);
     /* prune the first incremental: its data merges into the second, every
      * other point stays the disk as it was */
     snprintf(path, sizeof(path), "/api/v1/backups/%s", bvh_str(b1, "id"));
