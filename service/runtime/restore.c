@@ -38,6 +38,7 @@
 #include "runtime/drives.h"
 #include "runtime/jobs.h"
 #include "runtime/registry.h"
+#include "runtime/vmdrives.h"
 #include "runtime/restore.h"
 
 /* What a running restore carries to its end (the job's hook data). */
@@ -135,7 +136,9 @@ static int check_request(struct bv_app *app, const struct bv_restore_request *rq
     if (r < 0)
         return r;
     struct bv_drive_entry *e = bv_registry_get(app, rq->drive);
-    if (e) {
+    struct bv_vm_drive *vm = e ? NULL : bv_vm_drives_get(app, rq->drive);  /* one namespace */
+    bv_vm_drives_put(app, vm);
+    if (e || vm) {
         bv_registry_put(app, e);
         return bv_error_setf(errp, EEXIST, "Drive '%s' already exists", rq->drive);
     }

@@ -33,7 +33,7 @@
 #include "harness.h"
 
 static struct bvh H;
-static char tmp[256], qdir[300], outside[300], disk[300];
+static char tmp[256], qdir[300], outside[300], disk[300], qemu_out[300];
 static pid_t qemu = -1;
 static int mon = -1;             /* the test's own QMP monitor */
 static FILE *mon_in;
@@ -124,6 +124,7 @@ static int start_qemu(void)
 {
     char drive[700], q1[500], q2[500], s1[400], s2[400];
     snprintf(disk, sizeof(disk), "%s/vm1.qcow2", tmp);
+    snprintf(qemu_out, sizeof(qemu_out), "%s/qemu.out", tmp);
     if (bvh_sh("qemu-img create -q -f qcow2 '%s' 64M", disk) != 0)
         return -1;
     snprintf(s1, sizeof(s1), "%s/vm1.sock", qdir);
@@ -136,10 +137,12 @@ static int start_qemu(void)
     if (qemu == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);      /* QEMU dies with the test, whatever happens */
         int nul = open("/dev/null", O_RDWR);
+        int out = open(qemu_out, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0600);
         dup2(nul, 0);
-        dup2(nul, 1);
-        execlp("qemu-system-x86_64", "qemu-system-x86_64", "-machine", "none", "-nodefaults",
-               "-display", "none", "-drive", drive, "-qmp", q1, "-qmp", q2, (char *)NULL);
+        dup2(out >= 0 ? out : nul, 1);        /* HMP qemu-io prints there, line-buffered */
+        execlp("stdbuf", "stdbuf", "-oL", "qemu-system-x86_64", "-machine", "none",
+               "-nodefaults", "-display", "none", "-drive", drive, "-qmp", q1, "-qmp", q2,
+               (char *)NULL);
         _exit(127);
     }
     if (qemu < 0 || !wait_socket(s1) || !wait_socket(s2) || (mon = connect_unix(s2)) < 0)
@@ -153,8 +156,8 @@ static int start_qemu(void)
 static int setup(void **state)
 {
     (void)state;
-    if (!bvh_have("qemu-system-x86_64") || !bvh_have("qemu-img")) {
-        fprintf(stderr, "SKIP: qemu-system-x86_64 or qemu-img is not installed "
+    if (!bvh_have("qemu-system-x86_64") || !bvh_have("qemu-img") || !bvh_have("stdbuf")) {
+        fprintf(stderr, "SKIP: qemu-system-x86_64, qemu-img or stdbuf is not installed "
                 "(scripts/install-deps installs qemu-system-x86)\n");
         exit(77);
     }
@@ -363,6 +366,77 @@ static void link_identical(const cJSON *b, const char *refname)
         fail_msg("%s differs from %s", bvh_str(b, "file"), refname);
 }
 
+/* A job, polled until it is dismissed (bounded at 30 s); its error must be null. */
+static void job_ok(const char *id)
+{
+    char path[128];
+    cJSON *job = NULL;
+    snprintf(path, sizeof(path), "/api/v1/jobs/%s", id);
+    for (int i = 0; i < 1500; i++) {
+        job = bvh_json(&H, "GET", 200, path, NULL);
+        if (!strcmp(bvh_str(job, "status"), "null"))
+            break;
+        cJSON_Delete(job);
+        job = NULL;
+        usleep(20000);
+    }
+    assert_non_null(job);
+    if (cJSON_IsString(cJSON_GetObjectItem(job, "error")))
+        fail_msg("job %s failed: %s", id, bvh_str(job, "error"));
+    cJSON_Delete(job);
+}
+
+/* HMP qemu-io on a block node on the test's monitor: true when QEMU's
+ * output says the whole read matched the pattern. */
+static bool node_reads(const char *node, int pattern, const char *off, const char *len)
+{
+    if (truncate(qemu_out, 0) < 0)
+        fail_msg("cannot truncate %s", qemu_out);
+    cJSON *ret = mon_cmd("{\"execute\":\"human-monitor-command\",\"arguments\":"
+                         "{\"command-line\":\"qemu-io %s \\\"read -P %d %s %s\\\"\"}}",
+                         node, pattern, off, len);
+    if (!cJSON_IsString(ret) || ret->valuestring[0])          /* HMP's own errors come here */
+        fail_msg("qemu-io %s: %s", node, cJSON_PrintUnformatted(ret));
+    cJSON_Delete(ret);
+    return bvh_sh("grep -q '^read ' '%s' && ! grep -q 'Pattern verification failed' '%s'",
+                  qemu_out, qemu_out) == 0;
+}
+
+/* A VM backup restored into a new (local) drive, the disk as it was; and into
+ * a file that the VM then uses: attached to QEMU with blockdev-add, read back
+ * with qemu-io read -P (and a wrong pattern is seen as wrong). */
+static void restore_into_drive_and_vm(const cJSON *b, const char *refname)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/api/v1/backups/%s/restore", bvh_str(b, "id"));
+    expect_error("POST", path, "{\"drive\":\"vm1\"}", 409, "already exists");
+    cJSON *job = bvh_json(&H, "POST", 201, path, "{\"drive\":\"vmr\"}");
+    job_ok(bvh_str(job, "id"));
+    cJSON_Delete(job);
+    cJSON *d = bvh_json(&H, "GET", 200, "/api/v1/drives/vmr", NULL);
+    assert_string_equal(bvh_str(d, "format"), "qcow2");
+    assert_int_equal((int64_t)bvh_num(d, "size"), 64 << 20);
+    assert_int_equal(bvh_sh("qemu-img compare -q -U -f qcow2 -F raw '%s/%s' '%s/%s'",
+                            H.images, bvh_str(d, "file"), tmp, refname), 0);
+    cJSON_Delete(d);
+    cJSON_Delete(bvh_json(&H, "DELETE", 204, "/api/v1/drives/vmr", NULL));
+
+    job = bvh_json(&H, "POST", 201, path, "{\"file\":\"tovm.qcow2\",\"format\":\"qcow2\"}");
+    job_ok(bvh_str(job, "id"));
+    cJSON_Delete(job);
+    cJSON_Delete(mon_cmd("{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"qcow2\","
+                         "\"node-name\":\"restored0\",\"read-only\":true,\"file\":{\"driver\":"
+                         "\"file\",\"filename\":\"%s/tovm.qcow2\"}}}", H.images));
+    assert_true(node_reads("restored0", 0, "5M", "64k"));      /* the zero write */
+    assert_true(node_reads("restored0", 0x21, "5184k", "960k"));
+    assert_true(node_reads("restored0", 0x31, "6M", "64k"));
+    assert_true(node_reads("restored0", 0x21, "6208k", "960k"));
+    assert_true(node_reads("restored0", 0x32, "50M", "128k"));
+    assert_false(node_reads("restored0", 0x99, "6M", "64k")); /* the check can fail */
+    cJSON_Delete(mon_cmd("{\"execute\":\"blockdev-del\",\"arguments\":{\"node-name\":"
+                         "\"restored0\"}}"));
+}
+
 /* Chain backups pulled from the VM: a full and two incrementals, each the
  * disk as it was (raw copies taken at the same moments), the incrementals'
  * data_bytes the dirty granules, readable through /backups/{bid}/data, and
@@ -498,6 +572,7 @@ static void test_backups(void **state)
     cJSON_Delete(job);
     assert_int_equal(bvh_sh("qemu-img compare -q -f qcow2 -F raw '%s/restored.qcow2' '%s/b0.raw'",
                             H.images, tmp), 0);
+    restore_into_drive_and_vm(b2, "b2.raw");
     cJSON_Delete(b0);
     cJSON_Delete(b1);
     cJSON_Delete(b2);
