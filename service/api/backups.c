@@ -15,6 +15,7 @@
 #include "runtime/backups.h"
 #include "runtime/jobs.h"
 #include "runtime/registry.h"
+#include "runtime/vmdrives.h"
 
 #define MAX_READ_LENGTH (64u << 20)
 static const char *const kinds[] = { "full", "incremental", NULL };
@@ -86,10 +87,14 @@ void api_backups_create(struct bv_request *req, struct bv_reply *rep)
 
 void api_backups_list(struct bv_request *req, struct bv_reply *rep)
 {
-    struct bv_drive_entry *e = api_drive_get(req, rep);
-    if (!e)
-        return;
-    bv_registry_put(req->app, e);
+    struct bv_vm_drive *vm = bv_vm_drives_get(req->app, req->params[0]);   /* chains as any */
+    bv_vm_drives_put(req->app, vm);
+    if (!vm) {
+        struct bv_drive_entry *e = api_drive_get(req, rep);
+        if (!e)
+            return;
+        bv_registry_put(req->app, e);
+    }
     struct bv_backup_rec *v = NULL;
     int n = bv_backups_list(req->app, req->params[0], &v);
     if (n < 0) {

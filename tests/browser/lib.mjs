@@ -47,12 +47,13 @@ export async function shot(page, name) {
 }
 
 // Starts `blockvault serve` on 127.0.0.1:0 and waits for its "listening on" line.
-export async function startDaemon({ token } = {}) {
+export async function startDaemon({ token, args: extra = [] } = {}) {
   const bin = process.env.BV_DAEMON;
   if (!bin || !existsSync(bin)) skip('BV_DAEMON is not set to the blockvault binary');
   const data = mkdtempSync(join(tmpdir(), 'bv-browser-'));
   const args = ['serve', '--listen', '127.0.0.1:0', '--data', data];
   if (process.env.BV_SOURCE_DIR) args.push('--web', join(process.env.BV_SOURCE_DIR, 'web'));
+  args.push(...extra);
   if (token) {
     const tf = join(data, 'token');
     writeFileSync(tf, `${token}\n`);
@@ -109,11 +110,11 @@ export async function launch() {
 }
 
 // Runs a test body with a daemon and a browser; collects page errors; always cleans up.
-export async function run(name, body, { token } = {}) {
+export async function run(name, body, { token, args } = {}) {
   let daemon = null, browser = null;
   const pageErrors = [];
   try {
-    daemon = await startDaemon({ token });
+    daemon = await startDaemon({ token, args });
     browser = await launch();
     const newPage = async (opts = {}) => {
       const ctx = await browser.newContext({ viewport: { width: 1280, height: 860 }, ...opts });

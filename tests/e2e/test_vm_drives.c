@@ -506,6 +506,13 @@ static void test_backups(void **state)
     assert_int_equal(chain_bitmaps, 1);
     cJSON_Delete(d);
 
+    /* the chain as GET …/backups lists it (the dashboard's timeline reads it) */
+    cJSON *list = bvh_json(&H, "GET", 200, "/api/v1/drives/vm1/backups", NULL);
+    const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(list, "chains"), 0);
+    assert_string_equal(bvh_str(ch, "id"), bvh_str(b0, "chain"));
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(ch, "backups")), 3);
+    cJSON_Delete(list);
+
     /* metrics: the VM's status, three pulls, the bytes they pulled */
     struct bvh_resp m = { 0 };
     assert_int_equal(bvh_request(&H, "GET", "/metrics", NULL, 0, NULL, NULL, &m), 0);
