@@ -893,6 +893,16 @@ static void test_scratch_full(void **state)
     cJSON_Delete(b);
     cJSON_Delete(bvh_json(&H, "DELETE", 204, "/api/v1/drives/vm3", NULL));
     umount(tiny);
+
+    /* vm3's fulls named the same disk as vm1: vm1's chain bitmap stayed, and
+     * its next backup is still an incremental, the disk as it is */
+    assert_int_equal(bvh_sh("qemu-img convert -U -f qcow2 -O raw '%s' '%s/sf3.raw'", disk, tmp),
+                     0);
+    b = backup("incremental", false);
+    assert_string_equal(bvh_str(b, "status"), "complete");
+    assert_string_equal(bvh_str(b, "kind"), "incremental");
+    link_identical(b, "sf3.raw");
+    cJSON_Delete(b);
 }
 
 static void test_create_refusals(void **state)
