@@ -114,8 +114,8 @@ export async function run(name, body, { token, args } = {}) {
   let daemon = null, browser = null;
   const pageErrors = [];
   try {
+    browser = await launch();              // first: a skip (no chromium) leaves no daemon behind
     daemon = await startDaemon({ token, args });
-    browser = await launch();
     const newPage = async (opts = {}) => {
       const ctx = await browser.newContext({ viewport: { width: 1280, height: 860 }, ...opts });
       const page = await ctx.newPage();

@@ -7,7 +7,10 @@ import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { run, assert, shot, skip } from './lib.mjs';
+import { run, assert, shot, skip, findChromium, loadPlaywright } from './lib.mjs';
+
+if (!findChromium()) skip('chromium is not installed (apt-get install chromium)');
+await loadPlaywright();                   // skips when the module is missing: before QEMU starts
 
 if (spawnSync('sh', ['-c', 'command -v qemu-system-x86_64 && command -v qemu-img']).status !== 0) {
   skip('qemu-system-x86_64 or qemu-img is not installed (scripts/install-deps installs qemu-system-x86)');
