@@ -26,6 +26,7 @@ const qemu = spawn('qemu-system-x86_64', ['-machine', 'none', '-nodefaults', '-d
   '-qmp', `unix:${sock},server=on,wait=off`], { stdio: 'ignore' });
 let qemuGone = false;
 qemu.on('exit', () => { qemuGone = true; });
+process.on('exit', () => { if (!qemuGone) qemu.kill('SIGKILL'); });   // whatever ends the test
 
 const accepts = () => new Promise((resolve) => {
   const c = connect(sock);
