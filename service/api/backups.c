@@ -16,6 +16,7 @@
 #include "runtime/drives.h"
 #include "runtime/jobs.h"
 #include "runtime/registry.h"
+#include "runtime/vmdrives.h"
 
 #define MAX_READ_LENGTH (64u << 20)
 static const char *const kinds[] = { "full", "incremental", NULL };
@@ -87,7 +88,9 @@ void api_backups_create(struct bv_request *req, struct bv_reply *rep)
 
 void api_backups_list(struct bv_request *req, struct bv_reply *rep)
 {
-    if (bv_drives_detached_get(req->app, req->params[0], NULL) < 0) {   /* else: its backups */
+    struct bv_vm_drive *vm = bv_vm_drives_get(req->app, req->params[0]);   /* chains as any */
+    bv_vm_drives_put(req->app, vm);
+    if (!vm && bv_drives_detached_get(req->app, req->params[0], NULL) < 0) {   /* else: its backups */
         struct bv_drive_entry *e = api_drive_get(req, rep);
         if (!e)
             return;

@@ -11,6 +11,7 @@
 #include "runtime/policies.h"
 #include "runtime/registry.h"
 #include "runtime/verify.h"
+#include "runtime/vmdrives.h"
 
 void api_health(struct bv_request *req, struct bv_reply *rep)
 {
@@ -85,6 +86,7 @@ void api_metrics(struct bv_request *req, struct bv_reply *rep)
     bv_verify_metrics(req->app, f);
     bv_capacity_metrics(req->app, f);
     bv_notify_metrics(req->app, f);
+    bv_vm_drives_metrics(req->app, f);
     fclose(f);
     bv_reply_bytes(rep, 200, "text/plain; version=0.0.4", text, len);
 }

@@ -39,6 +39,7 @@
 #include "runtime/jobs.h"
 #include "runtime/linkread.h"
 #include "runtime/registry.h"
+#include "runtime/vmdrives.h"
 #include "runtime/restore.h"
 
 /* What a running restore carries to its end (the job's hook data). */

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "runtime/registry.h"
 #include "runtime/transactions.h"
+#include "runtime/vmdrives.h"
 
 const char *const bv_txn_type_names[] = {
     "block-dirty-bitmap-add", "block-dirty-bitmap-clear", "block-dirty-bitmap-enable",
@@ -181,6 +182,12 @@ static int prepare(struct txn *t, struct step *s, bv_error **errp)
     bool backup = s->a->type == BV_TXN_DRIVE_BACKUP;
     if (!s->e && backup && s->a->backup.release)
         s->a->backup.release(s->a->backup.hook_opaque);
+    struct bv_vm_drive *vm = s->e || !id ? NULL : bv_vm_drives_get(t->app, id);
+    bv_vm_drives_put(t->app, vm);
+    if (vm)                               /* its bitmaps and data live in QEMU */
+        return bv_error_setf(errp, ENOTSUP, "Drive '%s' is a VM drive: transactions are not "
+                             "supported for VM drives (use POST /api/v1/drives/%s/backups)",
+                             id, id);
     if (!s->e)
         return bv_error_setf(errp, backup ? ENOENT : ENODEV,
                              "Cannot find device='%s' nor node-name='%s'", id ? id : "",

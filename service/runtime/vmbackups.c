@@ -92,19 +92,50 @@ static void on_copied(void *opaque, uint64_t off, uint64_t len, const void *data
     chain_copied(((struct vm_job *)opaque)->cj, off, len, data);
 }
 
-/* A new chain took over: the older chains' bitmaps in QEMU go too. */
+/* The chain bitmap prefixes ("blockvault-chain-<cid>-") of a drive's other chains. */
+struct old_chains {
+    const char *keep;            /* the new chain's id */
+    char (*prefix)[200];
+    size_t n, cap;
+};
+
+static int collect_old_chain(const struct bvdb_chain *c, void *opaque)
+{
+    struct old_chains *o = opaque;
+    if (!c->bitmap || strcmp(c->id, o->keep) == 0)
+        return 0;
+    if (o->n == o->cap) {
+        size_t cap = o->cap ? o->cap * 2 : 8;
+        char (*p)[200] = realloc(o->prefix, cap * sizeof(*p));
+        if (!p)
+            return 0;
+        o->prefix = p;
+        o->cap = cap;
+    }
+    snprintf(o->prefix[o->n++], 200, "%s-", c->bitmap);
+    return 0;
+}
+
+/* A new chain took over: the drive's older chains' bitmaps in QEMU go too
+ * (only this drive's: another VM drive may name the same disk). */
 static void drop_old_chain_bitmaps(struct vm_job *v)
 {
     struct bv_vm_drive_info info;
-    char keep[200];
+    struct old_chains old = { .keep = v->cj->cid };
     const cJSON *bm;
-    snprintf(keep, sizeof(keep), "%s-", v->cj->bitmap);
-    if (bv_vm_drive_info(v->d, &info, NULL) < 0)
+    pthread_mutex_lock(&v->cj->app->backups_lock);
+    bvdb_chain_list(v->cj->app->db, v->d->id, collect_old_chain, &old);
+    pthread_mutex_unlock(&v->cj->app->backups_lock);
+    if (old.n == 0 || bv_vm_drive_info(v->d, &info, NULL) < 0) {
+        free(old.prefix);
         return;
+    }
     cJSON_ArrayForEach(bm, info.bitmaps) {
         const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(bm, "name"));
-        if (!name || strncmp(name, CHAIN_BITMAP_PREFIX, strlen(CHAIN_BITMAP_PREFIX)) != 0 ||
-            strncmp(name, keep, strlen(keep)) == 0)
+        bool theirs = false;
+        for (size_t i = 0; name && i < old.n && !theirs; i++)
+            theirs = strncmp(name, old.prefix[i], strlen(old.prefix[i])) == 0;
+        if (!theirs)
             continue;
         cJSON *a = cJSON_CreateObject();
         cJSON_AddStringToObject(a, "node", info.node_name);
@@ -113,6 +144,7 @@ static void drop_old_chain_bitmaps(struct vm_job *v)
         cJSON_Delete(a);
     }
     bv_vm_drive_info_clear(&info);
+    free(old.prefix);
 }
 
 static int vm_job_run(struct bv_job *job, void *opaque, bv_error **errp)

@@ -804,3 +804,54 @@ void bv_vm_drives_restore(struct bv_app *app)
     }
     free(all);
 }
+
+/* A label value as Prometheus wants it (\\, \" and \n escaped). */
+static void put_label(FILE *f, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"')
+            fputc('\\', f);
+        if (*s == '\n')
+            fputs("\\n", f);
+        else
+            fputc(*s, f);
+    }
+}
+
+void bv_vm_drives_metrics(struct bv_app *app, FILE *f)
+{
+    struct bv_vm_drive **all = NULL;
+    size_t n = bv_vm_drives_all(app, &all);
+    static const char *const statuses[] = { "running", "paused", "gone" };
+    fprintf(f, "# HELP blockvault_vm_drive_status Each VM drive's VM as QEMU answers now "
+               "(1 for its status, 0 for the others).\n# TYPE blockvault_vm_drive_status gauge\n");
+    for (size_t i = 0; i < n; i++) {
+        const char *st = vm_status(all[i]->vm);
+        for (size_t k = 0; k < 3; k++) {
+            fputs("blockvault_vm_drive_status{drive=\"", f);
+            put_label(f, all[i]->id);
+            fprintf(f, "\",status=\"%s\"} %d\n", statuses[k], strcmp(st, statuses[k]) == 0);
+        }
+    }
+    fprintf(f, "# HELP blockvault_vm_pulls_total Pulls (backups read from QEMU) since start, by "
+               "outcome.\n# TYPE blockvault_vm_pulls_total counter\n");
+    for (size_t i = 0; i < n; i++) {
+        for (int ok = 1; ok >= 0; ok--) {
+            fputs("blockvault_vm_pulls_total{drive=\"", f);
+            put_label(f, all[i]->id);
+            fprintf(f, "\",outcome=\"%s\"} %llu\n", ok ? "ok" : "failed",
+                    (unsigned long long)(ok ? atomic_load(&all[i]->pulls_ok)
+                                            : atomic_load(&all[i]->pulls_failed)));
+        }
+    }
+    fprintf(f, "# HELP blockvault_vm_pulled_bytes_total Bytes read from QEMU and written into "
+               "links by pulls since start.\n# TYPE blockvault_vm_pulled_bytes_total counter\n");
+    for (size_t i = 0; i < n; i++) {
+        fputs("blockvault_vm_pulled_bytes_total{drive=\"", f);
+        put_label(f, all[i]->id);
+        fprintf(f, "\"} %llu\n", (unsigned long long)atomic_load(&all[i]->pulled_bytes));
+    }
+    for (size_t i = 0; i < n; i++)
+        bv_vm_drives_put(app, all[i]);
+    free(all);
+}

@@ -29,8 +29,10 @@
 #define BV_RUNTIME_VMDRIVES_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <cjson/cJSON.h>
 
@@ -56,6 +58,8 @@ struct bv_vm_drive {
     char *node;                  /* as given: a node name or a device (BlockBackend) name */
     char *scratch_dir;           /* relative to <data> */
     struct bv_vm *vm;            /* shared, referenced */
+    /* counted by bv_vm_pull since start (atomics: no lock) */
+    _Atomic uint64_t pulls_ok, pulls_failed, pulled_bytes;
     /* vms->lock */
     unsigned refs;
     bool removed;
@@ -112,5 +116,9 @@ void bv_vm_drive_info_clear(struct bv_vm_drive_info *info);
  * start is -EBUSY. */
 int bv_vm_drive_read(struct bv_vm_drive *d, void *buf, uint64_t len, uint64_t off,
                      bv_error **errp);
+
+/* Prometheus lines for GET /metrics: each VM drive's vm_status (asked
+ * from QEMU now), its pulls by outcome and the bytes they pulled since start. */
+void bv_vm_drives_metrics(struct bv_app *app, FILE *f);
 
 #endif

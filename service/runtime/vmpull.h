@@ -40,9 +40,10 @@ struct bv_vm_pull_opts {
                                     can store it) */
     const char *old_bitmap;      /* incremental: the bitmap of the last good backup */
     unsigned inflight;           /* reads in flight; 0 = 16 */
-    /* Hooks (may be NULL), called on the pulling thread.  progress: after
-     * each range is written (done, total bytes of the copy set); a true
-     * return of cancelled stops the pull (-ECANCELED). */
+    /* Hooks (may be NULL).  progress and copied: one at a time, on the
+     * pull's writer thread; progress after each range is written (done,
+     * total bytes of the copy set).  cancelled: on the calling thread; a
+     * true return stops the pull (-ECANCELED). */
     void (*progress)(void *opaque, uint64_t done, uint64_t total);
     bool (*cancelled)(void *opaque);
     void (*copied)(void *opaque, uint64_t off, uint64_t len, const void *data);

@@ -47,16 +47,17 @@ export async function shot(page, name) {
   return path;
 }
 
-// Starts `blockvault serve` on 127.0.0.1:0 and waits for its "listening on" line.  With tls,
-// over --tls-self-signed: d.api then trusts exactly that certificate (pinned: its PEM as the
-// only CA) and d.fingerprint is the one the daemon printed.
-export async function startDaemon({ token, tls } = {}) {
+// Starts `blockvault serve` on 127.0.0.1:0 and waits for its "listening on" line; extra
+// arguments go after the defaults.  With tls, over --tls-self-signed: d.api then trusts exactly
+// that certificate (pinned: its PEM as the only CA) and d.fingerprint is the one it printed.
+export async function startDaemon({ token, tls, args: extra = [] } = {}) {
   const bin = process.env.BV_DAEMON;
   if (!bin || !existsSync(bin)) skip('BV_DAEMON is not set to the blockvault binary');
   const data = mkdtempSync(join(tmpdir(), 'bv-browser-'));
   const args = ['serve', '--listen', '127.0.0.1:0', '--data', data];
   if (tls) args.push('--tls-self-signed');
   if (process.env.BV_SOURCE_DIR) args.push('--web', join(process.env.BV_SOURCE_DIR, 'web'));
+  args.push(...extra);
   if (token) {
     const tf = join(data, 'token');
     writeFileSync(tf, `${token}\n`);
@@ -130,12 +131,12 @@ export async function launch() {
 }
 
 // Runs a test body with a daemon and a browser; collects page errors; always cleans up.
-export async function run(name, body, { token, tls } = {}) {
+export async function run(name, body, { token, tls, args } = {}) {
   let daemon = null, browser = null;
   const pageErrors = [];
   try {
-    daemon = await startDaemon({ token, tls });
-    browser = await launch();
+    browser = await launch();              // first: a skip (no chromium) leaves no daemon behind
+    daemon = await startDaemon({ token, tls, args });
     const newPage = async (opts = {}) => {
       const ctx = await browser.newContext({ viewport: { width: 1280, height: 860 }, ...opts });
       const page = await ctx.newPage();

@@ -19,7 +19,9 @@
 #include <string.h>
 #include <signal.h>
 #include <fcntl.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/statvfs.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -31,7 +33,7 @@
 #include "harness.h"
 
 static struct bvh H;
-static char tmp[256], qdir[300], outside[300], disk[300];
+static char tmp[256], qdir[300], outside[300], disk[300], qemu_out[300];
 static pid_t qemu = -1;
 static int mon = -1;             /* the test's own QMP monitor */
 static FILE *mon_in;
@@ -122,6 +124,7 @@ static int start_qemu(void)
 {
     char drive[700], q1[500], q2[500], s1[400], s2[400];
     snprintf(disk, sizeof(disk), "%s/vm1.qcow2", tmp);
+    snprintf(qemu_out, sizeof(qemu_out), "%s/qemu.out", tmp);
     if (bvh_sh("qemu-img create -q -f qcow2 '%s' 64M", disk) != 0)
         return -1;
     snprintf(s1, sizeof(s1), "%s/vm1.sock", qdir);
@@ -134,10 +137,12 @@ static int start_qemu(void)
     if (qemu == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);      /* QEMU dies with the test, whatever happens */
         int nul = open("/dev/null", O_RDWR);
+        int out = open(qemu_out, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0600);
         dup2(nul, 0);
-        dup2(nul, 1);
-        execlp("qemu-system-x86_64", "qemu-system-x86_64", "-machine", "none", "-nodefaults",
-               "-display", "none", "-drive", drive, "-qmp", q1, "-qmp", q2, (char *)NULL);
+        dup2(out >= 0 ? out : nul, 1);        /* HMP qemu-io prints there, line-buffered */
+        execlp("stdbuf", "stdbuf", "-oL", "qemu-system-x86_64", "-machine", "none",
+               "-nodefaults", "-display", "none", "-drive", drive, "-qmp", q1, "-qmp", q2,
+               (char *)NULL);
         _exit(127);
     }
     if (qemu < 0 || !wait_socket(s1) || !wait_socket(s2) || (mon = connect_unix(s2)) < 0)
@@ -151,8 +156,8 @@ static int start_qemu(void)
 static int setup(void **state)
 {
     (void)state;
-    if (!bvh_have("qemu-system-x86_64") || !bvh_have("qemu-img")) {
-        fprintf(stderr, "SKIP: qemu-system-x86_64 or qemu-img is not installed "
+    if (!bvh_have("qemu-system-x86_64") || !bvh_have("qemu-img") || !bvh_have("stdbuf")) {
+        fprintf(stderr, "SKIP: qemu-system-x86_64, qemu-img or stdbuf is not installed "
                 "(scripts/install-deps installs qemu-system-x86)\n");
         exit(77);
     }
@@ -301,6 +306,32 @@ static void test_mutations_refused(void **state)
     expect_error("DELETE", "/api/v1/drives/vm1/bitmaps/bm0", NULL, 409, msg);
     expect_error("POST", "/api/v1/jobs", "{\"type\":\"backup\",\"device\":\"vm1\","
                  "\"sync\":\"full\",\"target\":\"x.qcow2\"}", 400, msg);
+
+    /* transactions naming a VM drive: 400, and the actions before it undone */
+    expect_error("POST", "/api/v1/transactions", "{\"actions\":[{\"type\":"
+                 "\"block-dirty-bitmap-add\",\"data\":{\"node\":\"vm1\",\"name\":\"t\"}}]}",
+                 400, msg);
+    expect_error("POST", "/api/v1/transactions", "{\"actions\":[{\"type\":\"drive-backup\","
+                 "\"data\":{\"device\":\"vm1\",\"sync\":\"full\",\"target\":\"t.qcow2\"}}]}",
+                 400, msg);
+    expect_error("POST", "/api/v1/transactions", "{\"actions\":[{\"type\":"
+                 "\"block-dirty-bitmap-add\",\"data\":{\"node\":\"local\",\"name\":\"t\"}},"
+                 "{\"type\":\"block-dirty-bitmap-disable\",\"data\":{\"node\":\"vm1\","
+                 "\"name\":\"bm0\"}}]}", 400, msg);
+    cJSON *l = bvh_json(&H, "GET", 200, "/api/v1/drives/local/bitmaps", NULL);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(l, "bitmaps")), 0);
+    cJSON_Delete(l);
+    struct stat st;
+    char t[700];
+    snprintf(t, sizeof(t), "%s/t.qcow2", H.images);
+    assert_int_equal(stat(t, &st), -1);                       /* no target made */
+    cJSON *bm = bvh_json(&H, "GET", 200, "/api/v1/drives/vm1", NULL), *it;
+    cJSON_ArrayForEach(it, cJSON_GetObjectItem(bm, "bitmaps")) {
+        assert_string_not_equal(bvh_str(it, "name"), "t");
+        if (!strcmp(bvh_str(it, "name"), "bm0"))
+            assert_true(bvh_bool(it, "recording"));           /* QEMU's bitmap untouched */
+    }
+    cJSON_Delete(bm);
 }
 
 /* A chain backup of vm1, waited for (bounded); returns the backup object. */
@@ -333,6 +364,77 @@ static void link_identical(const cJSON *b, const char *refname)
                    bvh_str(b, "file"), tmp, refname);
     if (r != 0)
         fail_msg("%s differs from %s", bvh_str(b, "file"), refname);
+}
+
+/* A job, polled until it is dismissed (bounded at 30 s); its error must be null. */
+static void job_ok(const char *id)
+{
+    char path[128];
+    cJSON *job = NULL;
+    snprintf(path, sizeof(path), "/api/v1/jobs/%s", id);
+    for (int i = 0; i < 1500; i++) {
+        job = bvh_json(&H, "GET", 200, path, NULL);
+        if (!strcmp(bvh_str(job, "status"), "null"))
+            break;
+        cJSON_Delete(job);
+        job = NULL;
+        usleep(20000);
+    }
+    assert_non_null(job);
+    if (cJSON_IsString(cJSON_GetObjectItem(job, "error")))
+        fail_msg("job %s failed: %s", id, bvh_str(job, "error"));
+    cJSON_Delete(job);
+}
+
+/* HMP qemu-io on a block node on the test's monitor: true when QEMU's
+ * output says the whole read matched the pattern. */
+static bool node_reads(const char *node, int pattern, const char *off, const char *len)
+{
+    if (truncate(qemu_out, 0) < 0)
+        fail_msg("cannot truncate %s", qemu_out);
+    cJSON *ret = mon_cmd("{\"execute\":\"human-monitor-command\",\"arguments\":"
+                         "{\"command-line\":\"qemu-io %s \\\"read -P %d %s %s\\\"\"}}",
+                         node, pattern, off, len);
+    if (!cJSON_IsString(ret) || ret->valuestring[0])          /* HMP's own errors come here */
+        fail_msg("qemu-io %s: %s", node, cJSON_PrintUnformatted(ret));
+    cJSON_Delete(ret);
+    return bvh_sh("grep -q '^read ' '%s' && ! grep -q 'Pattern verification failed' '%s'",
+                  qemu_out, qemu_out) == 0;
+}
+
+/* A VM backup restored into a new (local) drive, the disk as it was; and into
+ * a file that the VM then uses: attached to QEMU with blockdev-add, read back
+ * with qemu-io read -P (and a wrong pattern is seen as wrong). */
+static void restore_into_drive_and_vm(const cJSON *b, const char *refname)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/api/v1/backups/%s/restore", bvh_str(b, "id"));
+    expect_error("POST", path, "{\"drive\":\"vm1\"}", 409, "already exists");
+    cJSON *job = bvh_json(&H, "POST", 201, path, "{\"drive\":\"vmr\"}");
+    job_ok(bvh_str(job, "id"));
+    cJSON_Delete(job);
+    cJSON *d = bvh_json(&H, "GET", 200, "/api/v1/drives/vmr", NULL);
+    assert_string_equal(bvh_str(d, "format"), "qcow2");
+    assert_int_equal((int64_t)bvh_num(d, "size"), 64 << 20);
+    assert_int_equal(bvh_sh("qemu-img compare -q -U -f qcow2 -F raw '%s/%s' '%s/%s'",
+                            H.images, bvh_str(d, "file"), tmp, refname), 0);
+    cJSON_Delete(d);
+    cJSON_Delete(bvh_json(&H, "DELETE", 204, "/api/v1/drives/vmr", NULL));
+
+    job = bvh_json(&H, "POST", 201, path, "{\"file\":\"tovm.qcow2\",\"format\":\"qcow2\"}");
+    job_ok(bvh_str(job, "id"));
+    cJSON_Delete(job);
+    cJSON_Delete(mon_cmd("{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"qcow2\","
+                         "\"node-name\":\"restored0\",\"read-only\":true,\"file\":{\"driver\":"
+                         "\"file\",\"filename\":\"%s/tovm.qcow2\"}}}", H.images));
+    assert_true(node_reads("restored0", 0, "5M", "64k"));      /* the zero write */
+    assert_true(node_reads("restored0", 0x21, "5184k", "960k"));
+    assert_true(node_reads("restored0", 0x31, "6M", "64k"));
+    assert_true(node_reads("restored0", 0x21, "6208k", "960k"));
+    assert_true(node_reads("restored0", 0x32, "50M", "128k"));
+    assert_false(node_reads("restored0", 0x99, "6M", "64k")); /* the check can fail */
+    cJSON_Delete(mon_cmd("{\"execute\":\"blockdev-del\",\"arguments\":{\"node-name\":"
+                         "\"restored0\"}}"));
 }
 
 /* Chain backups pulled from the VM: a full and two incrementals, each the
@@ -403,6 +505,33 @@ static void test_backups(void **state)
     }
     assert_int_equal(chain_bitmaps, 1);
     cJSON_Delete(d);
+
+    /* the chain as GET …/backups lists it (the dashboard's timeline reads it) */
+    cJSON *list = bvh_json(&H, "GET", 200, "/api/v1/drives/vm1/backups", NULL);
+    const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(list, "chains"), 0);
+    assert_string_equal(bvh_str(ch, "id"), bvh_str(b0, "chain"));
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(ch, "backups")), 3);
+    cJSON_Delete(list);
+
+    /* metrics: the VM's status, three pulls, the bytes they pulled */
+    struct bvh_resp m = { 0 };
+    assert_int_equal(bvh_request(&H, "GET", "/metrics", NULL, 0, NULL, NULL, &m), 0);
+    assert_int_equal(m.status, 200);
+    char line[256];
+    const char *want_lines[] = {
+        "blockvault_vm_drive_status{drive=\"vm1\",status=\"running\"} 1\n",
+        "blockvault_vm_drive_status{drive=\"vm1\",status=\"gone\"} 0\n",
+        "blockvault_vm_pulls_total{drive=\"vm1\",outcome=\"ok\"} 3\n",
+        "blockvault_vm_pulls_total{drive=\"vm1\",outcome=\"failed\"} 0\n",
+    };
+    for (size_t i = 0; i < 4; i++)
+        if (!strstr(m.body, want_lines[i]))
+            fail_msg("/metrics lacks %s", want_lines[i]);
+    snprintf(line, sizeof(line), "blockvault_vm_pulled_bytes_total{drive=\"vm1\"} %.0f\n",
+             bvh_num(b0, "data_bytes") + bvh_num(b1, "data_bytes") + bvh_num(b2, "data_bytes"));
+    if (!strstr(m.body, line))
+        fail_msg("/metrics lacks %s", line);
+    bvh_resp_free(&m);
     /* prune the first incremental: its data merges into the second, every
      * other point stays the disk as it was */
     snprintf(path, sizeof(path), "/api/v1/backups/%s", bvh_str(b1, "id"));
@@ -450,6 +579,7 @@ static void test_backups(void **state)
     cJSON_Delete(job);
     assert_int_equal(bvh_sh("qemu-img compare -q -f qcow2 -F raw '%s/restored.qcow2' '%s/b0.raw'",
                             H.images, tmp), 0);
+    restore_into_drive_and_vm(b2, "b2.raw");
     cJSON_Delete(b0);
     cJSON_Delete(b1);
     cJSON_Delete(b2);
@@ -676,6 +806,105 @@ static void test_speed_and_cancel(void **state)
     cJSON_Delete(b);
 }
 
+/* The scratch space fills during a pull: a VM drive whose scratch_dir is
+ * an 8 MiB tmpfs, a full pulled slowly (set_speed) while the guest rewrites
+ * 12 MiB.  QEMU cannot save the old data of those clusters: the guest's
+ * write fails and leaves the disk as it was, the pull fails saying the
+ * scratch space ran out, nothing is kept (backup failed, no link, nothing of
+ * ours in QEMU or in the scratch directory), and the next pull with room
+ * again is complete and the disk as it is. */
+static void test_scratch_full(void **state)
+{
+    (void)state;
+    char tiny[400];
+    snprintf(tiny, sizeof(tiny), "%s/tiny", H.dir);
+    mkdir(tiny, 0700);
+    if (mount("tmpfs", tiny, "tmpfs", 0, "size=8m") < 0) {
+        rmdir(tiny);
+        print_message("cannot mount a tmpfs here: skipped\n");
+        skip();
+    }
+    cJSON_Delete(bvh_json(&H, "POST", 201, "/api/v1/drives",
+                          "{\"id\":\"vm3\",\"format\":\"qemu\",\"qmp\":\"vm1.sock\","
+                          "\"node\":\"disk0\",\"scratch_dir\":\"tiny\"}"));
+    hmp_io("write -P 0x3c 0 16M");
+    hmp_io("flush");
+    assert_int_equal(bvh_sh("qemu-img convert -U -f qcow2 -O raw '%s' '%s/sf0.raw'", disk, tmp),
+                     0);
+    cJSON *r = bvh_json(&H, "POST", 201, "/api/v1/drives/vm3/backups", "{\"kind\":\"full\"}");
+    char bid[64], job[96], verb[128];
+    snprintf(bid, sizeof(bid), "%s", bvh_str(cJSON_GetObjectItem(r, "backup"), "id"));
+    snprintf(job, sizeof(job), "/api/v1/jobs/%s", bvh_str(cJSON_GetObjectItem(r, "job"), "id"));
+    cJSON_Delete(r);
+    snprintf(verb, sizeof(verb), "%s/set_speed", job);
+    cJSON_Delete(bvh_json(&H, "POST", 200, verb, "{\"speed\":%d}", 1 << 20));
+    bool copying = false;
+    for (int i = 0; i < 2000 && !copying; i++) {   /* the point in time is fixed (bounded) */
+        cJSON *j = bvh_json(&H, "GET", 200, job, NULL);
+        copying = bvh_num(j, "offset") > 0;
+        cJSON_Delete(j);
+        if (!copying)
+            usleep(5000);
+    }
+    assert_true(copying);
+    hmp_io("write -P 0x3d 0 12M");                /* old data to save: 12 MiB > 8 MiB */
+    struct statvfs sv;
+    assert_int_equal(statvfs(tiny, &sv), 0);
+    assert_true((uint64_t)sv.f_bavail * sv.f_frsize < (2u << 20));
+    cJSON *b = wait_backup(bid);
+    assert_string_equal(bvh_str(b, "status"), "failed");
+    char p[700];
+    struct stat st;
+    snprintf(p, sizeof(p), "%s/%s", H.images, bvh_str(b, "file"));
+    assert_int_equal(stat(p, &st), -1);
+    cJSON_Delete(b);
+    cJSON *j = NULL;
+    for (int i = 0; i < 500; i++) {                /* the job's row ends with the backup's */
+        j = bvh_json(&H, "GET", 200, job, NULL);
+        if (cJSON_IsString(cJSON_GetObjectItem(j, "error")))
+            break;
+        cJSON_Delete(j);
+        j = NULL;
+        usleep(20000);
+    }
+    assert_non_null(j);
+    if (!strstr(bvh_str(j, "error"), "scratch space of 'vm3' ran out") ||
+        !strstr(bvh_str(j, "error"), "'tiny'"))
+        fail_msg("the job's error does not say the scratch space ran out: %s",
+                 bvh_str(j, "error"));
+    cJSON_Delete(j);
+    assert_int_equal(blockvault_objects(), 0);
+    assert_int_equal(bvh_sh("ls -A '%s' | grep -q .", tiny), 1);      /* empty again */
+    /* what the guest saw: its write failed, the disk is as it was */
+    assert_int_equal(bvh_sh("qemu-img convert -U -f qcow2 -O raw '%s' '%s/sf1.raw' && "
+                            "cmp -s '%s/sf0.raw' '%s/sf1.raw'", disk, tmp, tmp, tmp), 0);
+
+    /* with room again: the next pull is whole */
+    hmp_io("write -P 0x3e 0 1M");
+    hmp_io("flush");
+    assert_int_equal(bvh_sh("qemu-img convert -U -f qcow2 -O raw '%s' '%s/sf2.raw'", disk, tmp),
+                     0);
+    r = bvh_json(&H, "POST", 201, "/api/v1/drives/vm3/backups", "{\"kind\":\"full\"}");
+    b = wait_backup(bvh_str(cJSON_GetObjectItem(r, "backup"), "id"));
+    cJSON_Delete(r);
+    assert_string_equal(bvh_str(b, "status"), "complete");
+    assert_int_equal(bvh_sh("qemu-img compare -q -f qcow2 -F raw '%s/%s' '%s/sf2.raw'", H.images,
+                            bvh_str(b, "file"), tmp), 0);
+    cJSON_Delete(b);
+    cJSON_Delete(bvh_json(&H, "DELETE", 204, "/api/v1/drives/vm3?delete_backups=true", NULL));
+    umount(tiny);
+
+    /* vm3's fulls named the same disk as vm1: vm1's chain bitmap stayed, and
+     * its next backup is still an incremental, the disk as it is */
+    assert_int_equal(bvh_sh("qemu-img convert -U -f qcow2 -O raw '%s' '%s/sf3.raw'", disk, tmp),
+                     0);
+    b = backup("incremental", false);
+    assert_string_equal(bvh_str(b, "status"), "complete");
+    assert_string_equal(bvh_str(b, "kind"), "incremental");
+    link_identical(b, "sf3.raw");
+    cJSON_Delete(b);
+}
+
 static void test_create_refusals(void **state)
 {
     (void)state;
@@ -863,6 +1092,7 @@ int main(void)
         cmocka_unit_test(test_raw_vm_restarted),
         cmocka_unit_test(test_policy),
         cmocka_unit_test(test_speed_and_cancel),
+        cmocka_unit_test(test_scratch_full),
         cmocka_unit_test(test_create_refusals),
         cmocka_unit_test(test_delete_cleans_qemu),
         cmocka_unit_test(test_gone),

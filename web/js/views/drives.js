@@ -1,5 +1,5 @@
 // Drives: size, allocation, bitmaps with their dirty bytes; create a drive; back up; verify.
-// VM drives show their VM's state (running, paused, gone) and QMP socket and node instead.
+// VM drives (format "qemu": a disk a running QEMU owns) show their VM's status, socket and node.
 
 import { get, post, enc } from '../api.js';
 import { h, replace, bytes, badge, statusTone } from '../util.js';
@@ -46,18 +46,20 @@ export default {
           .then(() => ctx.jobs.refresh()) }, kind === 'full' ? 'Full backup' : 'Incremental backup');
       const used = d.size ? Math.min(100, (d.allocated / d.size) * 100) : 0;
       const filt = (d.filters || []).map((f) => f.driver).join(', ');
-      const vm = d.source || null;     // a VM drive: QEMU owns the disk (no file, no allocation)
+      const vm = d.source && d.source.vm_status ? d.source : null;
       return h('article', { class: 'card drive', 'aria-labelledby': `drive-${d.id}` },
         h('header', { class: 'row spread' },
           h('h2', { id: `drive-${d.id}` }, d.id),
-          h('span', {}, badge(d.format), vm ? badge(`VM ${vm.vm_status}`, VM_TONE[vm.vm_status], { 'data-test': 'vm-status' }) : null,
+          h('span', {}, badge(vm ? 'VM drive' : d.format), vm ? badge(`VM ${vm.vm_status}`, VM_TONE[vm.vm_status], { 'data-test': 'vm-status' }) : null,
             d.busy ? badge('busy', 'info') : null, filt ? badge(filt, 'neutral') : null)),
-        h('dl', { class: 'stats' },
-          h('div', {}, h('dt', {}, 'Size'), h('dd', {}, bytes(d.size))),
-          vm ? null : h('div', {}, h('dt', {}, 'Allocated'), h('dd', {}, `${bytes(d.allocated)} (${used.toFixed(used < 1 ? 2 : 0)}%)`)),
-          vm ? [h('div', {}, h('dt', {}, 'QMP socket'), h('dd', { class: 'mono wrap' }, vm.qmp)),
-            h('div', {}, h('dt', {}, 'VM node'), h('dd', { class: 'mono wrap' }, vm.node))]
-            : h('div', {}, h('dt', {}, 'File'), h('dd', { class: 'mono wrap' }, d.file))),
+        vm ? h('dl', { class: 'stats' },
+          h('div', {}, h('dt', {}, 'Size'), h('dd', {}, vm.vm_status === 'gone' ? 'unknown (VM gone)' : bytes(d.size))),
+          h('div', {}, h('dt', {}, 'QMP socket'), h('dd', { class: 'mono wrap' }, vm.qmp)),
+          h('div', {}, h('dt', {}, 'Node'), h('dd', { class: 'mono wrap' }, vm.node)))
+          : h('dl', { class: 'stats' },
+            h('div', {}, h('dt', {}, 'Size'), h('dd', {}, bytes(d.size))),
+            h('div', {}, h('dt', {}, 'Allocated'), h('dd', {}, `${bytes(d.allocated)} (${used.toFixed(used < 1 ? 2 : 0)}%)`)),
+            h('div', {}, h('dt', {}, 'File'), h('dd', { class: 'mono wrap' }, d.file))),
         vm ? null : h('div', { class: 'meter', role: 'img', 'aria-label': `${used.toFixed(1)}% of the drive allocated` },
           h('span', { style: `width:${used}%` })),
         h('h3', {}, 'Dirty bitmaps'),
