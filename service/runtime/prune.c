@@ -26,6 +26,28 @@
  * Without a child (the newest link of a closed chain, a failed backup)
  * there is nothing to merge: steps 2, 3 and 5 do nothing.
  *
+ * A replicated chain (remote_links: L or C present on a remote) has a remote
+ * side, so that the remote chain is whole at every instant — its manifest
+ * names only objects that exist, and every object's backing name exists:
+ *   0. the plan refuses (409) when L's or C's object is under object lock
+ *      (the text names the date it unlocks), and when L, C or G lives only
+ *      on a remote (backups.local = 0: this build merges local files only);
+ *   1. with the intent, the remote plan (prune_intents.remote_objects: per
+ *      remote, the merged object's key, the old keys, G's key) is recorded;
+ *   3b. after step 3 and BEFORE the switch, the merged file is uploaded under
+ *      its own new key to every remote that holds C (the old objects and the
+ *      old manifest are untouched: the remote still holds the old chain);
+ *   4. the switch transaction also points C's remote records at the merged
+ *      objects and drops L's;
+ *   5b. after G's rebase, G's object is uploaded again (its header now names
+ *      the merged file, which is already there), then each manifest is
+ *      rewritten from the catalog (it names the merged link), and only then
+ *      are L's and C's old objects deleted.  A failure here keeps the intent
+ *      (the old objects stay, unreferenced but harmless) and the next start
+ *      does 5b again.
+ * Recovery: 'copying' also deletes merged objects an interrupted 3b may have
+ * uploaded (the old remote chain is intact); 'switched' redoes 5b.
+ *
  * Recovery at start-up (bv_prune_recover), per intent left behind:
  *   'copying'  → the catalog still holds the old chain, intact: the partial
  *                new file is removed and the intent dropped;
@@ -48,11 +70,13 @@
 #include "bv/path.h"
 #include "bv/prune.h"
 #include "bvdb/backups.h"
+#include "bvdb/remotes.h"
 #include "log.h"
 #include "runtime/backups.h"
 #include "runtime/capacity.h"
 #include "runtime/jobs.h"
 #include "runtime/prune.h"
+#include "runtime/remotes.h"
 
 #define ID_MAX BV_BACKUP_ID_MAX
 #define MAX_LINKS 100000
@@ -77,6 +101,7 @@ struct plan {
     size_t n;
     struct link *link, *parent, *child, *grand;   /* into rows; NULL: none */
     char new_file[1024];           /* "" without a child */
+    char *remote_plan;             /* the remote side (runtime/remotes.h), NULL: none */
 };
 
 /* A prune job's state (the job's opaque). */
@@ -177,6 +202,7 @@ static void get_chain(const struct bvdb_chain *c, void *opaque)
 static void plan_free(struct plan *p)
 {
     free(p->rows);
+    free(p->remote_plan);
     memset(p, 0, sizeof(*p));
 }
 
@@ -220,6 +246,18 @@ static int refusals(struct plan *p, bv_error **errp)
     return 0;
 }
 
+/* A merge reads L and C and rewrites G's header: their files must be local. */
+static int tiered_refusal(struct bv_app *app, struct plan *p, bv_error **errp)
+{
+    const struct link *need[3] = { p->child ? p->link : NULL, p->child, p->grand };
+    for (int i = 0; i < 3; i++)
+        if (need[i] && bvdb_backup_get_local(app->db, need[i]->id) == 0)
+            return bv_error_setf(errp, EBUSY, "Backup '%s' lives only on a remote (its local "
+                                 "file was tiered off): this build prunes only links whose "
+                                 "merge reads local files", need[i]->id);
+    return 0;
+}
+
 static int plan_locked(struct bv_app *app, const char *bid, struct plan *p, bv_error **errp)
 {
     struct link l;
@@ -239,7 +277,15 @@ static int plan_locked(struct bv_app *app, const char *bid, struct plan *p, bv_e
     if (p->link->parent[0] && !p->parent)
         return bv_error_setf(errp, EIO, "backup '%s' names a parent '%s' that is not in its "
                              "chain", bid, p->link->parent);
-    return refusals(p, errp);
+    int r = refusals(p, errp);
+    if (r == 0)
+        r = tiered_refusal(app, p, errp);
+    /* object lock: the plan of the remote side refuses what it may not delete */
+    if (r == 0)
+        r = bv_remotes_prune_plan_locked(app, bid, p->child ? p->child->id : NULL,
+                                         p->grand ? p->grand->id : NULL, "", &p->remote_plan,
+                                         errp);
+    return r;
 }
 
 static char *old_files_json(const struct plan *p)
@@ -278,12 +324,23 @@ static int intent_insert(struct bv_app *app, struct plan *p, bv_error **errp)
     if (r < 0)
         return bv_error_setf(errp, EIO, "cannot record the prune of backup '%s' in the catalog",
                              p->link->id);
-    return 0;
+    free(p->remote_plan);
+    p->remote_plan = NULL;
+    r = bv_remotes_prune_plan_locked(app, p->link->id, p->child ? p->child->id : NULL,
+                                     p->grand ? p->grand->id : NULL, p->new_file,
+                                     &p->remote_plan, errp);
+    if (r == 0 && bvdb_prune_intent_set_remote_objects(app->db, p->link->id, p->remote_plan) < 0)
+        r = bv_error_setf(errp, EIO, "cannot record the prune of backup '%s' in the catalog",
+                          p->link->id);
+    if (r < 0)
+        bvdb_prune_intent_delete(app->db, p->link->id);
+    return r;
 }
 
 /* Undo before the switch: the old chain is intact. */
 static void undo(struct bv_app *app, struct plan *p)
 {
+    bv_remotes_prune_undo_locked(app, p->remote_plan);
     if (p->new_file[0]) {
         remove_file(app, p->new_file);
         sync_dir(app, p->new_file);
@@ -437,6 +494,9 @@ static int switch_catalog(struct bv_app *app, struct plan *p, bv_error **errp)
     if (r == 0)
         r = bvdb_backup_delete(app->db, p->link->id);
     if (r == 0)
+        r = bv_remotes_prune_switch_locked(app, p->remote_plan, p->link->id,
+                                           p->child ? p->child->id : NULL, p->new_file);
+    if (r == 0)
         r = bvdb_prune_intent_set_step(app->db, p->link->id, "switched");
     if (r == 0)
         r = bvdb_commit(app->db);
@@ -490,8 +550,20 @@ static void finish(struct bv_app *app, const char *bid, const char *grand_file,
     if (grand_file && rebase_grandchild(app, grand_file, child_file) < 0)
         return;
     crash_point(CRASH_REBASED);
+    char *plan = NULL;
+    bool remote_ok = true;
+    if (bvdb_prune_intent_get_remote_objects(app->db, bid, &plan) == 0 && strcmp(plan, "[]")) {
+        bv_error *e = NULL;
+        if (bv_remotes_prune_finish_locked(app, plan, &e) < 0) {
+            log_error("prune of backup '%s': %s (retried at the next start; the remote chain "
+                      "stays whole)", bid, e ? e->msg : "the remote side failed");
+            remote_ok = false;
+        }
+        bv_error_free(e);
+    }
+    free(plan);
     unlink_old(app, old_json);
-    if (bvdb_prune_intent_delete(app->db, bid) < 0)
+    if (remote_ok && bvdb_prune_intent_delete(app->db, bid) < 0)
         log_error("cannot drop the prune intent of backup '%s'", bid);
 }
 
@@ -515,6 +587,8 @@ static int prune_locked(struct bv_app *app, struct prune *pr, struct bv_job *job
         r = merge(app, &p, job, errp);
         if (r == 0)
             crash_point(CRASH_MERGED);
+        if (r == 0)
+            r = bv_remotes_prune_upload_locked(app, p.remote_plan, p.new_file, errp);
     }
     if (r == 0)
         r = switch_catalog(app, &p, errp);
@@ -646,6 +720,10 @@ static void recover_one(struct bv_app *app, const struct intent *in)
     if (strcmp(in->step, "copying") == 0) {
         log_warn("undoing the prune of backup '%s' that a stop interrupted: its chain is "
                  "unchanged", in->bid);
+        char *plan = NULL;
+        if (bvdb_prune_intent_get_remote_objects(app->db, in->bid, &plan) == 0)
+            bv_remotes_prune_undo_locked(app, plan);
+        free(plan);
         if (in->new_file[0]) {
             remove_file(app, in->new_file);
             sync_dir(app, in->new_file);

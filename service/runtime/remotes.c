@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -27,6 +28,7 @@
 #include "bvdb/backups.h"
 #include "bvdb/remotes.h"
 #include "runtime/backups.h"
+#include "log.h"
 #include "runtime/jobs.h"
 #include "s3/s3.h"
 
@@ -261,7 +263,8 @@ static int only_cb(const struct bvdb_remote_link *l, void *opaque)
     if (bv_backups_get(o->app, l->backup_id, &b, NULL) < 0)
         return 0;                      /* the backup is gone: nothing lives there */
     struct stat st;
-    if (bv_path_stat(o->app->root, b.file, &st, NULL) < 0) {
+    if (bvdb_backup_get_local(o->app->db, l->backup_id) == 0 ||
+        bv_path_stat(o->app->root, b.file, &st, NULL) < 0) {
         if (o->n++ == 0)
             snprintf(o->bid, sizeof(o->bid), "%s", l->backup_id);
     }
@@ -279,6 +282,10 @@ int bv_remotes_delete(struct bv_app *app, const char *name, bv_error **errp)
     if (r == 0 && o.n > 0)
         r = bv_error_setf(errp, EBUSY, "Remote '%s' holds the only copy of %d backup link(s) "
                           "(e.g. '%s'); delete those backups first", name, o.n, o.bid);
+    char until[32];
+    if (r == 0 && bv_remotes_locked_until(app, name, NULL, until))
+        r = bv_error_setf(errp, EBUSY, "Remote '%s' holds backup links under object lock until "
+                          "%.10s (%s); it can be deleted after that date", name, until, until);
     if (r == 0 && bvdb_remote_delete(app->db, name) < 0)
         r = bv_error_setf(errp, EIO, "cannot delete remote '%s' from the catalog", name);
     if (r == 0) {
@@ -307,6 +314,57 @@ int bv_remotes_client(struct bv_app *app, const char *name, struct bv_s3 **out,
     r = bv_s3_new(&cfg, out, errp);
     explicit_bzero(secret, sizeof(secret));
     return r;
+}
+
+/* ---- times ---- */
+
+/* unix seconds as RFC 3339 UTC ("2026-12-03T19:00:00Z") */
+static void iso_time(int64_t t, char out[32])
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* RFC 3339 UTC (seconds, optional fraction, 'Z') to unix seconds; -1 if malformed. */
+static int64_t parse_iso(const char *s)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    const char *e = s ? strptime(s, "%Y-%m-%dT%H:%M:%S", &tm) : NULL;
+    if (!e)
+        return -1;
+    return (int64_t)timegm(&tm);
+}
+
+/* ---- object lock ---- */
+
+struct lock_q {
+    int64_t now, until;
+    char text[32];
+};
+
+static int lock_cb(const struct bvdb_remote_link *l, void *opaque)
+{
+    struct lock_q *q = opaque;
+    int64_t t = l->locked_until ? parse_iso(l->locked_until) : -1;
+    if (t > q->now && t > q->until) {
+        q->until = t;
+        snprintf(q->text, sizeof(q->text), "%s", l->locked_until);
+    }
+    return 0;
+}
+
+bool bv_remotes_locked_until(struct bv_app *app, const char *remote, const char *bid,
+                             char until[32])
+{
+    struct lock_q q = { bv_app_now_ms(app) / 1000, -1, "" };
+    bvdb_remote_link_list(app->db, remote, bid, lock_cb, &q);
+    if (q.until < 0)
+        return false;
+    snprintf(until, 32, "%s", q.text);
+    return true;
 }
 
 /* ---- a backup's copies ---- */
@@ -349,12 +407,15 @@ struct link {
     struct part_rec *parts;        /* acknowledged parts of upload_id */
     size_t nparts;
     uint64_t done;                 /* their bytes */
+    char locked_until[32];         /* "" : no retention set */
 };
 
 struct replicate {
     struct bv_app *app;
     char bid[BV_BACKUP_ID_MAX];
     char remote[BV_REMOTE_NAME_MAX + 1];
+    struct bv_replicate_opts opts;
+    char job_id[129];
 };
 
 static void key_of(const struct bv_backup_rec *b, char *out, size_t len)
@@ -450,6 +511,7 @@ static void record(struct bv_app *app, const char *remote, const struct link *l,
     struct bvdb_remote_link row = {
         .remote = remote, .backup_id = l->rec.id, .key = l->key, .state = state,
         .size = (int64_t)l->size, .updated_at = now,
+        .locked_until = l->locked_until[0] ? l->locked_until : NULL,
         .upload_id = strcmp(state, "present") && l->upload_id[0] ? l->upload_id : NULL,
     };
     pthread_mutex_lock(&app->backups_lock);
@@ -571,6 +633,16 @@ static int upload_link(struct replicate *rp, struct bv_s3 *s3, struct link *l,
     if (r == 0 && (r = bv_s3_head(s3, l->key, &got, errp)) == 0 && got != l->size)
         r = bv_error_setf(errp, EIO, "the remote holds %" PRIu64 " bytes of '%s', expected %"
                           PRIu64, got, l->key, l->size);
+    if (r == 0 && rp->opts.lock_days > 0) {
+        char until[32];
+        iso_time(bv_app_now_ms(rp->app) / 1000 + rp->opts.lock_days * 86400, until);
+        r = bv_s3_put_retention(s3, l->key, rp->opts.compliance ? "COMPLIANCE" : "GOVERNANCE",
+                                until, errp);
+        if (r == 0)
+            snprintf(l->locked_until, sizeof(l->locked_until), "%s", until);
+        else
+            bv_error_prepend(errp, "object lock");
+    }
     if (r < 0)
         bv_error_prepend(errp, "uploading backup '%s'", l->rec.id);
     record(rp->app, rp->remote, l, r == 0 ? "present" : "failed");
@@ -627,29 +699,201 @@ static int manifest_cb(const struct bvdb_backup *b, void *opaque)
     return 0;
 }
 
+struct vsize_q {
+    uint64_t size;
+};
+
+static int vsize_cb(const struct bvdb_backup *b, void *opaque)
+{
+    struct vsize_q *q = opaque;
+    if (b->virtual_size)
+        q->size = b->virtual_size;     /* the newest link's (oldest first) */
+    return 0;
+}
+
+/* The manifest of chain on remote from the catalog's present links.  Under backups_lock. */
+static char *manifest_text_locked(struct bv_app *app, const char *remote, const char *drive,
+                                  const char *chain)
+{
+    struct vsize_q vq = { 0 };
+    bvdb_backup_list(app->db, NULL, chain, vsize_cb, &vq);
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddNumberToObject(doc, "format", 1);
+    cJSON_AddStringToObject(doc, "drive", drive);
+    cJSON_AddStringToObject(doc, "chain", chain);
+    cJSON_AddNumberToObject(doc, "virtual_size", (double)vq.size);
+    struct manifest_acc m = {app, remote, chain, NULL};
+    m.links = cJSON_AddArrayToObject(doc, "links");
+    int r = bvdb_backup_list(app->db, NULL, chain, manifest_cb, &m);
+    char *text = r < 0 ? NULL : cJSON_PrintUnformatted(doc);
+    cJSON_Delete(doc);
+    return text;
+}
+
+static int upload_manifest(struct bv_s3 *s3, const char *drive, const char *chain,
+                           const char *text, bv_error **errp)
+{
+    if (!text)
+        return bv_error_setf(errp, EIO, "cannot build the manifest of chain '%s'", chain);
+    char key[600];
+    snprintf(key, sizeof(key), "%s/%s/manifest.json", drive, chain);
+    return bv_s3_put(s3, key, text, strlen(text), errp);
+}
+
 static int put_manifest(struct replicate *rp, struct bv_s3 *s3, const struct link *top,
                         bv_error **errp)
 {
-    cJSON *doc = cJSON_CreateObject();
-    cJSON_AddNumberToObject(doc, "format", 1);
-    cJSON_AddStringToObject(doc, "drive", top->rec.drive);
-    cJSON_AddStringToObject(doc, "chain", top->rec.chain);
-    cJSON_AddNumberToObject(doc, "virtual_size", (double)top->rec.virtual_size);
-    struct manifest_acc m = {rp->app, rp->remote, top->rec.chain, NULL};
-    m.links = cJSON_AddArrayToObject(doc, "links");
     pthread_mutex_lock(&rp->app->backups_lock);
-    int r = bvdb_backup_list(rp->app->db, NULL, top->rec.chain, manifest_cb, &m);
+    char *text = manifest_text_locked(rp->app, rp->remote, top->rec.drive, top->rec.chain);
     pthread_mutex_unlock(&rp->app->backups_lock);
-    char *text = r < 0 ? NULL : cJSON_PrintUnformatted(doc);
-    cJSON_Delete(doc);
-    if (!text)
-        return bv_error_setf(errp, r < 0 ? EIO : ENOMEM, "cannot build the manifest of chain '%s'",
-                             top->rec.chain);
-    char key[600];
-    snprintf(key, sizeof(key), "%s/%s/manifest.json", top->rec.drive, top->rec.chain);
-    r = bv_s3_put(s3, key, text, strlen(text), errp);
+    int r = upload_manifest(s3, top->rec.drive, top->rec.chain, text, errp);
     free(text);
     return r;
+}
+
+/* ---- tiering ---- */
+
+struct tier_row {
+    char id[BV_BACKUP_ID_MAX], file[1024], status[16];
+};
+
+struct tier_acc {
+    struct tier_row *v;
+    size_t n;
+    bool oom;
+};
+
+static int tier_cb(const struct bvdb_backup *b, void *opaque)
+{
+    struct tier_acc *a = opaque;
+    if (strcmp(b->status, "failed") == 0)
+        return 0;
+    struct tier_row *nv = realloc(a->v, (a->n + 1) * sizeof(*nv));
+    if (!nv) {
+        a->oom = true;
+        return 1;
+    }
+    a->v = nv;
+    struct tier_row *t = &a->v[a->n++];
+    snprintf(t->id, sizeof(t->id), "%s", b->id);
+    snprintf(t->file, sizeof(t->file), "%s", b->file);
+    snprintf(t->status, sizeof(t->status), "%s", b->status);
+    return 0;
+}
+
+/* Does a live job other than self work on the drive or on one of the chain's backups? */
+static bool chain_in_use(struct bv_app *app, const char *drive, const struct tier_acc *a,
+                         const char *self)
+{
+    struct bv_job_view *v = NULL;
+    size_t n = bv_jobs_list(app, false, NULL, NULL, &v);
+    bool busy = false;
+    for (size_t i = 0; i < n && !busy; i++) {
+        const struct bv_job_info *j = &v[i].info;
+        if ((self && strcmp(j->id, self) == 0) || j->status == BV_JOB_CONCLUDED ||
+            j->status == BV_JOB_NULL)
+            continue;
+        if (strcmp(j->device, drive) == 0)
+            busy = true;
+        for (size_t k = 0; k < a->n && !busy; k++) {
+            char quoted[BV_BACKUP_ID_MAX + 4];
+            snprintf(quoted, sizeof(quoted), "\"%s\"", a->v[k].id);
+            busy = strcmp(j->device, a->v[k].id) == 0 || strstr(v[i].params, quoted) != NULL;
+        }
+    }
+    free(v);
+    return busy;
+}
+
+/* A chain may have been closed by a newer full (then its newest link may go too). */
+static void closed_cb(const struct bvdb_chain *c, void *opaque)
+{
+    *(bool *)opaque = c->closed;
+}
+
+int bv_remotes_tier_locked(struct bv_app *app, const char *remote, const char *drive,
+                           const char *chain, int64_t keep_local, const char *self_job,
+                           bv_error **errp)
+{
+    struct tier_acc a = { 0 };
+    bool closed = false;
+    if (bvdb_chain_get(app->db, chain, closed_cb, &closed) < 0 ||
+        bvdb_backup_list(app->db, NULL, chain, tier_cb, &a) < 0 || a.oom) {
+        free(a.v);
+        return bv_error_setf(errp, EIO, "cannot read chain '%s' from the catalog", chain);
+    }
+    if (chain_in_use(app, drive, &a, self_job)) {
+        log_info("tiering of chain '%s' postponed: a job works on it", chain);
+        free(a.v);
+        return 0;
+    }
+    /* the newest keep_local links stay; never the newest of a chain still extended */
+    size_t keep = keep_local > 0 ? (size_t)keep_local : 0;
+    if (!closed && keep < 1)
+        keep = 1;
+    size_t upto = a.n > keep ? a.n - keep : 0;
+    bool *go = calloc(a.n ? a.n : 1, sizeof(*go));
+    size_t ngo = 0;
+    for (size_t i = 0; go && i < upto; i++) {
+        if (strcmp(a.v[i].status, "complete") != 0 && strcmp(a.v[i].status, "corrupt") != 0)
+            continue;
+        if (bvdb_backup_get_local(app->db, a.v[i].id) != 1 ||
+            !link_present(app, remote, a.v[i].id))
+            continue;
+        go[i] = true;
+        ngo++;
+    }
+    int r = 0;
+    if (ngo) {
+        /* one transaction: the catalog says "remote" first; the files go after the commit
+         * (a crash in between: bv_remotes_recover removes them at the next start) */
+        r = bvdb_begin(app->db);
+        for (size_t i = 0; r == 0 && i < a.n; i++)
+            if (go[i])
+                r = bvdb_backup_set_local(app->db, a.v[i].id, false);
+        if (r == 0)
+            r = bvdb_commit(app->db);
+        else
+            bvdb_rollback(app->db);
+        if (r < 0)
+            r = bv_error_setf(errp, EIO, "cannot record the tiering of chain '%s'", chain);
+    }
+    for (size_t i = 0; r == 0 && i < a.n; i++) {
+        if (!go[i])
+            continue;
+        int u = bv_path_unlink(app->root, a.v[i].file, NULL);
+        if (u < 0 && u != -ENOENT)
+            log_warn("tiering: cannot remove '%s': %s", a.v[i].file, strerror(-u));
+        else
+            log_info("tiering: backup '%s' now lives only on remote '%s'", a.v[i].id, remote);
+    }
+    free(go);
+    free(a.v);
+    return r;
+}
+
+struct recover_acc {
+    struct bv_app *app;
+};
+
+static int recover_cb(const char *id, const char *file, void *opaque)
+{
+    struct recover_acc *ra = opaque;
+    struct stat st;
+    if (file && bv_path_stat(ra->app->root, file, &st, NULL) == 0) {
+        log_warn("tiering of backup '%s' was interrupted: removing its local file '%s'", id,
+                 file);
+        bv_path_unlink(ra->app->root, file, NULL);
+    }
+    return 0;
+}
+
+void bv_remotes_recover(struct bv_app *app)
+{
+    struct recover_acc ra = { app };
+    pthread_mutex_lock(&app->backups_lock);
+    bvdb_backup_list_remote_only(app->db, recover_cb, &ra);
+    pthread_mutex_unlock(&app->backups_lock);
 }
 
 static int replicate_run(struct bv_job *job, void *opaque, bv_error **errp)
@@ -682,6 +926,12 @@ static int replicate_run(struct bv_job *job, void *opaque, bv_error **errp)
     }
     if (r == 0 && n > 0)
         r = put_manifest(rp, s3, &v[n - 1], errp);
+    if (r == 0 && n > 0 && rp->opts.keep_local >= 0) {
+        pthread_mutex_lock(&rp->app->backups_lock);
+        r = bv_remotes_tier_locked(rp->app, rp->remote, v[n - 1].rec.drive, v[n - 1].rec.chain,
+                                   rp->opts.keep_local, bv_job_id(job), errp);
+        pthread_mutex_unlock(&rp->app->backups_lock);
+    }
     for (size_t i = 0; i < n; i++) {
         if (v[i].fd >= 0)
             close(v[i].fd);
@@ -694,6 +944,14 @@ static int replicate_run(struct bv_job *job, void *opaque, bv_error **errp)
 
 int bv_remotes_replicate(struct bv_app *app, const char *bid, const char *remote,
                          struct bv_job_info *info, bv_error **errp)
+{
+    struct bv_replicate_opts o = { .keep_local = -1 };
+    return bv_remotes_replicate_opts(app, bid, remote, &o, info, errp);
+}
+
+int bv_remotes_replicate_opts(struct bv_app *app, const char *bid, const char *remote,
+                              const struct bv_replicate_opts *o, struct bv_job_info *info,
+                              bv_error **errp)
 {
     struct bv_backup_rec b;
     struct bv_remote_view rv;
@@ -710,9 +968,16 @@ int bv_remotes_replicate(struct bv_app *app, const char *bid, const char *remote
     rp->app = app;
     snprintf(rp->bid, sizeof(rp->bid), "%s", bid);
     snprintf(rp->remote, sizeof(rp->remote), "%s", remote);
+    rp->opts = *o;
     cJSON *params = cJSON_CreateObject();
     cJSON_AddStringToObject(params, "backup", bid);
     cJSON_AddStringToObject(params, "remote", remote);
+    if (o->keep_local >= 0)
+        cJSON_AddNumberToObject(params, "keep_local", (double)o->keep_local);
+    if (o->lock_days > 0) {
+        cJSON_AddNumberToObject(params, "lock_days", (double)o->lock_days);
+        cJSON_AddStringToObject(params, "lock_mode", o->compliance ? "compliance" : "governance");
+    }
     char *text = cJSON_PrintUnformatted(params);
     cJSON_Delete(params);
     struct bv_task_spec s = {
@@ -722,4 +987,320 @@ int bv_remotes_replicate(struct bv_app *app, const char *bid, const char *remote
     r = bv_jobs_task(app, &s, info, errp);      /* rp belongs to the job */
     free(text);
     return r;
+}
+
+/* ---- the remote side of a prune (see prune.c for the order) ---- */
+
+struct key_q {
+    char key[1200];
+    bool present;
+};
+
+static int key_cb(const struct bvdb_remote_link *l, void *opaque)
+{
+    struct key_q *q = opaque;
+    if (!strcmp(l->state, "present")) {
+        q->present = true;
+        snprintf(q->key, sizeof(q->key), "%s", l->key);
+    }
+    return 0;
+}
+
+/* The key of bid's present copy on remote, or false. */
+static bool present_key(struct bv_app *app, const char *remote, const char *bid, char *key,
+                        size_t len)
+{
+    struct key_q q = { "", false };
+    if (bid && bid[0])
+        bvdb_remote_link_list(app->db, remote, bid, key_cb, &q);
+    if (q.present)
+        snprintf(key, len, "%s", q.key);
+    return q.present;
+}
+
+struct names_acc {
+    char (*v)[BV_REMOTE_NAME_MAX + 1];
+    size_t n;
+};
+
+static int names_cb(const struct bvdb_remote *r, void *opaque)
+{
+    struct names_acc *a = opaque;
+    void *nv = realloc(a->v, (a->n + 1) * sizeof(*a->v));
+    if (!nv)
+        return 1;
+    a->v = nv;
+    snprintf(a->v[a->n++], sizeof(*a->v), "%s", r->name);
+    return 0;
+}
+
+int bv_remotes_prune_plan_locked(struct bv_app *app, const char *link, const char *child,
+                                 const char *grand, const char *new_file, char **plan,
+                                 bv_error **errp)
+{
+    *plan = NULL;
+    struct bv_backup_rec l;
+    int r = bv_backups_get(app, link, &l, errp);
+    if (r < 0)
+        return r;
+    struct names_acc names = { NULL, 0 };
+    bvdb_remote_list(app->db, names_cb, &names);
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t i = 0; r == 0 && i < names.n; i++) {
+        const char *rem = names.v[i];
+        char lkey[1200], ckey[1200], gkey[1200], until[32];
+        bool lp = present_key(app, rem, link, lkey, sizeof(lkey));
+        bool cp = child && present_key(app, rem, child, ckey, sizeof(ckey));
+        if (!lp && !cp)
+            continue;
+        const char *locked = bv_remotes_locked_until(app, rem, link, until) ? link
+                           : child && bv_remotes_locked_until(app, rem, child, until) ? child
+                           : NULL;
+        if (locked) {
+            r = bv_error_setf(errp, EBUSY, "Backup '%s' is under object lock on remote '%s' "
+                              "until %.10s (%s): the prune would delete its object; it unlocks "
+                              "on %.10s", locked, rem, until, until, until);
+            break;
+        }
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "remote", rem);
+        cJSON_AddStringToObject(o, "drive", l.drive);
+        cJSON_AddStringToObject(o, "chain", l.chain);
+        cJSON *old = cJSON_AddArrayToObject(o, "old_keys");
+        if (lp)
+            cJSON_AddItemToArray(old, cJSON_CreateString(lkey));
+        if (cp) {
+            cJSON_AddItemToArray(old, cJSON_CreateString(ckey));
+            struct bv_backup_rec tmp = { 0 };
+            snprintf(tmp.drive, sizeof(tmp.drive), "%s", l.drive);
+            snprintf(tmp.chain, sizeof(tmp.chain), "%s", l.chain);
+            snprintf(tmp.file, sizeof(tmp.file), "%s", new_file ? new_file : "");
+            char nkey[1200];
+            key_of(&tmp, nkey, sizeof(nkey));
+            cJSON_AddStringToObject(o, "new_key", nkey);
+        }
+        struct bv_backup_rec g;
+        if (grand && present_key(app, rem, grand, gkey, sizeof(gkey)) &&
+            bv_backups_get(app, grand, &g, NULL) == 0) {
+            cJSON_AddStringToObject(o, "grand_key", gkey);
+            cJSON_AddStringToObject(o, "grand_file", g.file);
+        }
+        cJSON_AddItemToArray(arr, o);
+    }
+    free(names.v);
+    if (r == 0 && !(*plan = cJSON_PrintUnformatted(arr)))
+        r = bv_error_setf(errp, ENOMEM, "out of memory");
+    cJSON_Delete(arr);
+    return r;
+}
+
+/* PUT the local file as key (its size checked with a HEAD). */
+static int put_local_file(struct bv_app *app, struct bv_s3 *s3, const char *file,
+                          const char *key, uint64_t *size_out, bv_error **errp)
+{
+    int fd = -1;
+    int r = bv_path_open(app->root, NULL, file, 0, O_RDONLY, 0, &fd, NULL, errp);
+    struct stat st;
+    if (r == 0 && fstat(fd, &st) < 0)
+        r = bv_error_setf(errp, errno, "cannot stat '%s'", file);
+    if (r == 0)
+        r = bv_s3_put_file(s3, key, fd, (uint64_t)st.st_size, NULL, NULL, errp);
+    uint64_t got = 0;
+    if (r == 0 && (r = bv_s3_head(s3, key, &got, errp)) == 0 && got != (uint64_t)st.st_size)
+        r = bv_error_setf(errp, EIO, "the remote holds %" PRIu64 " bytes of '%s', expected %lld",
+                          got, key, (long long)st.st_size);
+    if (r == 0 && size_out)
+        *size_out = got;
+    if (fd >= 0)
+        close(fd);
+    return r;
+}
+
+static const char *jstr(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+int bv_remotes_prune_upload_locked(struct bv_app *app, const char *plan, const char *new_file,
+                                   bv_error **errp)
+{
+    cJSON *arr = cJSON_Parse(plan ? plan : "[]");
+    const cJSON *e;
+    int r = 0;
+    cJSON_ArrayForEach(e, arr) {
+        const char *rem = jstr(e, "remote"), *nkey = jstr(e, "new_key");
+        if (!rem || !nkey)
+            continue;
+        struct bv_s3 *s3 = NULL;
+        r = bv_remotes_client(app, rem, &s3, errp);
+        if (r == 0)
+            r = put_local_file(app, s3, new_file, nkey, NULL, errp);
+        bv_s3_free(s3);
+        if (r < 0) {
+            bv_error_prepend(errp, "uploading the merged link to remote '%s'", rem);
+            break;
+        }
+    }
+    cJSON_Delete(arr);
+    return r;
+}
+
+int bv_remotes_prune_switch_locked(struct bv_app *app, const char *plan, const char *link,
+                                   const char *child, const char *new_file)
+{
+    cJSON *arr = cJSON_Parse(plan ? plan : "[]");
+    const cJSON *e;
+    int r = 0;
+    char now[32];
+    bv_app_now_str(app, now);
+    struct stat st;
+    int64_t size = bv_path_stat(app->root, new_file, &st, NULL) == 0 ? (int64_t)st.st_size : 0;
+    cJSON_ArrayForEach(e, arr) {
+        const char *rem = jstr(e, "remote"), *nkey = jstr(e, "new_key");
+        if (rem && nkey && child && r == 0) {
+            bvdb_remote_part_clear(app->db, rem, child);
+            struct bvdb_remote_link row = {
+                .remote = rem, .backup_id = child, .key = nkey, .state = "present",
+                .size = size, .updated_at = now,
+            };
+            r = bvdb_remote_link_put(app->db, &row);
+        }
+    }
+    if (r == 0)
+        r = bvdb_remote_link_delete(app->db, NULL, link);
+    cJSON_Delete(arr);
+    return r;
+}
+
+int bv_remotes_prune_finish_locked(struct bv_app *app, const char *plan, bv_error **errp)
+{
+    cJSON *arr = cJSON_Parse(plan ? plan : "[]");
+    const cJSON *e;
+    int r = 0;
+    cJSON_ArrayForEach(e, arr) {
+        const char *rem = jstr(e, "remote"), *drive = jstr(e, "drive"), *chain = jstr(e, "chain");
+        const char *gkey = jstr(e, "grand_key"), *gfile = jstr(e, "grand_file");
+        if (!rem || !drive || !chain)
+            continue;
+        struct bv_s3 *s3 = NULL;
+        int q = bv_remotes_client(app, rem, &s3, r == 0 ? errp : NULL);
+        /* 1. the grandchild's header now names the merged file: its object follows */
+        struct stat st;
+        if (q == 0 && gkey && gfile && bv_path_stat(app->root, gfile, &st, NULL) == 0)
+            q = put_local_file(app, s3, gfile, gkey, NULL, r == 0 ? errp : NULL);
+        /* 2. the manifest names the merged link instead of the two old ones */
+        if (q == 0) {
+            char *text = manifest_text_locked(app, rem, drive, chain);
+            q = upload_manifest(s3, drive, chain, text, r == 0 ? errp : NULL);
+            free(text);
+        }
+        /* 3. only then the old objects go */
+        const cJSON *k;
+        cJSON_ArrayForEach(k, cJSON_GetObjectItemCaseSensitive(e, "old_keys")) {
+            if (q == 0 && cJSON_IsString(k)) {
+                q = bv_s3_delete(s3, k->valuestring, r == 0 ? errp : NULL);
+                if (q == -ENOENT)
+                    q = 0;
+            }
+        }
+        bv_s3_free(s3);
+        if (q < 0 && r == 0) {
+            r = q;
+            bv_error_prepend(errp, "the prune's clean-up on remote '%s'", rem);
+        }
+    }
+    cJSON_Delete(arr);
+    return r;
+}
+
+void bv_remotes_prune_undo_locked(struct bv_app *app, const char *plan)
+{
+    cJSON *arr = cJSON_Parse(plan ? plan : "[]");
+    const cJSON *e;
+    cJSON_ArrayForEach(e, arr) {
+        const char *rem = jstr(e, "remote"), *nkey = jstr(e, "new_key");
+        struct bv_s3 *s3 = NULL;
+        if (!rem || !nkey || bv_remotes_client(app, rem, &s3, NULL) < 0)
+            continue;
+        if (bv_s3_delete(s3, nkey, NULL) < 0)
+            log_warn("cannot delete '%s' from remote '%s' (an undone prune's upload)", nkey,
+                     rem);
+        bv_s3_free(s3);
+    }
+    cJSON_Delete(arr);
+}
+
+/* ---- remote-only drives ---- */
+
+struct rd_q {
+    char *remote;
+    size_t len;
+    uint64_t size;
+};
+
+static void rd_cb(const struct bvdb_remote_drive *d, void *opaque)
+{
+    struct rd_q *q = opaque;
+    if (q->remote)
+        snprintf(q->remote, q->len, "%s", d->remote);
+    q->size = (uint64_t)d->size;
+}
+
+bool bv_remotes_drive_remote_only(struct bv_app *app, const char *id, char *remote,
+                                  size_t len, uint64_t *size)
+{
+    struct rd_q q = { remote, len, 0 };
+    if (bvdb_remote_drive_get(app->db, id, rd_cb, &q) < 0)
+        return false;
+    if (size)
+        *size = q.size;
+    return true;
+}
+
+struct rd_list {
+    char **v;
+    size_t n;
+};
+
+static int rd_list_cb(const struct bvdb_remote_drive *d, void *opaque)
+{
+    struct rd_list *a = opaque;
+    char **nv = realloc(a->v, (a->n + 1) * sizeof(*nv));
+    if (!nv)
+        return 1;
+    a->v = nv;
+    if ((a->v[a->n] = strdup(d->id)))
+        a->n++;
+    return 0;
+}
+
+size_t bv_remotes_drives_list(struct bv_app *app, char ***ids)
+{
+    struct rd_list a = { NULL, 0 };
+    bvdb_remote_drive_list(app->db, rd_list_cb, &a);
+    *ids = a.v;
+    return a.n;
+}
+
+struct tiered_q {
+    struct bv_app *app;
+    bool tiered;
+};
+
+static int tiered_cb(const struct bvdb_backup *b, void *opaque)
+{
+    struct tiered_q *q = opaque;
+    if (bvdb_backup_get_local(q->app->db, b->id) == 0) {
+        q->tiered = true;
+        return 1;
+    }
+    return 0;
+}
+
+bool bv_remotes_chain_tiered(struct bv_app *app, const char *chain)
+{
+    struct tiered_q q = { app, false };
+    bvdb_backup_list(app->db, NULL, chain, tiered_cb, &q);
+    return q.tiered;
 }
