@@ -13,6 +13,7 @@
 #include "api/remotes.h"
 #include "app.h"
 #include "runtime/backups.h"
+#include "runtime/remotes.h"
 #include "runtime/jobs.h"
 #include "runtime/registry.h"
 
@@ -86,10 +87,12 @@ void api_backups_create(struct bv_request *req, struct bv_reply *rep)
 
 void api_backups_list(struct bv_request *req, struct bv_reply *rep)
 {
-    struct bv_drive_entry *e = api_drive_get(req, rep);
-    if (!e)
-        return;
-    bv_registry_put(req->app, e);
+    if (!bv_remotes_drive_remote_only(req->app, req->params[0], NULL, 0, NULL)) {
+        struct bv_drive_entry *e = api_drive_get(req, rep);   /* an imported drive has none */
+        if (!e)
+            return;
+        bv_registry_put(req->app, e);
+    }
     struct bv_backup_rec *v = NULL;
     int n = bv_backups_list(req->app, req->params[0], &v);
     if (n < 0) {

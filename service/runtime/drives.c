@@ -19,6 +19,7 @@
 #include "bvdb/drives.h"
 #include "log.h"
 #include "runtime/drives.h"
+#include "runtime/remotes.h"
 #include "runtime/reports.h"
 #include "runtime/vmdrives.h"
 
@@ -185,7 +186,7 @@ static int drive_taken(struct bv_app *app, const char *id, bv_error **errp)
     struct bv_drive_entry *taken = bv_registry_get(app, id);
     struct bv_vm_drive *vm = bv_vm_drives_get(app, id);     /* one id namespace */
     bv_vm_drives_put(app, vm);
-    if (!taken && !vm)
+    if (!taken && !vm && !bv_remotes_drive_remote_only(app, id, NULL, 0, NULL))
         return 0;
     bv_registry_put(app, taken);
     return bv_error_setf(errp, EEXIST, "Drive '%s' already exists", id);
@@ -239,6 +240,11 @@ int bv_drives_get(struct bv_app *app, const char *id, struct bv_drive_entry **ou
     if (vm)
         return bv_error_setf(errp, EBUSY, "Drive '%s' is a VM drive: not supported for VM "
                              "drives (the VM owns the disk)", id);
+    char remote[BV_REMOTE_NAME_MAX + 1];
+    if (bv_remotes_drive_remote_only(app, id, remote, sizeof(remote), NULL))
+        return bv_error_setf(errp, EBUSY, "Drive '%s' is remote-only (imported from remote "
+                             "'%s'): its backups can be listed, read, verified and restored, "
+                             "nothing else", id, remote);
     return bv_error_setf(errp, ENODEV, "Cannot find device='%s' nor node-name='%s'", id, id);
 }
 

@@ -129,7 +129,8 @@ int bv_remotes_prune_finish_locked(struct bv_app *app, const char *plan, bv_erro
 void bv_remotes_prune_undo_locked(struct bv_app *app, const char *plan);
 
 /* Import (POST /remotes/{name}/import): reads every <drive>/<chain>/manifest.json of the
- * bucket; EEXIST (409) when a drive id is already taken (all named), ENOENT no such remote;
+ * bucket; EEXIST (409) when a drive id is already taken (all named), ENODEV no such remote
+ * (404), ENOENT/EINVAL no manifests or a bad one (400);
  * then a job of type import records the drives (remote-only), chains, backups (local = 0)
  * and their remote copies (present). */
 int bv_remotes_import(struct bv_app *app, const char *name, struct bv_job_info *info,
