@@ -361,3 +361,24 @@ int bvdb_remote_drive_list(bvdb *db, int (*cb)(const struct bvdb_remote_drive *d
     return db_query(db, "SELECT id, remote, size, created_at FROM remote_drives ORDER BY id",
                     NULL, NULL, rdrive_row, &c, "list remote drives");
 }
+
+struct seq_arg {
+    const char *name;
+    int64_t value;
+};
+
+static void bind_seq(sqlite3_stmt *st, const void *arg)
+{
+    const struct seq_arg *a = arg;
+    sqlite3_bind_text(st, 1, a->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, a->value);
+}
+
+int bvdb_seq_at_least(bvdb *db, const char *name, int64_t value)
+{
+    struct seq_arg a = { name, value };
+    int n = db_exec(db, "INSERT INTO sequences(name, value) VALUES (?1, ?2) ON CONFLICT(name) "
+                        "DO UPDATE SET value = max(value, ?2)", bind_seq, &a, "raise sequence",
+                    NULL);
+    return n < 0 ? n : 0;
+}

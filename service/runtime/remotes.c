@@ -1445,12 +1445,7 @@ static int64_t id_number(const char *id, char prefix)
 /* The counters that name new ids move past the imported ones. */
 static int bump_seq(bvdb *db, const char *name, int64_t past)
 {
-    int64_t v = 0;
-    do {
-        if (bvdb_next_seq(db, name, &v) < 0)
-            return -EIO;
-    } while (v < past);
-    return 0;
+    return past > 0 ? bvdb_seq_at_least(db, name, past) : 0;
 }
 
 static int hex_val(char c)

@@ -84,6 +84,10 @@ int bvdb_prune_intent_set_remote_objects(bvdb *db, const char *backup_id, const 
 /* *out malloc'd ("[]" when none); -ENOENT without the intent. */
 int bvdb_prune_intent_get_remote_objects(bvdb *db, const char *backup_id, char **out);
 
+/* Raise the named id counter (bvdb_next_seq's) to at least value, so that the next id is
+ * above it (an import brings ids from elsewhere).  Joins the caller's transaction. */
+int bvdb_seq_at_least(bvdb *db, const char *name, int64_t value);
+
 /* Drives imported from a remote's manifests ("format":"remote-only"). */
 struct bvdb_remote_drive {
     const char *id, *remote;
