@@ -30,8 +30,9 @@
  * side, so that the remote chain is whole at every instant — its manifest
  * names only objects that exist, and every object's backing name exists:
  *   0. the plan refuses (409) when L's or C's object is under object lock
- *      (the text names the date it unlocks), and when L, C or G lives only
- *      on a remote (backups.local = 0: this build merges local files only);
+ *      (the text names the date it unlocks), when L, C or G lives only on a
+ *      remote (backups.local = 0: this build merges local files only), and
+ *      while a replicate job of the drive runs (it reads the links);
  *   1. with the intent, the remote plan (prune_intents.remote_objects: per
  *      remote, the merged object's key, the old keys, G's key) is recorded;
  *   3b. after step 3 and BEFORE the switch, the merged file is uploaded under
@@ -280,6 +281,10 @@ static int plan_locked(struct bv_app *app, const char *bid, struct plan *p, bv_e
     int r = refusals(p, errp);
     if (r == 0)
         r = tiered_refusal(app, p, errp);
+    char job[160];
+    if (r == 0 && bv_remotes_replicating(app, p->drive, job, sizeof(job)))
+        r = bv_error_setf(errp, EBUSY, "Job '%s' is replicating drive '%s': prune after it",
+                          job, p->drive);
     /* object lock: the plan of the remote side refuses what it may not delete */
     if (r == 0)
         r = bv_remotes_prune_plan_locked(app, bid, p->child ? p->child->id : NULL,

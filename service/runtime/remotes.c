@@ -859,6 +859,13 @@ int bv_remotes_tier_locked(struct bv_app *app, const char *remote, const char *d
             bvdb_rollback(app->db);
         if (r < 0)
             r = bv_error_setf(errp, EIO, "cannot record the tiering of chain '%s'", chain);
+        /* test-only: die between the commit and the unlinks (bv_remotes_recover's case) */
+        const char *crash = getenv("BV_TEST_TIER_CRASH");
+        if (r == 0 && crash && atoi(crash) == 1) {
+            fprintf(stderr, "blockvault: BV_TEST_TIER_CRASH=1: exiting in the middle of a "
+                    "tiering\n");
+            _exit(86);
+        }
     }
     for (size_t i = 0; r == 0 && i < a.n; i++) {
         if (!go[i])
@@ -1298,6 +1305,24 @@ static int tiered_cb(const struct bvdb_backup *b, void *opaque)
         return 1;
     }
     return 0;
+}
+
+bool bv_remotes_replicating(struct bv_app *app, const char *drive, char *job, size_t len)
+{
+    struct bv_job_view *v = NULL;
+    size_t n = bv_jobs_list(app, false, NULL, "replicate", &v);
+    bool busy = false;
+    for (size_t i = 0; i < n && !busy; i++) {
+        const struct bv_job_info *j = &v[i].info;
+        if (j->status == BV_JOB_CONCLUDED || j->status == BV_JOB_NULL)
+            continue;
+        if (strcmp(j->device, drive) == 0) {
+            busy = true;
+            snprintf(job, len, "%s", j->id);
+        }
+    }
+    free(v);
+    return busy;
 }
 
 bool bv_remotes_chain_tiered(struct bv_app *app, const char *chain)

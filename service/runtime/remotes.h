@@ -96,6 +96,9 @@ int bv_remotes_tier_locked(struct bv_app *app, const char *remote, const char *d
 bool bv_remotes_locked_until(struct bv_app *app, const char *remote, const char *bid,
                              char until[32]);
 
+/* Is a replicate job of one of drive's points live?  *job gets its id. */
+bool bv_remotes_replicating(struct bv_app *app, const char *drive, char *job, size_t len);
+
 /* Has a link of chain left local disk (backups.local = 0)? */
 bool bv_remotes_chain_tiered(struct bv_app *app, const char *chain);
 

@@ -6,6 +6,8 @@
  *   - tiering: a policy with replicate + keep_local=1 run three times leaves only the newest
  *     link on local disk (the older files are gone, "local":false), the remote holds every
  *     link and a manifest listing the three; an incremental over the tiered chain still works;
+ *   - a kill between the tiering's catalog commit and its unlinks: the next start removes
+ *     the files (backups.local read from the catalog with SQLite, read-only);
  *   - object lock: a policy with lock_days on a bucket made with object lock: the uploaded
  *     links carry a retention (S3 GET ?retention shows it, "locked_until" in the backup's
  *     remotes), a prune that would delete a locked object and the deletion of the remote are
@@ -34,6 +36,8 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
 
 #include "../support/rgw_env.h"
 #include "harness.h"
@@ -183,6 +187,7 @@ static void backup(const char *drive, const char *kind, char bid[32])
 {
     char path[128];
     snprintf(path, sizeof(path), "/api/v1/drives/%s/backups", drive);
+    cJSON_Delete(ju_events_drain(&EV));     /* a policy run's backup job had the same id */
     cJSON *j = call(201, "POST", path, "{\"kind\":\"%s\"}", kind);
     snprintf(bid, 32, "%s", str_or(cJSON_GetObjectItem(j, "backup"), "id", ""));
     wait_job(&EV, str_or(cJSON_GetObjectItem(j, "job"), "id", ""), "backup");
@@ -286,6 +291,28 @@ static cJSON *manifest(const char *bkt, const char *drive, const char *chain)
     return m;
 }
 
+/* backups.local of bid in h's catalog (read-only): 1, 0, or -1 when unreadable. */
+static int catalog_local(struct bvh *h, const char *bid)
+{
+    char path[400];
+    snprintf(path, sizeof(path), "%s/catalog.db", h->dir);
+    sqlite3 *db = NULL;
+    int v = -1;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+        sqlite3_busy_timeout(db, 5000);
+        sqlite3_stmt *st = NULL;
+        if (sqlite3_prepare_v2(db, "SELECT local FROM backups WHERE id = ?1", -1, &st, NULL) ==
+            SQLITE_OK) {
+            sqlite3_bind_text(st, 1, bid, -1, SQLITE_STATIC);
+            if (sqlite3_step(st) == SQLITE_ROW)
+                v = sqlite3_column_int(st, 0);
+        }
+        sqlite3_finalize(st);
+    }
+    sqlite3_close(db);
+    return v;
+}
+
 /* ---- tests ---- */
 
 static void test_policy_validation(void **state)
@@ -350,6 +377,7 @@ static void test_tiering(void **state)
         snprintf(sums0[i], sizeof(sums0[i]), "%s", str_or(b, "checksum", ""));
         snprintf(chain0, sizeof(chain0), "%s", str_or(b, "chain", ""));
         bool want_local = i == 2;
+        ju_check_int("backups.local in the catalog", want_local, catalog_local(&H, ids0[i]));
         ju_check(bvh_bool(b, "local") == want_local, "%s: local is %d, expected %d", ids0[i],
                  bvh_bool(b, "local"), want_local);
         ju_check(local_exists(b) == want_local, "%s: local file %s", ids0[i],
@@ -390,6 +418,64 @@ static void test_tiering(void **state)
     /* the remote holds the only copy of two links */
     j = call(409, "DELETE", "/api/v1/remotes/r1", NULL);
     cJSON_Delete(j);
+    ju_end();
+}
+
+/* Killed between the tiering's catalog commit and the unlinks: the next start removes the
+ * files the catalog already says are remote-only. */
+static void test_tiering_crash(void **state)
+{
+    (void)state;
+    cJSON_Delete(call(201, "POST", "/api/v1/drives",
+                      "{\"id\":\"d3\",\"format\":\"qcow2\",\"size\":\"4M\"}"));
+    cJSON_Delete(call(201, "POST", "/api/v1/policies",
+                      "{\"name\":\"tier3\",\"drives\":[\"d3\"],\"schedule\":\"0 0 1 1 *\","
+                      "\"retention\":{\"keep_last\":9},\"replicate\":{\"remote\":\"r1\","
+                      "\"keep_local\":1}}"));
+    io("d3", "[\"write -P 0x71 0 1M\"]");
+    run_policy("tier3", "ok");                   /* one link: nothing to tier */
+    cJSON *j = call(200, "GET", "/api/v1/drives/d3/backups", NULL);
+    const cJSON *b0 = cJSON_GetArrayItem(
+        cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "chains"), 0), "backups"),
+        0);
+    char first[32], local[1500];
+    snprintf(first, sizeof(first), "%s", str_or(b0, "id", ""));
+    snprintf(local, sizeof(local), "%s/%s", H.images, str_or(b0, "file", ""));
+    cJSON_Delete(j);
+    struct stat st;
+    ju_check(stat(local, &st) == 0, "%s: the only link is not local", first);
+
+    setenv("BV_TEST_TIER_CRASH", "1", 1);
+    assert_int_equal(bvh_restart(&H), 0);
+    unsetenv("BV_TEST_TIER_CRASH");
+    io("d3", "[\"write -P 0x72 1M 1M\"]");
+    struct bvh_resp r;
+    bvh_request(&H, "POST", "/api/v1/policies/tier3/run", NULL, 0, NULL, NULL, &r);
+    bvh_resp_free(&r);
+    int status = 0;
+    pid_t p = 0;
+    for (int i = 0; i < 3000 && p == 0; i++) {
+        p = waitpid(H.pid, &status, WNOHANG);
+        if (p == 0)
+            usleep(20 * 1000);
+    }
+    assert_int_equal(p, H.pid);
+    ju_check(WIFEXITED(status) && WEXITSTATUS(status) == 86, "the daemon should have died in "
+             "the tiering (status 0x%x)", status);
+    H.pid = 0;
+    ju_check_int("backups.local after the commit", 0, catalog_local(&H, first));
+    ju_check(stat(local, &st) == 0, "%s: the file went before the crash point", first);
+    assert_int_equal(bvh_restart(&H), 0);
+    ju_events_free(&EV);
+    ju_events_init(&EV, &H, 0);
+    ju_check(stat(local, &st) != 0, "%s: the start did not finish the tiering (%s is there)",
+             first, local);
+    j = get_backup(&H, first);
+    ju_check(!bvh_bool(j, "local"), "%s: local after the recovery", first);
+    ju_check_str_member("remotes[0]", cJSON_GetArrayItem(cJSON_GetObjectItem(j, "remotes"), 0),
+                        "state", "present");
+    cJSON_Delete(j);
+    cJSON_Delete(call(204, "DELETE", "/api/v1/policies/tier3", NULL));
     ju_end();
 }
 
@@ -576,6 +662,7 @@ static void check_imported_chain(struct bvh *h, const char *drive, const char *c
         else
             ju_check_str_member("imported backup", b, "parent", ids[i - 1]);
         ju_check(!bvh_bool(b, "local"), "imported %s is local", ids[i]);
+        ju_check_int("imported backups.local", 0, catalog_local(h, ids[i]));
         ju_check_str_member("imported remotes[0]",
                             cJSON_GetArrayItem(cJSON_GetObjectItem(b, "remotes"), 0), "state",
                             "present");
@@ -670,6 +757,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_policy_validation),
         cmocka_unit_test(test_tiering),
+        cmocka_unit_test(test_tiering_crash),
         cmocka_unit_test(test_object_lock),
         cmocka_unit_test(test_prune_replicated),
         cmocka_unit_test(test_import),
