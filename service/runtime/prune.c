@@ -30,9 +30,16 @@
  * side, so that the remote chain is whole at every instant — its manifest
  * names only objects that exist, and every object's backing name exists:
  *   0. the plan refuses (409) when L's or C's object is under object lock
- *      (the text names the date it unlocks), when L, C or G lives only on a
- *      remote (backups.local = 0: this build merges local files only), and
- *      while a replicate job of the drive runs (it reads the links);
+ *      (the text names the date it unlocks), while a replicate job of the
+ *      drive runs (it reads the links), and when a tiered link the merge
+ *      needs (L, C, G, L's ancestors with backups.local = 0) has no copy;
+ *   1b. after the intent, those tiered links are fetched back into their
+ *      files (ranged GETs; their rows stay local = 0); after step 8, or
+ *      after an undo, every local = 0 file of the chain is removed again
+ *      (the merged child too when C was tiered: it is on the remotes by
+ *      then).  A crash in between leaves local = 0 files, which the next
+ *      start removes (bv_remotes_recover, after the prune recovery, which
+ *      may still need G's);
  *   1. with the intent, the remote plan (prune_intents.remote_objects: per
  *      remote, the merged object's key, the old keys, G's key) is recorded;
  *   3b. after step 3 and BEFORE the switch, the merged file is uploaded under
@@ -247,16 +254,51 @@ static int refusals(struct plan *p, bv_error **errp)
     return 0;
 }
 
-/* A merge reads L and C and rewrites G's header: their files must be local. */
-static int tiered_refusal(struct bv_app *app, struct plan *p, bv_error **errp)
+/* The links whose files a merge needs: L, C, G (its header is rewritten) and L's ancestors
+ * (C is opened with its backing chain).  cb(link) for each; stops at the first non-zero. */
+static int needed_links(struct plan *p, int (*cb)(struct plan *p, const struct link *l,
+                                                  void *opaque), void *opaque)
 {
-    const struct link *need[3] = { p->child ? p->link : NULL, p->child, p->grand };
-    for (int i = 0; i < 3; i++)
-        if (need[i] && bvdb_backup_get_local(app->db, need[i]->id) == 0)
-            return bv_error_setf(errp, EBUSY, "Backup '%s' lives only on a remote (its local "
-                                 "file was tiered off): this build prunes only links whose "
-                                 "merge reads local files", need[i]->id);
+    if (!p->child)
+        return 0;                       /* nothing to merge: no file is read */
+    const struct link *fixed[3] = { p->child, p->grand, p->link };
+    for (int i = 0; i < 3; i++) {
+        int r = fixed[i] ? cb(p, fixed[i], opaque) : 0;
+        if (r)
+            return r;
+    }
+    for (struct link *a = row_named(p, p->link->parent); a; a = row_named(p, a->parent)) {
+        int r = cb(p, a, opaque);
+        if (r)
+            return r;
+    }
     return 0;
+}
+
+struct tier_ctx {
+    struct bv_app *app;
+    bv_error **errp;
+};
+
+/* A tiered link the merge needs must have a copy to fetch. */
+static int check_tiered(struct plan *p, const struct link *l, void *opaque)
+{
+    (void)p;
+    struct tier_ctx *t = opaque;
+    if (bvdb_backup_get_local(t->app->db, l->id) == 0 && !bv_remotes_has_copy(t->app, l->id))
+        return bv_error_setf(t->errp, EBUSY, "Backup '%s' lives only on a remote that no "
+                             "longer has it: it cannot be merged", l->id);
+    return 0;
+}
+
+/* Bring back each tiered link the merge needs (its row stays local = 0). */
+static int fetch_tiered(struct plan *p, const struct link *l, void *opaque)
+{
+    (void)p;
+    struct tier_ctx *t = opaque;
+    if (bvdb_backup_get_local(t->app->db, l->id) != 0)
+        return 0;
+    return bv_remotes_fetch_locked(t->app, l->id, t->errp);
 }
 
 static int plan_locked(struct bv_app *app, const char *bid, struct plan *p, bv_error **errp)
@@ -279,8 +321,9 @@ static int plan_locked(struct bv_app *app, const char *bid, struct plan *p, bv_e
         return bv_error_setf(errp, EIO, "backup '%s' names a parent '%s' that is not in its "
                              "chain", bid, p->link->parent);
     int r = refusals(p, errp);
+    struct tier_ctx tc = { app, errp };
     if (r == 0)
-        r = tiered_refusal(app, p, errp);
+        r = needed_links(p, check_tiered, &tc);
     char job[160];
     if (r == 0 && bv_remotes_replicating(app, p->drive, job, sizeof(job)))
         r = bv_error_setf(errp, EBUSY, "Job '%s' is replicating drive '%s': prune after it",
@@ -588,7 +631,9 @@ static int prune_locked(struct bv_app *app, struct prune *pr, struct bv_job *job
         return r;
     }
     crash_point(CRASH_INTENT);
-    if (p.child) {
+    struct tier_ctx tc = { app, errp };
+    r = needed_links(&p, fetch_tiered, &tc);
+    if (r == 0 && p.child) {
         r = merge(app, &p, job, errp);
         if (r == 0)
             crash_point(CRASH_MERGED);
@@ -599,6 +644,7 @@ static int prune_locked(struct bv_app *app, struct prune *pr, struct bv_job *job
         r = switch_catalog(app, &p, errp);
     if (r < 0) {
         undo(app, &p);
+        bv_remotes_drop_fetched_locked(app, p.chain);
         plan_free(&p);
         return r;
     }
@@ -606,6 +652,8 @@ static int prune_locked(struct bv_app *app, struct prune *pr, struct bv_job *job
     char *old = old_files_json(&p);
     finish(app, p.link->id, p.grand ? p.grand->file : NULL, p.new_file, old);
     free(old);
+    /* tiered links fetched for the merge (and a merged child that was tiered) leave again */
+    bv_remotes_drop_fetched_locked(app, p.chain);
     plan_free(&p);
     return 0;
 }

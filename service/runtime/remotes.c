@@ -1723,3 +1723,94 @@ int bv_remotes_import(struct bv_app *app, const char *name, struct bv_job_info *
     free(text);
     return r;
 }
+
+/* ---- tiered links brought back for a prune ---- */
+
+#define FETCH_CHUNK (8u << 20)
+
+bool bv_remotes_has_copy(struct bv_app *app, const char *bid)
+{
+    struct present_q q = { bid, false };
+    bvdb_remote_link_list(app->db, NULL, bid, present_cb, &q);
+    return q.present;
+}
+
+struct first_present {
+    char remote[BV_REMOTE_NAME_MAX + 1];
+    char key[1200];
+};
+
+static int first_present_cb(const struct bvdb_remote_link *l, void *opaque)
+{
+    struct first_present *f = opaque;
+    if (strcmp(l->state, "present") != 0 || f->remote[0])
+        return 0;
+    snprintf(f->remote, sizeof(f->remote), "%s", l->remote);
+    snprintf(f->key, sizeof(f->key), "%s", l->key);
+    return 0;
+}
+
+int bv_remotes_fetch_locked(struct bv_app *app, const char *bid, bv_error **errp)
+{
+    struct bv_backup_rec b;
+    int r = bv_backups_get(app, bid, &b, errp);
+    struct stat st;
+    if (r < 0 || bv_path_stat(app->root, b.file, &st, NULL) == 0)
+        return r;                                   /* already here */
+    struct first_present f = { "", "" };
+    bvdb_remote_link_list(app->db, NULL, bid, first_present_cb, &f);
+    if (!f.remote[0])
+        return bv_error_setf(errp, ENOENT, "backup '%s' is on no remote", bid);
+    struct bv_s3 *s3 = NULL;
+    uint64_t size = 0;
+    r = bv_remotes_client(app, f.remote, &s3, errp);
+    if (r == 0)
+        r = bv_s3_head(s3, f.key, &size, errp);
+    int fd = -1;
+    if (r == 0)
+        r = bv_path_open(app->root, NULL, b.file, 0, O_WRONLY | O_CREAT | O_EXCL, 0644, &fd,
+                         NULL, errp);
+    char *buf = r == 0 ? malloc(FETCH_CHUNK) : NULL;
+    if (r == 0 && !buf)
+        r = bv_error_setf(errp, ENOMEM, "out of memory");
+    for (uint64_t off = 0; r == 0 && off < size; off += FETCH_CHUNK) {
+        size_t n = size - off < FETCH_CHUNK ? (size_t)(size - off) : FETCH_CHUNK;
+        r = bv_s3_get_range(s3, f.key, off, n, buf, errp);
+        if (r == 0 && pwrite(fd, buf, n, (off_t)off) != (ssize_t)n)
+            r = bv_error_setf(errp, EIO, "cannot write '%s': %s", b.file, strerror(errno));
+    }
+    if (r == 0 && fdatasync(fd) < 0)
+        r = bv_error_setf(errp, EIO, "cannot sync '%s': %s", b.file, strerror(errno));
+    free(buf);
+    if (fd >= 0) {
+        close(fd);
+        if (r < 0)
+            bv_path_unlink(app->root, b.file, NULL);
+    }
+    bv_s3_free(s3);
+    if (r < 0)
+        bv_error_prepend(errp, "fetching backup '%s' from remote '%s'", bid, f.remote);
+    else
+        log_info("fetched tiered backup '%s' from remote '%s' for a prune", bid, f.remote);
+    return r;
+}
+
+struct drop_acc {
+    struct bv_app *app;
+};
+
+static int drop_cb(const struct bvdb_backup *b, void *opaque)
+{
+    struct drop_acc *d = opaque;
+    struct stat st;
+    if (bvdb_backup_get_local(d->app->db, b->id) == 0 &&
+        bv_path_stat(d->app->root, b->file, &st, NULL) == 0)
+        bv_path_unlink(d->app->root, b->file, NULL);
+    return 0;
+}
+
+void bv_remotes_drop_fetched_locked(struct bv_app *app, const char *chain)
+{
+    struct drop_acc d = { app };
+    bvdb_backup_list(app->db, NULL, chain, drop_cb, &d);
+}

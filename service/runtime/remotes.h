@@ -131,6 +131,13 @@ int bv_remotes_prune_finish_locked(struct bv_app *app, const char *plan, bv_erro
 /* A prune undone before the switch: the merged objects uploaded so far are deleted. */
 void bv_remotes_prune_undo_locked(struct bv_app *app, const char *plan);
 
+/* Tiered links a prune merges: has bid a present copy on some remote?  fetch brings its file
+ * back from one (ranged GETs) while backups.local stays 0; drop_fetched removes again every
+ * file of chain whose link is local = 0 (and bv_remotes_recover does at the next start). */
+bool bv_remotes_has_copy(struct bv_app *app, const char *bid);
+int bv_remotes_fetch_locked(struct bv_app *app, const char *bid, bv_error **errp);
+void bv_remotes_drop_fetched_locked(struct bv_app *app, const char *chain);
+
 /* Import (POST /remotes/{name}/import): reads every <drive>/<chain>/manifest.json of the
  * bucket; EEXIST (409) when a drive id is already taken (all named), ENODEV no such remote
  * (404), ENOENT/EINVAL no manifests or a bad one (400);
