@@ -6,6 +6,8 @@
  *   - tiering: a policy with replicate + keep_local=1 run three times leaves only the newest
  *     link on local disk (the older files are gone, "local":false), the remote holds every
  *     link and a manifest listing the three; an incremental over the tiered chain still works;
+ *   - retention over a tiered chain (keep_last=2, keep_local=1): the full is pruned into its
+ *     tiered child, which is uploaded merged and stays off local disk;
  *   - a kill between the tiering's catalog commit and its unlinks: the next start removes
  *     the files (backups.local read from the catalog with SQLite, read-only);
  *   - object lock: a policy with lock_days on a bucket made with object lock: the uploaded
@@ -519,6 +521,71 @@ static void test_tiering_crash(void **state)
     ju_end();
 }
 
+/* Retention over a tiered chain: keep_last=2 with keep_local=1; the third run prunes the
+ * full (tiered) into its tiered child, which stays remote-only. */
+static void test_retention_tiered(void **state)
+{
+    (void)state;
+    cJSON_Delete(call(201, "POST", "/api/v1/drives",
+                      "{\"id\":\"d4\",\"format\":\"qcow2\",\"size\":\"4M\"}"));
+    cJSON_Delete(call(201, "POST", "/api/v1/policies",
+                      "{\"name\":\"ret\",\"drives\":[\"d4\"],\"schedule\":\"0 0 1 1 *\","
+                      "\"retention\":{\"keep_last\":2},\"replicate\":{\"remote\":\"r1\","
+                      "\"keep_local\":1}}"));
+    char ids[3][32];
+    for (int i = 0; i < 3; i++) {
+        char cmd[120];
+        snprintf(cmd, sizeof(cmd), "[\"write -P %d %dk 128k\"]", 0x81 + i, 512 * i);
+        io("d4", cmd);
+        run_policy("ret", "ok");
+        cJSON *j = call(200, "GET", "/api/v1/policies/ret/runs", NULL);
+        const cJSON *made = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "runs"),
+                                                                   0), "backups_made");
+        snprintf(ids[i], sizeof(ids[i]), "%s", cJSON_IsString(cJSON_GetArrayItem(made, 0))
+                 ? cJSON_GetArrayItem(made, 0)->valuestring : "");
+        if (i == 2) {
+            const cJSON *pr = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "runs"),
+                                                                     0), "backups_pruned");
+            ju_check(cJSON_GetArraySize(pr) == 1 &&
+                     !strcmp(cJSON_GetArrayItem(pr, 0)->valuestring, ids[0]),
+                     "the third run did not prune %s", ids[0]);
+        }
+        cJSON_Delete(j);
+    }
+    cJSON *j = call(200, "GET", "/api/v1/drives/d4/backups", NULL);
+    const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "chains"), 0);
+    const cJSON *bs = cJSON_GetObjectItem(ch, "backups");
+    ju_check_int("backups of d4 after retention", 2, cJSON_GetArraySize(bs));
+    const cJSON *b1 = cJSON_GetArrayItem(bs, 0), *b2 = cJSON_GetArrayItem(bs, 1);
+    ju_check_str_member("merged full", b1, "id", ids[1]);
+    ju_check_str_member("merged full", b1, "kind", "full");
+    ju_check(!bvh_bool(b1, "local") && !local_exists(b1), "the merged full %s is on local disk",
+             ids[1]);
+    ju_check_int("backups.local of the merged full", 0, catalog_local(&H, ids[1]));
+    ju_check_str_member("newest", b2, "id", ids[2]);
+    ju_check(bvh_bool(b2, "local") && local_exists(b2), "the newest %s is not local", ids[2]);
+    char k1[600], k2[600];
+    key_of(b1, k1, sizeof(k1));
+    key_of(b2, k2, sizeof(k2));
+    cJSON *m = manifest(bucket, "d4", str_or(b1, "chain", ""));
+    const cJSON *links = cJSON_GetObjectItem(m, "links");
+    ju_check_int("manifest links of d4", 2, cJSON_GetArraySize(links));
+    ju_check_str_member("manifest link 0", cJSON_GetArrayItem(links, 0), "key", k1);
+    ju_check_str_member("manifest link 1", cJSON_GetArrayItem(links, 1), "key", k2);
+    cJSON_Delete(m);
+    ju_check(s3_call(bucket, k1, true, NULL, NULL) == 200, "merged object %s missing", k1);
+    /* the newest's object follows its rebased header */
+    size_t llen = 0, olen = 0;
+    char *want = read_local(b2, &llen), *obj = NULL;
+    ju_check(s3_call(bucket, k2, false, &obj, &olen) == 200 && want && olen == llen &&
+             memcmp(obj, want, llen) == 0, "object %s differs from its rebased file", k2);
+    free(want);
+    free(obj);
+    cJSON_Delete(j);
+    cJSON_Delete(call(204, "DELETE", "/api/v1/policies/ret", NULL));
+    ju_end();
+}
+
 static void test_object_lock(void **state)
 {
     (void)state;
@@ -798,6 +865,7 @@ int main(void)
         cmocka_unit_test(test_policy_validation),
         cmocka_unit_test(test_tiering),
         cmocka_unit_test(test_tiering_crash),
+        cmocka_unit_test(test_retention_tiered),
         cmocka_unit_test(test_object_lock),
         cmocka_unit_test(test_prune_replicated),
         cmocka_unit_test(test_import),
