@@ -45,6 +45,7 @@
  *   3b. after step 3 and BEFORE the switch, the merged file is uploaded under
  *      its own new key to every remote that holds C (the old objects and the
  *      old manifest are untouched: the remote still holds the old chain);
+ *      crash point 3 comes after this upload;
  *   4. the switch transaction also points C's remote records at the merged
  *      objects and drops L's;
  *   5b. after G's rebase, G's object is uploaded again (its header now names
@@ -636,9 +637,9 @@ static int prune_locked(struct bv_app *app, struct prune *pr, struct bv_job *job
     if (r == 0 && p.child) {
         r = merge(app, &p, job, errp);
         if (r == 0)
-            crash_point(CRASH_MERGED);
-        if (r == 0)
             r = bv_remotes_prune_upload_locked(app, p.remote_plan, p.new_file, errp);
+        if (r == 0)
+            crash_point(CRASH_MERGED);        /* 3, and 3b when the chain is replicated */
     }
     if (r == 0)
         r = switch_catalog(app, &p, errp);

@@ -17,6 +17,9 @@
  *   - prune of a replicated middle link: the merged child is on the remote under its new
  *     name, byte for byte the local file, the manifest lists it (and not the pruned link),
  *     the old objects are gone, the grandchild's object equals its rebased local file;
+ *   - the same prune cut by a crash (BV_TEST_CRASH_AT=3: merged object uploaded, catalog not
+ *     switched; =4: switched): after the restart the bucket holds the old chain exactly, or
+ *     the new one (manifest rewritten, old objects deleted);
  *   - import on a fresh data directory: the drives come back "remote-only" with the same
  *     chains (ids, parents, kinds, checksums), local=false, copies present; a second import
  *     and an import into the original appliance are 409 naming the drives; a remote-only
@@ -748,6 +751,128 @@ static void test_prune_replicated(void **state)
     ju_end();
 }
 
+/* The keys under prefix in the test's bucket (ListObjectsV2), as one "\n"-joined text. */
+static char *list_keys(const char *prefix)
+{
+    char q[400], *xml = NULL;
+    size_t len = 0;
+    char *esc = curl_easy_escape(NULL, prefix, 0);     /* SigV4 signs the query as given */
+    snprintf(q, sizeof(q), "%s?list-type=2&prefix=%s", bucket, esc ? esc : "");
+    curl_free(esc);
+    long st = s3_raw(q, false, &xml, &len);
+    ju_check(st == 200, "listing %s: HTTP %ld", prefix, st);
+    char *out = calloc(1, len + 2);
+    for (const char *p = xml ? strstr(xml, "<Key>") : NULL; p && out;
+         p = strstr(p + 1, "<Key>")) {
+        const char *e = strstr(p, "</Key>");
+        if (!e)
+            break;
+        strncat(out, p + 5, (size_t)(e - p - 5));
+        strcat(out, "\n");
+    }
+    free(xml);
+    return out;
+}
+
+/* Prune of a replicated middle link cut by a crash: at step 3 (the merged file written and
+ * uploaded, the catalog not switched) the next start deletes the uploaded merged object and
+ * the remote holds the old chain; at step 4 (switched) the next start rewrites the manifest
+ * and deletes the old objects. */
+static void crash_prune(int step)
+{
+    char drive[16];
+    snprintf(drive, sizeof(drive), "k%d", step);
+    char path[160];
+    cJSON_Delete(call(201, "POST", "/api/v1/drives",
+                      "{\"id\":\"%s\",\"format\":\"qcow2\",\"size\":\"4M\"}", drive));
+    char b[3][32];
+    for (int i = 0; i < 3; i++) {
+        char cmd[100];
+        snprintf(cmd, sizeof(cmd), "[\"write -P %d %dk 256k\"]", 0x91 + i, 768 * i);
+        io(drive, cmd);
+        backup(drive, i ? "incremental" : "full", b[i]);
+    }
+    snprintf(path, sizeof(path), "/api/v1/backups/%s/replicate", b[2]);
+    cJSON *j = call(201, "POST", path, "{\"remote\":\"r1\"}");
+    wait_job(&EV, str_or(j, "id", ""), "replicate");
+    cJSON_Delete(j);
+    char keys[3][600], chain[32];
+    for (int i = 0; i < 3; i++) {
+        j = get_backup(&H, b[i]);
+        key_of(j, keys[i], sizeof(keys[i]));
+        snprintf(chain, sizeof(chain), "%s", str_or(j, "chain", ""));
+        cJSON_Delete(j);
+    }
+    char prefix[100];
+    snprintf(prefix, sizeof(prefix), "%s/%s/", drive, chain);
+    char *before = list_keys(prefix);
+
+    char n[8];
+    snprintf(n, sizeof(n), "%d", step);
+    setenv("BV_TEST_CRASH_AT", n, 1);
+    assert_int_equal(bvh_restart(&H), 0);
+    unsetenv("BV_TEST_CRASH_AT");
+    snprintf(path, sizeof(path), "/api/v1/backups/%s", b[1]);
+    struct bvh_resp r;
+    bvh_request(&H, "DELETE", path, NULL, 0, NULL, NULL, &r);
+    bvh_resp_free(&r);
+    int status = 0;
+    pid_t p = 0;
+    for (int i = 0; i < 3000 && p == 0; i++) {
+        p = waitpid(H.pid, &status, WNOHANG);
+        if (p == 0)
+            usleep(20 * 1000);
+    }
+    assert_int_equal(p, H.pid);
+    ju_check(WIFEXITED(status) && WEXITSTATUS(status) == 86, "crash %d: daemon status 0x%x",
+             step, status);
+    H.pid = 0;
+    if (step == 3) {
+        char *mid = list_keys(prefix);
+        ju_check(strlen(mid) > strlen(before), "crash 3: the merged object was not uploaded "
+                 "before the crash point (%s)", mid);
+        free(mid);
+    }
+    assert_int_equal(bvh_restart(&H), 0);
+    ju_events_free(&EV);
+    ju_events_init(&EV, &H, 0);
+    char *after = list_keys(prefix);
+    cJSON *m = manifest(bucket, drive, chain);
+    const cJSON *links = cJSON_GetObjectItem(m, "links");
+    if (step == 3) {
+        ju_check(strcmp(after, before) == 0, "crash 3: the bucket holds\n%swhere it held\n%s",
+                 after, before);
+        ju_check_int("crash 3: manifest links", 3, cJSON_GetArraySize(links));
+        j = get_backup(&H, b[1]);
+        ju_check_str_member("crash 3: the link to prune", j, "status", "complete");
+        cJSON_Delete(j);
+    } else {
+        ju_check_int("crash 4: manifest links", 2, cJSON_GetArraySize(links));
+        cJSON_Delete(call(404, "GET", path, NULL));
+        j = get_backup(&H, b[2]);
+        char nk[600];
+        key_of(j, nk, sizeof(nk));
+        cJSON_Delete(j);
+        ju_check_str_member("crash 4: manifest merged link", cJSON_GetArrayItem(links, 1), "key",
+                            nk);
+        ju_check(s3_call(bucket, nk, true, NULL, NULL) == 200, "crash 4: %s missing", nk);
+        for (int i = 1; i < 3; i++)
+            ju_check(s3_call(bucket, keys[i], true, NULL, NULL) == 404,
+                     "crash 4: old object %s still there", keys[i]);
+    }
+    cJSON_Delete(m);
+    free(before);
+    free(after);
+}
+
+static void test_prune_crash(void **state)
+{
+    (void)state;
+    crash_prune(3);
+    crash_prune(4);
+    ju_end();
+}
+
 static void check_imported_chain(struct bvh *h, const char *drive, const char *chain,
                                  char ids[3][32], char sums[3][80], int n)
 {
@@ -868,6 +993,7 @@ int main(void)
         cmocka_unit_test(test_retention_tiered),
         cmocka_unit_test(test_object_lock),
         cmocka_unit_test(test_prune_replicated),
+        cmocka_unit_test(test_prune_crash),
         cmocka_unit_test(test_import),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
