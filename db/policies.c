@@ -43,7 +43,8 @@ int bvdb_policy_update(bvdb *db, const struct bvdb_policy *p)
 {
     return changed(db_exec(db, "UPDATE policies SET drives = ?2, schedule = ?3, full_every = "
                                "?4, retention = ?5, verify = ?6, enabled = ?7, updated_at = ?9, "
-                               "replicate = ?12 WHERE name = ?1", bind_policy, p, "update policy", NULL));
+                               "replicate = ?12 WHERE name = ?1", bind_policy, p, "update policy",
+                           NULL));
 }
 
 int bvdb_policy_set_slots(bvdb *db, const char *name, int64_t last_slot, int64_t verify_last_slot)

@@ -1,6 +1,7 @@
 -- Remote operations (issue 16): a policy's replicate settings, the remote side
 -- of a prune in progress, and the drives an import made from a bucket alone.
-ALTER TABLE policies ADD COLUMN replicate TEXT;          -- JSON {remote, keep_local, lock_days, lock_mode}
+-- JSON {remote, keep_local, lock_days, lock_mode}; NULL: the policy does not replicate
+ALTER TABLE policies ADD COLUMN replicate TEXT;
 
 -- A prune of a replicated link: per remote, the objects to delete once the
 -- catalog has switched and the manifest no longer names them (JSON

@@ -642,7 +642,8 @@ static void replicate_backup(struct run *r, const char *bid)
     }
     wait_until(r->app, job_gone, info.id, JOB_WAIT_MS);
     struct bv_job_view v;
-    if (bv_jobs_get(r->app, info.id, &v, NULL) == 0 && (v.info.failed || v.info.cancelled || v.info.error[0]))
+    if (bv_jobs_get(r->app, info.id, &v, NULL) == 0 &&
+        (v.info.failed || v.info.cancelled || v.info.error[0]))
         run_error(r, "replicate of %s to '%s': %s", bid, r->d->replicate_remote,
                   v.info.error[0] ? v.info.error : "failed");
 }

@@ -7,8 +7,14 @@
  * without the lock, each is uploaded (multipart above 16 MiB, 4 parts in flight), checked
  * with a HEAD (size) and recorded as present; last the chain's manifest is rewritten from
  * the catalog's present links.  A link already present is neither opened nor uploaded.
+ * With a policy's options, a replicate then tiers the chain (keep_local) and sets object-lock
+ * retentions on what it uploaded (lock_days).
+ *
+ * The remote side of a prune is in remote-prune.c, import and remote-only drives in
+ * remote-import.c (shared helpers: remotes-int.h).
  */
 #include "runtime/remotes.h"
+#include "runtime/remotes-int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -318,6 +324,12 @@ int bv_remotes_client(struct bv_app *app, const char *name, struct bv_s3 **out,
     return r;
 }
 
+const char *bv_remote_jstr(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
 /* ---- times ---- */
 
 /* unix seconds as RFC 3339 UTC ("2026-12-03T19:00:00Z") */
@@ -420,7 +432,7 @@ struct replicate {
     char job_id[129];
 };
 
-static void key_of(const struct bv_backup_rec *b, char *out, size_t len)
+void bv_remote_key_of(const struct bv_backup_rec *b, char *out, size_t len)
 {
     const char *base = strrchr(b->file, '/');
     snprintf(out, len, "%s/%s/%s", b->drive, b->chain, base ? base + 1 : b->file);
@@ -439,7 +451,7 @@ static int present_cb(const struct bvdb_remote_link *l, void *opaque)
     return 0;
 }
 
-static bool link_present(struct bv_app *app, const char *remote, const char *bid)
+bool bv_remote_link_present(struct bv_app *app, const char *remote, const char *bid)
 {
     struct present_q q = {bid, false};
     bvdb_remote_link_list(app->db, remote, bid, present_cb, &q);
@@ -472,7 +484,7 @@ static int resolve_locked(struct replicate *rp, struct link **out, size_t *n, bv
                               "links are replicated", cur, l->rec.status);
             break;
         }
-        key_of(&l->rec, l->key, sizeof(l->key));
+        bv_remote_key_of(&l->rec, l->key, sizeof(l->key));
         k++;
         snprintf(cur, sizeof(cur), "%s", l->rec.parent);
     }
@@ -483,7 +495,7 @@ static int resolve_locked(struct replicate *rp, struct link **out, size_t *n, bv
         v[k - 1 - i] = t;
     }
     for (size_t i = 0; r == 0 && i < k; i++) {
-        if (link_present(rp->app, rp->remote, v[i].rec.id))
+        if (bv_remote_link_present(rp->app, rp->remote, v[i].rec.id))
             continue;
         r = bv_path_open(rp->app->root, NULL, v[i].rec.file, 0, O_RDONLY, 0, &v[i].fd, NULL,
                          errp);
@@ -662,14 +674,14 @@ struct manifest_acc {
 static int manifest_cb(const struct bvdb_backup *b, void *opaque)
 {
     struct manifest_acc *m = opaque;
-    if (!link_present(m->app, m->remote, b->id))
+    if (!bv_remote_link_present(m->app, m->remote, b->id))
         return 0;
     struct bv_backup_rec rec = {0};
     snprintf(rec.drive, sizeof(rec.drive), "%s", b->drive_id);
     snprintf(rec.chain, sizeof(rec.chain), "%s", b->chain_id);
     snprintf(rec.file, sizeof(rec.file), "%s", b->file);
     char key[1200];
-    key_of(&rec, key, sizeof(key));
+    bv_remote_key_of(&rec, key, sizeof(key));
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", b->id);
     if (b->parent_id)
@@ -714,7 +726,7 @@ static int vsize_cb(const struct bvdb_backup *b, void *opaque)
 }
 
 /* The manifest of chain on remote from the catalog's present links.  Under backups_lock. */
-static char *manifest_text_locked(struct bv_app *app, const char *remote, const char *drive,
+char *bv_remote_manifest_text_locked(struct bv_app *app, const char *remote, const char *drive,
                                   const char *chain)
 {
     struct vsize_q vq = { 0 };
@@ -732,7 +744,7 @@ static char *manifest_text_locked(struct bv_app *app, const char *remote, const 
     return text;
 }
 
-static int upload_manifest(struct bv_s3 *s3, const char *drive, const char *chain,
+int bv_remote_upload_manifest(struct bv_s3 *s3, const char *drive, const char *chain,
                            const char *text, bv_error **errp)
 {
     if (!text)
@@ -746,9 +758,9 @@ static int put_manifest(struct replicate *rp, struct bv_s3 *s3, const struct lin
                         bv_error **errp)
 {
     pthread_mutex_lock(&rp->app->backups_lock);
-    char *text = manifest_text_locked(rp->app, rp->remote, top->rec.drive, top->rec.chain);
+    char *text = bv_remote_manifest_text_locked(rp->app, rp->remote, top->rec.drive, top->rec.chain);
     pthread_mutex_unlock(&rp->app->backups_lock);
-    int r = upload_manifest(s3, top->rec.drive, top->rec.chain, text, errp);
+    int r = bv_remote_upload_manifest(s3, top->rec.drive, top->rec.chain, text, errp);
     free(text);
     return r;
 }
@@ -840,7 +852,7 @@ int bv_remotes_tier_locked(struct bv_app *app, const char *remote, const char *d
         if (strcmp(a.v[i].status, "complete") != 0 && strcmp(a.v[i].status, "corrupt") != 0)
             continue;
         if (bvdb_backup_get_local(app->db, a.v[i].id) != 1 ||
-            !link_present(app, remote, a.v[i].id))
+            !bv_remote_link_present(app, remote, a.v[i].id))
             continue;
         go[i] = true;
         ngo++;
@@ -998,300 +1010,6 @@ int bv_remotes_replicate_opts(struct bv_app *app, const char *bid, const char *r
     return r;
 }
 
-/* ---- the remote side of a prune (see prune.c for the order) ---- */
-
-struct key_q {
-    char key[1200];
-    bool present;
-};
-
-static int key_cb(const struct bvdb_remote_link *l, void *opaque)
-{
-    struct key_q *q = opaque;
-    if (!strcmp(l->state, "present")) {
-        q->present = true;
-        snprintf(q->key, sizeof(q->key), "%s", l->key);
-    }
-    return 0;
-}
-
-/* The key of bid's present copy on remote, or false. */
-static bool present_key(struct bv_app *app, const char *remote, const char *bid, char *key,
-                        size_t len)
-{
-    struct key_q q = { "", false };
-    if (bid && bid[0])
-        bvdb_remote_link_list(app->db, remote, bid, key_cb, &q);
-    if (q.present)
-        snprintf(key, len, "%s", q.key);
-    return q.present;
-}
-
-struct names_acc {
-    char (*v)[BV_REMOTE_NAME_MAX + 1];
-    size_t n;
-};
-
-static int names_cb(const struct bvdb_remote *r, void *opaque)
-{
-    struct names_acc *a = opaque;
-    void *nv = realloc(a->v, (a->n + 1) * sizeof(*a->v));
-    if (!nv)
-        return 1;
-    a->v = nv;
-    snprintf(a->v[a->n++], sizeof(*a->v), "%s", r->name);
-    return 0;
-}
-
-int bv_remotes_prune_plan_locked(struct bv_app *app, const char *link, const char *child,
-                                 const char *grand, const char *new_file, char **plan,
-                                 bv_error **errp)
-{
-    *plan = NULL;
-    struct bv_backup_rec l;
-    int r = bv_backups_get(app, link, &l, errp);
-    if (r < 0)
-        return r;
-    struct names_acc names = { NULL, 0 };
-    bvdb_remote_list(app->db, names_cb, &names);
-    cJSON *arr = cJSON_CreateArray();
-    for (size_t i = 0; r == 0 && i < names.n; i++) {
-        const char *rem = names.v[i];
-        char lkey[1200], ckey[1200], gkey[1200], until[32];
-        bool lp = present_key(app, rem, link, lkey, sizeof(lkey));
-        bool cp = child && present_key(app, rem, child, ckey, sizeof(ckey));
-        if (!lp && !cp)
-            continue;
-        const char *locked = bv_remotes_locked_until(app, rem, link, until) ? link
-                           : child && bv_remotes_locked_until(app, rem, child, until) ? child
-                           : NULL;
-        if (locked) {
-            r = bv_error_setf(errp, EBUSY, "Backup '%s' is under object lock on remote '%s' "
-                              "until %.10s (%s): the prune would delete its object; it unlocks "
-                              "on %.10s", locked, rem, until, until, until);
-            break;
-        }
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "remote", rem);
-        cJSON_AddStringToObject(o, "drive", l.drive);
-        cJSON_AddStringToObject(o, "chain", l.chain);
-        cJSON *old = cJSON_AddArrayToObject(o, "old_keys");
-        if (lp)
-            cJSON_AddItemToArray(old, cJSON_CreateString(lkey));
-        if (cp) {
-            cJSON_AddItemToArray(old, cJSON_CreateString(ckey));
-            struct bv_backup_rec tmp = { 0 };
-            snprintf(tmp.drive, sizeof(tmp.drive), "%s", l.drive);
-            snprintf(tmp.chain, sizeof(tmp.chain), "%s", l.chain);
-            snprintf(tmp.file, sizeof(tmp.file), "%s", new_file ? new_file : "");
-            char nkey[1200];
-            key_of(&tmp, nkey, sizeof(nkey));
-            cJSON_AddStringToObject(o, "new_key", nkey);
-        }
-        struct bv_backup_rec g;
-        if (grand && present_key(app, rem, grand, gkey, sizeof(gkey)) &&
-            bv_backups_get(app, grand, &g, NULL) == 0) {
-            cJSON_AddStringToObject(o, "grand_key", gkey);
-            cJSON_AddStringToObject(o, "grand_file", g.file);
-        }
-        cJSON_AddItemToArray(arr, o);
-    }
-    free(names.v);
-    if (r == 0 && !(*plan = cJSON_PrintUnformatted(arr)))
-        r = bv_error_setf(errp, ENOMEM, "out of memory");
-    cJSON_Delete(arr);
-    return r;
-}
-
-/* PUT the local file as key (its size checked with a HEAD). */
-static int put_local_file(struct bv_app *app, struct bv_s3 *s3, const char *file,
-                          const char *key, uint64_t *size_out, bv_error **errp)
-{
-    int fd = -1;
-    int r = bv_path_open(app->root, NULL, file, 0, O_RDONLY, 0, &fd, NULL, errp);
-    struct stat st;
-    if (r == 0 && fstat(fd, &st) < 0)
-        r = bv_error_setf(errp, errno, "cannot stat '%s'", file);
-    if (r == 0)
-        r = bv_s3_put_file(s3, key, fd, (uint64_t)st.st_size, NULL, NULL, errp);
-    uint64_t got = 0;
-    if (r == 0 && (r = bv_s3_head(s3, key, &got, errp)) == 0 && got != (uint64_t)st.st_size)
-        r = bv_error_setf(errp, EIO, "the remote holds %" PRIu64 " bytes of '%s', expected %lld",
-                          got, key, (long long)st.st_size);
-    if (r == 0 && size_out)
-        *size_out = got;
-    if (fd >= 0)
-        close(fd);
-    return r;
-}
-
-static const char *jstr(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-int bv_remotes_prune_upload_locked(struct bv_app *app, const char *plan, const char *new_file,
-                                   bv_error **errp)
-{
-    cJSON *arr = cJSON_Parse(plan ? plan : "[]");
-    const cJSON *e;
-    int r = 0;
-    cJSON_ArrayForEach(e, arr) {
-        const char *rem = jstr(e, "remote"), *nkey = jstr(e, "new_key");
-        if (!rem || !nkey)
-            continue;
-        struct bv_s3 *s3 = NULL;
-        r = bv_remotes_client(app, rem, &s3, errp);
-        if (r == 0)
-            r = put_local_file(app, s3, new_file, nkey, NULL, errp);
-        bv_s3_free(s3);
-        if (r < 0) {
-            bv_error_prepend(errp, "uploading the merged link to remote '%s'", rem);
-            break;
-        }
-    }
-    cJSON_Delete(arr);
-    return r;
-}
-
-int bv_remotes_prune_switch_locked(struct bv_app *app, const char *plan, const char *link,
-                                   const char *child, const char *new_file)
-{
-    cJSON *arr = cJSON_Parse(plan ? plan : "[]");
-    const cJSON *e;
-    int r = 0;
-    char now[32];
-    bv_app_now_str(app, now);
-    struct stat st;
-    int64_t size = bv_path_stat(app->root, new_file, &st, NULL) == 0 ? (int64_t)st.st_size : 0;
-    cJSON_ArrayForEach(e, arr) {
-        const char *rem = jstr(e, "remote"), *nkey = jstr(e, "new_key");
-        if (rem && nkey && child && r == 0) {
-            bvdb_remote_part_clear(app->db, rem, child);
-            struct bvdb_remote_link row = {
-                .remote = rem, .backup_id = child, .key = nkey, .state = "present",
-                .size = size, .updated_at = now,
-            };
-            r = bvdb_remote_link_put(app->db, &row);
-        }
-    }
-    if (r == 0)
-        r = bvdb_remote_link_delete(app->db, NULL, link);
-    cJSON_Delete(arr);
-    return r;
-}
-
-int bv_remotes_prune_finish_locked(struct bv_app *app, const char *plan, bv_error **errp)
-{
-    cJSON *arr = cJSON_Parse(plan ? plan : "[]");
-    const cJSON *e;
-    int r = 0;
-    cJSON_ArrayForEach(e, arr) {
-        const char *rem = jstr(e, "remote"), *drive = jstr(e, "drive"), *chain = jstr(e, "chain");
-        const char *gkey = jstr(e, "grand_key"), *gfile = jstr(e, "grand_file");
-        if (!rem || !drive || !chain)
-            continue;
-        struct bv_s3 *s3 = NULL;
-        int q = bv_remotes_client(app, rem, &s3, r == 0 ? errp : NULL);
-        /* 1. the grandchild's header now names the merged file: its object follows */
-        struct stat st;
-        if (q == 0 && gkey && gfile && bv_path_stat(app->root, gfile, &st, NULL) == 0)
-            q = put_local_file(app, s3, gfile, gkey, NULL, r == 0 ? errp : NULL);
-        /* 2. the manifest names the merged link instead of the two old ones */
-        if (q == 0) {
-            char *text = manifest_text_locked(app, rem, drive, chain);
-            q = upload_manifest(s3, drive, chain, text, r == 0 ? errp : NULL);
-            free(text);
-        }
-        /* 3. only then the old objects go */
-        const cJSON *k;
-        cJSON_ArrayForEach(k, cJSON_GetObjectItemCaseSensitive(e, "old_keys")) {
-            if (q == 0 && cJSON_IsString(k)) {
-                q = bv_s3_delete(s3, k->valuestring, r == 0 ? errp : NULL);
-                if (q == -ENOENT)
-                    q = 0;
-            }
-        }
-        bv_s3_free(s3);
-        if (q < 0 && r == 0) {
-            r = q;
-            bv_error_prepend(errp, "the prune's clean-up on remote '%s'", rem);
-        }
-    }
-    cJSON_Delete(arr);
-    return r;
-}
-
-void bv_remotes_prune_undo_locked(struct bv_app *app, const char *plan)
-{
-    cJSON *arr = cJSON_Parse(plan ? plan : "[]");
-    const cJSON *e;
-    cJSON_ArrayForEach(e, arr) {
-        const char *rem = jstr(e, "remote"), *nkey = jstr(e, "new_key");
-        struct bv_s3 *s3 = NULL;
-        if (!rem || !nkey || bv_remotes_client(app, rem, &s3, NULL) < 0)
-            continue;
-        if (bv_s3_delete(s3, nkey, NULL) < 0)
-            log_warn("cannot delete '%s' from remote '%s' (an undone prune's upload)", nkey,
-                     rem);
-        bv_s3_free(s3);
-    }
-    cJSON_Delete(arr);
-}
-
-/* ---- remote-only drives ---- */
-
-struct rd_q {
-    char *remote;
-    size_t len;
-    uint64_t size;
-};
-
-static void rd_cb(const struct bvdb_remote_drive *d, void *opaque)
-{
-    struct rd_q *q = opaque;
-    if (q->remote)
-        snprintf(q->remote, q->len, "%s", d->remote);
-    q->size = (uint64_t)d->size;
-}
-
-bool bv_remotes_drive_remote_only(struct bv_app *app, const char *id, char *remote,
-                                  size_t len, uint64_t *size)
-{
-    struct rd_q q = { remote, len, 0 };
-    if (bvdb_remote_drive_get(app->db, id, rd_cb, &q) < 0)
-        return false;
-    if (size)
-        *size = q.size;
-    return true;
-}
-
-struct rd_list {
-    char **v;
-    size_t n;
-};
-
-static int rd_list_cb(const struct bvdb_remote_drive *d, void *opaque)
-{
-    struct rd_list *a = opaque;
-    char **nv = realloc(a->v, (a->n + 1) * sizeof(*nv));
-    if (!nv)
-        return 1;
-    a->v = nv;
-    if ((a->v[a->n] = strdup(d->id)))
-        a->n++;
-    return 0;
-}
-
-size_t bv_remotes_drives_list(struct bv_app *app, char ***ids)
-{
-    struct rd_list a = { NULL, 0 };
-    bvdb_remote_drive_list(app->db, rd_list_cb, &a);
-    *ids = a.v;
-    return a.n;
-}
-
 struct tiered_q {
     struct bv_app *app;
     bool tiered;
@@ -1330,487 +1048,4 @@ bool bv_remotes_chain_tiered(struct bv_app *app, const char *chain)
     struct tiered_q q = { app, false };
     bvdb_backup_list(app->db, NULL, chain, tiered_cb, &q);
     return q.tiered;
-}
-
-/* ---- import: chains and backups rebuilt from a bucket's manifests ---- */
-
-#define MANIFEST_MAX (64u << 20)
-
-struct import {
-    struct bv_app *app;
-    char remote[BV_REMOTE_NAME_MAX + 1];
-    cJSON *manifests;              /* [{"key", "doc", "sizes":{key:size}}] */
-};
-
-struct list_keys {
-    cJSON *keys;                   /* manifest keys */
-    cJSON *sizes;                  /* every object's size by key */
-};
-
-static int list_keys_cb(void *opaque, const char *key, uint64_t size)
-{
-    struct list_keys *lk = opaque;
-    cJSON_AddNumberToObject(lk->sizes, key, (double)size);
-    const char *s1 = strchr(key, '/');
-    const char *s2 = s1 ? strchr(s1 + 1, '/') : NULL;
-    if (s1 && s2 && !strchr(s2 + 1, '/') && strcmp(s2 + 1, "manifest.json") == 0)
-        cJSON_AddItemToArray(lk->keys, cJSON_CreateString(key));
-    return 0;
-}
-
-static bool id_ok(const char *s, size_t max)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n >= max || s[0] == '.')
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
-              (s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == '_' || s[i] == '-'))
-            return false;
-    return true;
-}
-
-/* A manifest as replicate writes it, checked before anything is recorded. */
-static int check_manifest(const char *key, const cJSON *doc, bv_error **errp)
-{
-    const char *drive = jstr(doc, "drive"), *chain = jstr(doc, "chain");
-    const cJSON *links = cJSON_GetObjectItemCaseSensitive(doc, "links");
-    if (!id_ok(drive, 129) || !id_ok(chain, BV_BACKUP_ID_MAX) || !cJSON_IsArray(links))
-        return bv_error_setf(errp, EINVAL, "manifest '%s' is not a Blockvault manifest (drive, "
-                             "chain, links)", key);
-    const cJSON *l;
-    const char *prev = NULL;
-    cJSON_ArrayForEach(l, links) {
-        const char *id = jstr(l, "id"), *lkey = jstr(l, "key"), *kind = jstr(l, "kind");
-        const cJSON *parent = cJSON_GetObjectItemCaseSensitive(l, "parent");
-        if (!id_ok(id, BV_BACKUP_ID_MAX) || !lkey || !kind ||
-            (strcmp(kind, "full") && strcmp(kind, "incremental")))
-            return bv_error_setf(errp, EINVAL, "manifest '%s': a link lacks id, key or kind",
-                                 key);
-        const char *pid = cJSON_IsString(parent) ? parent->valuestring : NULL;
-        if ((prev == NULL) != (pid == NULL) || (prev && strcmp(prev, pid) != 0))
-            return bv_error_setf(errp, EINVAL, "manifest '%s': link '%s' does not follow "
-                                 "'%s'", key, id, prev ? prev : "(none)");
-        prev = id;
-    }
-    return 0;
-}
-
-struct collide {
-    struct bv_app *app;
-    char names[1024];
-    size_t n;
-};
-
-static void collide_add(struct collide *c, const char *what, const char *id)
-{
-    size_t len = strlen(c->names);
-    if (strstr(c->names, id))
-        return;
-    snprintf(c->names + len, sizeof(c->names) - len, "%s%s '%s'", c->n ? ", " : "", what, id);
-    c->n++;
-}
-
-static void noop_chain(const struct bvdb_chain *ch, void *opaque)
-{
-    (void)ch;
-    (void)opaque;
-}
-
-static void noop_backup(const struct bvdb_backup *b, void *opaque)
-{
-    (void)b;
-    (void)opaque;
-}
-
-struct drive_has_q {
-    bool any;
-};
-
-static int drive_chain_cb(const struct bvdb_chain *ch, void *opaque)
-{
-    (void)ch;
-    ((struct drive_has_q *)opaque)->any = true;
-    return 1;
-}
-
-/* Drive ids (and chain or backup ids) of the manifests that exist here already. */
-static void collisions_locked(struct bv_app *app, const cJSON *manifests, struct collide *c)
-{
-    const cJSON *m;
-    cJSON_ArrayForEach(m, manifests) {
-        const cJSON *doc = cJSON_GetObjectItemCaseSensitive(m, "doc");
-        const char *drive = jstr(doc, "drive"), *chain = jstr(doc, "chain");
-        struct bv_drive_entry *e = bv_registry_get(app, drive);
-        struct bv_vm_drive *vm = e ? NULL : bv_vm_drives_get(app, drive);
-        struct drive_has_q dq = { false };
-        bvdb_chain_list(app->db, drive, drive_chain_cb, &dq);
-        if (e || vm || dq.any || bv_remotes_drive_remote_only(app, drive, NULL, 0, NULL))
-            collide_add(c, "drive", drive);
-        bv_registry_put(app, e);
-        bv_vm_drives_put(app, vm);
-        if (bvdb_chain_get(app->db, chain, noop_chain, NULL) == 0)
-            collide_add(c, "chain", chain);
-        const cJSON *l;
-        cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(doc, "links"))
-            if (bvdb_backup_get(app->db, jstr(l, "id"), noop_backup, NULL) == 0)
-                collide_add(c, "backup", jstr(l, "id"));
-    }
-}
-
-static int64_t id_number(const char *id, char prefix)
-{
-    if (!id || id[0] != prefix)
-        return 0;
-    char *end = NULL;
-    long long v = strtoll(id + 1, &end, 10);
-    return end && *end == '\0' && v > 0 ? v : 0;
-}
-
-/* The counters that name new ids move past the imported ones. */
-static int bump_seq(bvdb *db, const char *name, int64_t past)
-{
-    return past > 0 ? bvdb_seq_at_least(db, name, past) : 0;
-}
-
-static int hex_val(char c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-         : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
-static int import_link_locked(struct import *im, const cJSON *doc, const cJSON *sizes,
-                              const cJSON *l, const char *now, int64_t *maxes)
-{
-    const char *drive = jstr(doc, "drive"), *chain = jstr(doc, "chain");
-    const char *id = jstr(l, "id"), *key = jstr(l, "key"), *file = jstr(l, "file");
-    char fbuf[1024];
-    if (!file || strncmp(file, "chains/", 7) != 0) {
-        const char *base = strrchr(key, '/');
-        snprintf(fbuf, sizeof(fbuf), "chains/%s/%s/%s", drive, chain, base ? base + 1 : key);
-        file = fbuf;
-    }
-    const cJSON *parent = cJSON_GetObjectItemCaseSensitive(l, "parent");
-    const cJSON *vs = cJSON_GetObjectItemCaseSensitive(l, "virtual_size");
-    const cJSON *db_ = cJSON_GetObjectItemCaseSensitive(l, "data_bytes");
-    const cJSON *sq = cJSON_GetObjectItemCaseSensitive(l, "seq");
-    const char *hex = jstr(l, "crcs");
-    size_t hl = hex ? strlen(hex) : 0;
-    unsigned char *crcs = hl && hl % 2 == 0 ? malloc(hl / 2) : NULL;
-    for (size_t i = 0; crcs && i < hl / 2; i++) {
-        int a = hex_val(hex[2 * i]), b = hex_val(hex[2 * i + 1]);
-        if (a < 0 || b < 0) {
-            free(crcs);
-            crcs = NULL;
-            break;
-        }
-        crcs[i] = (unsigned char)(a * 16 + b);
-    }
-    const char *created = jstr(l, "created_at"), *completed = jstr(l, "completed_at");
-    struct bvdb_backup b = {
-        .id = id, .drive_id = drive, .chain_id = chain,
-        .parent_id = cJSON_IsString(parent) ? parent->valuestring : NULL,
-        .kind = jstr(l, "kind"), .file = file, .status = "complete",
-        .created_at = created && created[0] ? created : now,
-        .completed_at = completed && completed[0] ? completed : now,
-        .virtual_size = cJSON_IsNumber(vs) ? (uint64_t)vs->valuedouble : 0,
-        .data_bytes = cJSON_IsNumber(db_) ? (uint64_t)db_->valuedouble : 0,
-        .checksum = jstr(l, "checksum"),
-        .compress = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(l, "compress")),
-        .crcs = crcs, .crcs_len = crcs ? hl / 2 : 0,
-        .seq = cJSON_IsNumber(sq) ? (int64_t)sq->valuedouble : 0,
-    };
-    int r = bvdb_backup_insert(im->app->db, &b);
-    free(crcs);
-    if (r == 0)
-        r = bvdb_backup_set_local(im->app->db, id, false);
-    const cJSON *sz = cJSON_GetObjectItemCaseSensitive(sizes, key);
-    struct bvdb_remote_link row = {
-        .remote = im->remote, .backup_id = id, .key = key, .state = "present",
-        .size = cJSON_IsNumber(sz) ? (int64_t)sz->valuedouble : 0, .updated_at = now,
-    };
-    if (r == 0)
-        r = bvdb_remote_link_put(im->app->db, &row);
-    int64_t v = id_number(id, 'b');
-    if (v > maxes[0])
-        maxes[0] = v;
-    if (b.seq > maxes[0])
-        maxes[0] = b.seq;
-    const char *m = strstr(file, ".m");
-    if (m && (v = strtoll(m + 2, NULL, 10)) > maxes[2])
-        maxes[2] = v;
-    return r;
-}
-
-static int import_locked(struct import *im, struct bv_job *job, bv_error **errp)
-{
-    struct bv_app *app = im->app;
-    struct collide c = { app, "", 0 };
-    collisions_locked(app, im->manifests, &c);
-    if (c.n)
-        return bv_error_setf(errp, EEXIST, "the import collides with what exists here: %s",
-                             c.names);
-    char now[32];
-    bv_app_now_str(app, now);
-    int64_t maxes[3] = { 0, 0, 0 };     /* backup, chain, merge */
-    bv_job_set_len(job, (uint64_t)cJSON_GetArraySize(im->manifests));
-    int r = bvdb_begin(app->db);
-    const cJSON *m;
-    cJSON_ArrayForEach(m, im->manifests) {
-        if (r < 0)
-            break;
-        const cJSON *doc = cJSON_GetObjectItemCaseSensitive(m, "doc");
-        const cJSON *sizes = cJSON_GetObjectItemCaseSensitive(m, "sizes");
-        const char *drive = jstr(doc, "drive"), *chain = jstr(doc, "chain");
-        const cJSON *vs = cJSON_GetObjectItemCaseSensitive(doc, "virtual_size");
-        if (!bv_remotes_drive_remote_only(app, drive, NULL, 0, NULL)) {
-            struct bvdb_remote_drive d = {
-                .id = drive, .remote = im->remote,
-                .size = cJSON_IsNumber(vs) ? (int64_t)vs->valuedouble : 0, .created_at = now,
-            };
-            r = bvdb_remote_drive_insert(app->db, &d);
-        }
-        char dir[512];
-        snprintf(dir, sizeof(dir), "chains/%s/%s", drive, chain);
-        const cJSON *first = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(doc, "links"), 0);
-        const char *created = first ? jstr(first, "created_at") : NULL;
-        struct bvdb_chain ch = {
-            .id = chain, .drive_id = drive, .bitmap = NULL, .dir = dir, .closed = true,
-            .created_at = created && created[0] ? created : now,
-        };
-        if (r == 0)
-            r = bvdb_chain_insert(app->db, &ch);
-        int64_t cv = id_number(chain, 'c');
-        if (cv > maxes[1])
-            maxes[1] = cv;
-        const cJSON *l;
-        cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(doc, "links"))
-            if (r == 0)
-                r = import_link_locked(im, doc, sizes, l, now, maxes);
-        bv_job_progress_add(job, 1);
-    }
-    if (r == 0)
-        r = bump_seq(app->db, "backup", maxes[0]);
-    if (r == 0)
-        r = bump_seq(app->db, "chain", maxes[1]);
-    if (r == 0)
-        r = bump_seq(app->db, "merge", maxes[2]);
-    if (r == 0)
-        r = bvdb_commit(app->db);
-    else
-        bvdb_rollback(app->db);
-    if (r < 0)
-        return bv_error_setf(errp, EIO, "cannot record the import from remote '%s' in the "
-                             "catalog (nothing was recorded)", im->remote);
-    return 0;
-}
-
-static int import_run(struct bv_job *job, void *opaque, bv_error **errp)
-{
-    struct import *im = opaque;
-    pthread_mutex_lock(&im->app->backups_lock);
-    int r = import_locked(im, job, errp);
-    pthread_mutex_unlock(&im->app->backups_lock);
-    if (r == 0)
-        log_info("imported %d chain(s) from remote '%s'", cJSON_GetArraySize(im->manifests),
-                 im->remote);
-    return r;
-}
-
-static void import_release(void *opaque)
-{
-    struct import *im = opaque;
-    cJSON_Delete(im->manifests);
-    free(im);
-}
-
-/* The bucket's manifests: [{"key","doc","sizes"}]. */
-static int read_manifests(struct bv_app *app, const char *name, cJSON **out, bv_error **errp)
-{
-    struct bv_s3 *s3 = NULL;
-    int r = bv_remotes_client(app, name, &s3, errp);
-    if (r < 0)
-        return r;
-    struct list_keys lk = { cJSON_CreateArray(), cJSON_CreateObject() };
-    r = bv_s3_list(s3, "", list_keys_cb, &lk, errp);
-    cJSON *all = cJSON_CreateArray();
-    const cJSON *k;
-    cJSON_ArrayForEach(k, lk.keys) {
-        if (r < 0)
-            break;
-        char *text = NULL;
-        size_t len = 0;
-        r = bv_s3_get(s3, k->valuestring, MANIFEST_MAX, &text, &len, errp);
-        cJSON *doc = r == 0 ? cJSON_ParseWithLength(text, len) : NULL;
-        free(text);
-        if (r == 0 && !doc)
-            r = bv_error_setf(errp, EINVAL, "manifest '%s' is not JSON", k->valuestring);
-        if (r == 0)
-            r = check_manifest(k->valuestring, doc, errp);
-        if (r < 0) {
-            cJSON_Delete(doc);
-            break;
-        }
-        cJSON *m = cJSON_CreateObject();
-        cJSON_AddStringToObject(m, "key", k->valuestring);
-        cJSON_AddItemToObject(m, "doc", doc);
-        /* the sizes of this chain's objects */
-        cJSON *sizes = cJSON_AddObjectToObject(m, "sizes");
-        const cJSON *l;
-        cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(doc, "links")) {
-            const cJSON *sz = cJSON_GetObjectItemCaseSensitive(lk.sizes, jstr(l, "key"));
-            if (!sz) {
-                r = bv_error_setf(errp, ENOENT, "manifest '%s' names object '%s', which the "
-                                  "bucket does not hold", k->valuestring, jstr(l, "key"));
-                break;
-            }
-            cJSON_AddNumberToObject(sizes, jstr(l, "key"), sz->valuedouble);
-        }
-        cJSON_AddItemToArray(all, m);
-    }
-    cJSON_Delete(lk.keys);
-    cJSON_Delete(lk.sizes);
-    bv_s3_free(s3);
-    if (r == 0 && cJSON_GetArraySize(all) == 0)
-        r = bv_error_setf(errp, ENOENT, "remote '%s' holds no chain manifests "
-                          "(<drive>/<chain>/manifest.json)", name);
-    if (r < 0) {
-        cJSON_Delete(all);
-        return r;
-    }
-    *out = all;
-    return 0;
-}
-
-int bv_remotes_import(struct bv_app *app, const char *name, struct bv_job_info *info,
-                      bv_error **errp)
-{
-    struct bv_remote_view rv;
-    int r = bv_remotes_get(app, name, &rv, NULL);
-    if (r < 0)
-        return bv_error_setf(errp, ENODEV, "Remote '%s' not found", name);
-    cJSON *manifests = NULL;
-    r = read_manifests(app, name, &manifests, errp);
-    if (r < 0)
-        return r;
-    struct collide c = { app, "", 0 };
-    pthread_mutex_lock(&app->backups_lock);
-    collisions_locked(app, manifests, &c);
-    pthread_mutex_unlock(&app->backups_lock);
-    if (c.n) {
-        cJSON_Delete(manifests);
-        return bv_error_setf(errp, EEXIST, "the import from remote '%s' collides with what "
-                             "exists here: %s", name, c.names);
-    }
-    struct import *im = calloc(1, sizeof(*im));
-    if (!im) {
-        cJSON_Delete(manifests);
-        return bv_error_setf(errp, ENOMEM, "out of memory");
-    }
-    im->app = app;
-    snprintf(im->remote, sizeof(im->remote), "%s", name);
-    im->manifests = manifests;
-    cJSON *params = cJSON_CreateObject();
-    cJSON_AddStringToObject(params, "remote", name);
-    cJSON_AddNumberToObject(params, "chains", cJSON_GetArraySize(manifests));
-    char *text = cJSON_PrintUnformatted(params);
-    cJSON_Delete(params);
-    struct bv_task_spec s = {
-        .type = "import", .device = NULL, .params = text, .run = import_run,
-        .release = import_release, .opaque = im,
-    };
-    r = bv_jobs_task(app, &s, info, errp);      /* im belongs to the job */
-    free(text);
-    return r;
-}
-
-/* ---- tiered links brought back for a prune ---- */
-
-#define FETCH_CHUNK (8u << 20)
-
-bool bv_remotes_has_copy(struct bv_app *app, const char *bid)
-{
-    struct present_q q = { bid, false };
-    bvdb_remote_link_list(app->db, NULL, bid, present_cb, &q);
-    return q.present;
-}
-
-struct first_present {
-    char remote[BV_REMOTE_NAME_MAX + 1];
-    char key[1200];
-};
-
-static int first_present_cb(const struct bvdb_remote_link *l, void *opaque)
-{
-    struct first_present *f = opaque;
-    if (strcmp(l->state, "present") != 0 || f->remote[0])
-        return 0;
-    snprintf(f->remote, sizeof(f->remote), "%s", l->remote);
-    snprintf(f->key, sizeof(f->key), "%s", l->key);
-    return 0;
-}
-
-int bv_remotes_fetch_locked(struct bv_app *app, const char *bid, bv_error **errp)
-{
-    struct bv_backup_rec b;
-    int r = bv_backups_get(app, bid, &b, errp);
-    struct stat st;
-    if (r < 0 || bv_path_stat(app->root, b.file, &st, NULL) == 0)
-        return r;                                   /* already here */
-    struct first_present f = { "", "" };
-    bvdb_remote_link_list(app->db, NULL, bid, first_present_cb, &f);
-    if (!f.remote[0])
-        return bv_error_setf(errp, ENOENT, "backup '%s' is on no remote", bid);
-    struct bv_s3 *s3 = NULL;
-    uint64_t size = 0;
-    r = bv_remotes_client(app, f.remote, &s3, errp);
-    if (r == 0)
-        r = bv_s3_head(s3, f.key, &size, errp);
-    int fd = -1;
-    if (r == 0)
-        r = bv_path_open(app->root, NULL, b.file, 0, O_WRONLY | O_CREAT | O_EXCL, 0644, &fd,
-                         NULL, errp);
-    char *buf = r == 0 ? malloc(FETCH_CHUNK) : NULL;
-    if (r == 0 && !buf)
-        r = bv_error_setf(errp, ENOMEM, "out of memory");
-    for (uint64_t off = 0; r == 0 && off < size; off += FETCH_CHUNK) {
-        size_t n = size - off < FETCH_CHUNK ? (size_t)(size - off) : FETCH_CHUNK;
-        r = bv_s3_get_range(s3, f.key, off, n, buf, errp);
-        if (r == 0 && pwrite(fd, buf, n, (off_t)off) != (ssize_t)n)
-            r = bv_error_setf(errp, EIO, "cannot write '%s': %s", b.file, strerror(errno));
-    }
-    if (r == 0 && fdatasync(fd) < 0)
-        r = bv_error_setf(errp, EIO, "cannot sync '%s': %s", b.file, strerror(errno));
-    free(buf);
-    if (fd >= 0) {
-        close(fd);
-        if (r < 0)
-            bv_path_unlink(app->root, b.file, NULL);
-    }
-    bv_s3_free(s3);
-    if (r < 0)
-        bv_error_prepend(errp, "fetching backup '%s' from remote '%s'", bid, f.remote);
-    else
-        log_info("fetched tiered backup '%s' from remote '%s' for a prune", bid, f.remote);
-    return r;
-}
-
-struct drop_acc {
-    struct bv_app *app;
-};
-
-static int drop_cb(const struct bvdb_backup *b, void *opaque)
-{
-    struct drop_acc *d = opaque;
-    struct stat st;
-    if (bvdb_backup_get_local(d->app->db, b->id) == 0 &&
-        bv_path_stat(d->app->root, b->file, &st, NULL) == 0)
-        bv_path_unlink(d->app->root, b->file, NULL);
-    return 0;
-}
-
-void bv_remotes_drop_fetched_locked(struct bv_app *app, const char *chain)
-{
-    struct drop_acc d = { app };
-    bvdb_backup_list(app->db, NULL, chain, drop_cb, &d);
 }
