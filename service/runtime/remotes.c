@@ -32,6 +32,7 @@
 #include "app.h"
 #include "bv/path.h"
 #include "bvdb/backups.h"
+#include "bvdb/policies.h"
 #include "bvdb/remotes.h"
 #include "log.h"
 #include "runtime/backups.h"
@@ -279,6 +280,34 @@ static int only_cb(const struct bvdb_remote_link *l, void *opaque)
     return 0;
 }
 
+struct policy_q {
+    const char *remote;
+    char *out;
+    size_t len;
+    bool found;
+};
+
+static int policy_cb(const struct bvdb_policy *p, void *opaque)
+{
+    struct policy_q *q = opaque;
+    cJSON *rp = p->replicate ? cJSON_Parse(p->replicate) : NULL;
+    const char *rem = bv_remote_jstr(rp, "remote");
+    if (rem && strcmp(rem, q->remote) == 0) {
+        q->found = true;
+        snprintf(q->out, q->len, "%s", p->name);
+    }
+    cJSON_Delete(rp);
+    return q->found;
+}
+
+/* The first policy whose "replicate" names remote. */
+static bool policy_of_remote(struct bv_app *app, const char *remote, char *out, size_t len)
+{
+    struct policy_q q = { remote, out, len, false };
+    bvdb_policy_list(app->db, policy_cb, &q);
+    return q.found;
+}
+
 int bv_remotes_delete(struct bv_app *app, const char *name, bv_error **errp)
 {
     struct bv_remote_view v;
@@ -290,7 +319,10 @@ int bv_remotes_delete(struct bv_app *app, const char *name, bv_error **errp)
     if (r == 0 && o.n > 0)
         r = bv_error_setf(errp, EBUSY, "Remote '%s' holds the only copy of %d backup link(s) "
                           "(e.g. '%s'); delete those backups first", name, o.n, o.bid);
-    char until[32];
+    char until[32], policy[160];
+    if (r == 0 && policy_of_remote(app, name, policy, sizeof(policy)))
+        r = bv_error_setf(errp, EBUSY, "Policy '%s' replicates to remote '%s': change or delete "
+                          "the policy first", policy, name);
     if (r == 0 && bv_remotes_locked_until(app, name, NULL, until))
         r = bv_error_setf(errp, EBUSY, "Remote '%s' holds backup links under object lock until "
                           "%.10s (%s); it can be deleted after that date", name, until, until);

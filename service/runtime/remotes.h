@@ -55,7 +55,9 @@ int bv_remotes_get(struct bv_app *app, const char *name, struct bv_remote_view *
                    bv_error **errp);
 /* By name; *out malloc'd; the count or -errno. */
 int bv_remotes_list(struct bv_app *app, struct bv_remote_view **out);
-/* ENOENT no such remote; EBUSY a backup lives only there (its local link is gone). */
+/* ENOENT no such remote; EBUSY a backup lives only there (its local link is gone), a policy
+ * replicates to it, or an object lock recorded on it has not expired (the text names the
+ * date). */
 int bv_remotes_delete(struct bv_app *app, const char *name, bv_error **errp);
 
 /* A client for the remote (reads its secret file).  Free with bv_s3_free. */
