@@ -202,6 +202,7 @@ void bv_node_event(bv_node *file, enum bv_block_event ev)
 struct chain_ctx {
     const struct bv_root *root;
     bool no_backing;
+    bool hidden_backing;
     bool no_sync;
     int depth;
     struct bv_file_id ids[BV_MAX_CHAIN_DEPTH + 1];   /* the files above this layer */
@@ -269,6 +270,8 @@ static int open_layer(struct chain_ctx *c, const char *base_dir, const char *pat
 
 static int open_backing(struct chain_ctx *c, bv_node *n, bv_error **errp)
 {
+    if (n->backing_name && c->no_backing && c->hidden_backing && c->depth == 0)
+        n->backing_hidden = true;
     if (!n->backing_name || c->no_backing)
         return 0;
     if (c->depth + 1 >= BV_MAX_CHAIN_DEPTH)
@@ -380,6 +383,7 @@ static int open_top(const struct bv_open_opts *o, const char *base_dir, unsigned
         return bv_error_setf(errp, ENOMEM, "out of memory");
     c->root = o->root;
     c->no_backing = o->no_backing;
+    c->hidden_backing = o->hidden_backing;
     c->no_sync = o->no_sync;
     int r = open_layer(c, base_dir, o->path, pflags, o->format, o->read_only, o->filters, out,
                        errp);
