@@ -66,7 +66,8 @@ struct bv_backup_spec {
     bool target_no_backing;          /* mode existing: open the target without its backing
                                         chain (an incremental link over tiered links: the
                                         job writes whole target clusters, §4.3, so it never
-                                        reads the backing) */
+                                        reads the backing), as an image over one
+                                        (hidden_backing: zero writes stay recorded) */
     /* A restore (runtime/restore.c): the entry passed to prepare is the
      * caller's own, over a private drive that is never registered (no
      * registry reference is taken); the target must not exist (EEXIST,
