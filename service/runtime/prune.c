@@ -323,6 +323,10 @@ static int plan_locked(struct bv_app *app, const char *bid, struct plan *p, bv_e
                              "chain", bid, p->link->parent);
     int r = refusals(p, errp);
     struct tier_ctx tc = { app, errp };
+    char remote[BV_REMOTE_NAME_MAX + 1];
+    if (r == 0 && bv_remotes_drive_remote_only(app, p->drive, remote, sizeof(remote), NULL))
+        r = bv_error_setf(errp, EBUSY, "Drive '%s' is remote-only (imported from remote '%s'): "
+                          "its backups are not pruned here", p->drive, remote);
     if (r == 0)
         r = needed_links(p, check_tiered, &tc);
     char job[160];

@@ -529,6 +529,12 @@ static int resolve_locked(struct replicate *rp, struct link **out, size_t *n, bv
     for (size_t i = 0; r == 0 && i < k; i++) {
         if (bv_remote_link_present(rp->app, rp->remote, v[i].rec.id))
             continue;
+        if (bvdb_backup_get_local(rp->app->db, v[i].rec.id) == 0) {
+            r = bv_error_setf(errp, EBUSY, "Backup '%s' lives only on a remote (its local file "
+                              "is gone): this build does not copy it to another remote",
+                              v[i].rec.id);
+            break;
+        }
         r = bv_path_open(rp->app->root, NULL, v[i].rec.file, 0, O_RDONLY, 0, &v[i].fd, NULL,
                          errp);
         struct stat st;

@@ -1005,6 +1005,12 @@ static void test_import(void **state)
     cJSON_Delete(callh(&H2, 409, "POST", "/api/v1/drives/d2/backups", "{\"kind\":\"full\"}"));
     cJSON_Delete(callh(&H2, 409, "POST", "/api/v1/drives",
                        "{\"id\":\"d2\",\"format\":\"qcow2\",\"size\":\"1M\"}"));
+    char ppath[128];
+    snprintf(ppath, sizeof(ppath), "/api/v1/backups/%s", ids2[1]);
+    j = callh(&H2, 409, "DELETE", ppath, NULL);
+    ju_check(strstr(err_desc(j), "remote-only") != NULL, "prune of an imported backup: %s",
+             err_desc(j));
+    cJSON_Delete(j);
     j = callh(&H2, 409, "POST", "/api/v1/remotes/r1/import", NULL);
     ju_check(strstr(err_desc(j), "'d2'") != NULL, "second import: desc '%s'", err_desc(j));
     cJSON_Delete(j);
