@@ -22,6 +22,7 @@ static void bind_policy(sqlite3_stmt *st, const void *arg)
     db_bind_opt_text(st, 9, p->updated_at);
     sqlite3_bind_int64(st, 10, p->last_slot);
     sqlite3_bind_int64(st, 11, p->verify_last_slot);
+    db_bind_opt_text(st, 12, p->replicate);
 }
 
 static int changed(int r)
@@ -32,8 +33,8 @@ static int changed(int r)
 int bvdb_policy_insert(bvdb *db, const struct bvdb_policy *p)
 {
     int r = db_exec(db, "INSERT INTO policies(name, drives, schedule, full_every, retention, "
-                        "verify, enabled, created_at, updated_at, last_slot, verify_last_slot) "
-                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                        "verify, enabled, created_at, updated_at, last_slot, verify_last_slot, "
+                        "replicate) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                     bind_policy, p, "insert policy", NULL);
     return r < 0 ? r : 0;
 }
@@ -41,8 +42,9 @@ int bvdb_policy_insert(bvdb *db, const struct bvdb_policy *p)
 int bvdb_policy_update(bvdb *db, const struct bvdb_policy *p)
 {
     return changed(db_exec(db, "UPDATE policies SET drives = ?2, schedule = ?3, full_every = "
-                               "?4, retention = ?5, verify = ?6, enabled = ?7, updated_at = ?9 "
-                               "WHERE name = ?1", bind_policy, p, "update policy", NULL));
+                               "?4, retention = ?5, verify = ?6, enabled = ?7, updated_at = ?9, "
+                               "replicate = ?12 WHERE name = ?1", bind_policy, p, "update policy",
+                           NULL));
 }
 
 int bvdb_policy_set_slots(bvdb *db, const char *name, int64_t last_slot, int64_t verify_last_slot)
@@ -72,7 +74,7 @@ struct policy_cb {
 };
 
 #define POLICY_COLUMNS "name, drives, schedule, full_every, retention, verify, enabled, " \
-                       "created_at, updated_at, last_slot, verify_last_slot"
+                       "created_at, updated_at, last_slot, verify_last_slot, replicate"
 
 static int policy_row(sqlite3_stmt *st, void *opaque)
 {
@@ -89,6 +91,7 @@ static int policy_row(sqlite3_stmt *st, void *opaque)
         .updated_at = (const char *)sqlite3_column_text(st, 8),
         .last_slot = sqlite3_column_int64(st, 9),
         .verify_last_slot = sqlite3_column_int64(st, 10),
+        .replicate = (const char *)sqlite3_column_text(st, 11),
     };
     if (c->one) {
         c->one(&p, c->opaque);

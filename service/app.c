@@ -14,6 +14,7 @@
 #include "runtime/backups.h"
 #include "runtime/jobs.h"
 #include "runtime/notify.h"
+#include "runtime/remotes.h"
 #include "runtime/policies.h"
 #include "runtime/prune.h"
 #include "runtime/registry.h"
@@ -92,6 +93,7 @@ int bv_app_open(struct bv_app *app, char *err, size_t errlen)
     }
     bv_backups_recover(app);
     bv_prune_recover(app);
+    bv_remotes_recover(app);           /* a tiering a crash interrupted */
     if (bv_scheduler_start(app) < 0) {
         snprintf(err, errlen, "cannot start the policy scheduler (check --timezone '%s')",
                  app->cfg.timezone);

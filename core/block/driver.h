@@ -100,6 +100,8 @@ struct bv_node {
                                         canonical host path otherwise */
     uint64_t file_dev, file_ino;     /* PROTOCOL: identity of the open file (fstat) */
     char *backing_name;              /* FORMAT: as recorded in the image, or NULL */
+    bool backing_hidden;             /* FORMAT: backing_name set but not opened
+                                        (bv_open_opts.hidden_backing): writes behave as over it */
     enum bv_format backing_format;   /* FORMAT: recorded backing format, or NONE */
     uint64_t size;                   /* FORMAT: virtual size; PROTOCOL: length at open */
     bool read_only;

@@ -204,6 +204,7 @@ void bv_node_event(bv_node *file, enum bv_block_event ev)
 struct chain_ctx {
     const struct bv_root *root;
     bool no_backing;
+    bool hidden_backing;
     bool no_sync;
     const struct bv_layer_resolver *layers;   /* may place layers on remote objects */
     int depth;
@@ -322,6 +323,8 @@ static int open_layer(struct chain_ctx *c, const char *base_dir, const char *pat
 
 static int open_backing(struct chain_ctx *c, bv_node *n, bv_error **errp)
 {
+    if (n->backing_name && c->no_backing && c->hidden_backing && c->depth == 0)
+        n->backing_hidden = true;
     if (!n->backing_name || c->no_backing)
         return 0;
     if (c->depth + 1 >= BV_MAX_CHAIN_DEPTH)
@@ -433,6 +436,7 @@ static int open_top(const struct bv_open_opts *o, const char *base_dir, unsigned
         return bv_error_setf(errp, ENOMEM, "out of memory");
     c->root = o->root;
     c->no_backing = o->no_backing;
+    c->hidden_backing = o->hidden_backing;
     c->no_sync = o->no_sync;
     c->layers = o->layers;
     if (c->layers && (!c->layers->resolve || !c->layers->cache)) {

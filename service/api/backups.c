@@ -14,6 +14,7 @@
 #include "app.h"
 #include "runtime/backups.h"
 #include "runtime/drives.h"
+#include "runtime/remotes.h"
 #include "runtime/jobs.h"
 #include "runtime/registry.h"
 #include "runtime/vmdrives.h"
@@ -90,8 +91,9 @@ void api_backups_list(struct bv_request *req, struct bv_reply *rep)
 {
     struct bv_vm_drive *vm = bv_vm_drives_get(req->app, req->params[0]);   /* chains as any */
     bv_vm_drives_put(req->app, vm);
-    if (!vm && bv_drives_detached_get(req->app, req->params[0], NULL) < 0) {   /* else: its backups */
-        struct bv_drive_entry *e = api_drive_get(req, rep);
+    if (!vm && bv_drives_detached_get(req->app, req->params[0], NULL) < 0 &&
+        !bv_remotes_drive_remote_only(req->app, req->params[0], NULL, 0, NULL)) {
+        struct bv_drive_entry *e = api_drive_get(req, rep);   /* else: its backups */
         if (!e)
             return;
         bv_registry_put(req->app, e);

@@ -12,6 +12,7 @@
 
 #include "api/api.h"
 #include "api/common.h"
+#include "api/remotes.h"
 #include "api/vmdrives.h"
 #include "app.h"
 #include "bv/iocmd.h"
@@ -217,6 +218,7 @@ void api_drives_list(struct bv_request *req, struct bv_reply *rep)
     for (int i = 0; i < nd; i++)
         cJSON_AddItemToArray(arr, detached_json(&dd[i]));
     free(dd);
+    api_remote_drives_list(req, arr);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddItemToObject(o, "drives", arr);
     bv_reply_json(rep, 200, o);
@@ -224,7 +226,7 @@ void api_drives_list(struct bv_request *req, struct bv_reply *rep)
 
 void api_drives_get(struct bv_request *req, struct bv_reply *rep)
 {
-    if (api_vm_drives_get(req, rep) || detached_get(req, rep))
+    if (api_vm_drives_get(req, rep) || detached_get(req, rep) || api_remote_drives_get(req, rep))
         return;
     struct bv_drive_entry *e = api_drive_get(req, rep);
     if (!e)

@@ -19,7 +19,7 @@
 static int read_spec(const cJSON *obj, const char *url_name, struct bv_policy_spec *s,
                      const char ***drives, char *err, size_t errlen)
 {
-    const cJSON *dr = NULL, *ret = NULL;
+    const cJSON *dr = NULL, *ret = NULL, *rep = NULL;
     uint64_t full_every = 0;
     memset(s, 0, sizeof(*s));
     s->verify = "none";
@@ -32,9 +32,31 @@ static int read_spec(const cJSON *obj, const char *url_name, struct bv_policy_sp
         { "retention", BVJ_OBJECT, true, &ret },
         { "verify", BVJ_STRING, false, &s->verify },
         { "enabled", BVJ_BOOL, false, &s->enabled },
+        { "replicate", BVJ_OBJECT, false, &rep },
     };
     if (bvj_read(obj, f, BVJ_COUNT(f), err, errlen) < 0)
         return -1;
+    s->keep_local = -1;
+    if (rep) {
+        static const char *const modes[] = { "governance", "compliance", NULL };
+        uint64_t keep_local = 0, lock_days = 0;
+        int mode = 0;
+        bool has_keep = cJSON_GetObjectItemCaseSensitive(rep, "keep_local") != NULL;
+        const struct bvj_field pf[] = {
+            { "remote", BVJ_STRING, true, &s->replicate_remote },
+            { "keep_local", BVJ_U64, false, &keep_local, .max = 1000000 },
+            { "lock_days", BVJ_U64, false, &lock_days, .min = 0, .max = 36500 },
+            { "lock_mode", BVJ_ENUM, false, &mode, .names = modes },
+        };
+        char perr[400];
+        if (bvj_read(rep, pf, BVJ_COUNT(pf), perr, sizeof(perr)) < 0) {
+            snprintf(err, errlen, "replicate: %s", perr);
+            return -1;
+        }
+        s->keep_local = has_keep ? (int64_t)keep_local : -1;
+        s->lock_days = (int64_t)lock_days;
+        s->lock_compliance = mode == 1;
+    }
     if (url_name && s->name && strcmp(s->name, url_name) != 0) {
         snprintf(err, errlen, "name: '%s' does not match the policy in the URL ('%s')", s->name,
                  url_name);
@@ -96,6 +118,9 @@ static cJSON *policy_json(const struct bv_policy_view *v)
     cJSON *r = cJSON_Parse(v->retention_json ? v->retention_json : "{}");
     cJSON_AddItemToObject(o, "retention", r ? r : cJSON_CreateObject());
     cJSON_AddStringToObject(o, "verify", v->verify);
+    cJSON *rp = v->replicate_json ? cJSON_Parse(v->replicate_json) : NULL;
+    if (rp)
+        cJSON_AddItemToObject(o, "replicate", rp);
     cJSON_AddBoolToObject(o, "enabled", v->enabled);
     if (v->next_run[0])
         cJSON_AddStringToObject(o, "next_run", v->next_run);

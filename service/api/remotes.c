@@ -126,6 +126,74 @@ void api_backups_replicate(struct bv_request *req, struct bv_reply *rep)
     free(v);
 }
 
+void api_remotes_import(struct bv_request *req, struct bv_reply *rep)
+{
+    if (req->body_len > 0) {
+        const struct bvj_field *none = NULL;
+        cJSON *obj = api_read_body(req, rep, none, 0);   /* {} or nothing */
+        if (!obj)
+            return;
+        cJSON_Delete(obj);
+    }
+    struct bv_job_info info;
+    bv_error *e = NULL;
+    int r = bv_remotes_import(req->app, req->params[0], &info, &e);
+    if (r < 0) {
+        api_fail(rep, r == -ENODEV ? 404 : 0, r, e);
+        return;
+    }
+    struct bv_job_view *v = malloc(sizeof(*v));
+    if (v && bv_jobs_get(req->app, info.id, v, NULL) == 0) {
+        bv_reply_json(rep, 201, api_job_json(v));
+    } else {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "id", info.id);
+        cJSON_AddStringToObject(o, "type", "import");
+        bv_reply_json(rep, 201, o);
+    }
+    free(v);
+}
+
+static cJSON *remote_drive_json(struct bv_app *app, const char *id)
+{
+    char remote[BV_REMOTE_NAME_MAX + 1] = "";
+    uint64_t size = 0;
+    if (!bv_remotes_drive_remote_only(app, id, remote, sizeof(remote), &size))
+        return NULL;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", id);
+    cJSON_AddStringToObject(o, "format", "remote-only");
+    cJSON_AddNullToObject(o, "file");
+    cJSON_AddNumberToObject(o, "size", (double)size);
+    cJSON_AddNullToObject(o, "allocated");
+    cJSON_AddNullToObject(o, "backing");
+    cJSON_AddArrayToObject(o, "filters");
+    cJSON_AddStringToObject(o, "remote", remote);
+    return o;
+}
+
+void api_remote_drives_list(struct bv_request *req, cJSON *arr)
+{
+    char **ids = NULL;
+    size_t n = bv_remotes_drives_list(req->app, &ids);
+    for (size_t i = 0; i < n; i++) {
+        cJSON *o = remote_drive_json(req->app, ids[i]);
+        if (o)
+            cJSON_AddItemToArray(arr, o);
+        free(ids[i]);
+    }
+    free(ids);
+}
+
+bool api_remote_drives_get(struct bv_request *req, struct bv_reply *rep)
+{
+    cJSON *o = remote_drive_json(req->app, req->params[0]);
+    if (!o)
+        return false;
+    bv_reply_json(rep, 200, o);
+    return true;
+}
+
 void api_backup_add_remotes(struct bv_app *app, cJSON *o, const struct bv_backup_rec *b)
 {
     char *text = bv_remotes_of_backup_json(app, b->id);

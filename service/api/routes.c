@@ -65,6 +65,7 @@ const struct bv_route bv_routes[] = {
     { "GET", "/api/v1/remotes", api_remotes_list, 0 },
     { "GET", "/api/v1/remotes/{name}", api_remotes_get, 0 },
     { "DELETE", "/api/v1/remotes/{name}", api_remotes_delete, 0 },
+    { "POST", "/api/v1/remotes/{name}/import", api_remotes_import, 0 },
 
     { "POST", "/api/v1/jobs", api_jobs_create, 0, OPERATOR },
     { "GET", "/api/v1/jobs", api_jobs_list, 0, BV_QUERY("status", "type", "history") },

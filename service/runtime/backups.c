@@ -34,6 +34,7 @@
 #include "runtime/drives.h"
 #include "runtime/jobs.h"
 #include "runtime/linkread.h"
+#include "runtime/remotes.h"
 #include "runtime/registry.h"
 #include "runtime/transactions.h"
 #include "runtime/verify.h"
@@ -564,6 +565,7 @@ static int start_incremental(struct bv_app *app, struct bv_drive_entry *e,
     }
     struct bv_backup_spec s;
     spec_of(cj, rq, false, &s);
+    s.target_no_backing = bv_remotes_chain_tiered(app, cj->cid);
     struct bv_job_info info;
     r = bv_jobs_backup(app, &s, &info, errp);
     if (r < 0)

@@ -19,6 +19,7 @@
 #include "bvdb/drives.h"
 #include "log.h"
 #include "runtime/drives.h"
+#include "runtime/remotes.h"
 #include "runtime/reports.h"
 #include "runtime/vmdrives.h"
 
@@ -188,7 +189,7 @@ int bv_drives_id_free(struct bv_app *app, const char *id, bv_error **errp)
     if (!taken && !vm && bv_drives_detached_get(app, id, NULL) == 0)
         return bv_error_setf(errp, EEXIST, "Drive '%s' already exists, detached with its "
                              "backups (delete it with ?delete_backups=true to reuse the id)", id);
-    if (!taken && !vm)
+    if (!taken && !vm && !bv_remotes_drive_remote_only(app, id, NULL, 0, NULL))
         return 0;
     bv_registry_put(app, taken);
     return bv_error_setf(errp, EEXIST, "Drive '%s' already exists", id);
@@ -246,6 +247,11 @@ int bv_drives_get(struct bv_app *app, const char *id, struct bv_drive_entry **ou
         return bv_error_setf(errp, EBUSY, "Drive '%s' is detached (deleted with its backups "
                              "kept): it has no image; its backups can still be read, verified "
                              "and restored", id);
+    char remote[BV_REMOTE_NAME_MAX + 1];
+    if (bv_remotes_drive_remote_only(app, id, remote, sizeof(remote), NULL))
+        return bv_error_setf(errp, EBUSY, "Drive '%s' is remote-only (imported from remote "
+                             "'%s'): its backups can be listed, read, verified and restored, "
+                             "nothing else", id, remote);
     return bv_error_setf(errp, ENODEV, "Cannot find device='%s' nor node-name='%s'", id, id);
 }
 

@@ -458,7 +458,9 @@ struct target_plan {
 static int open_existing(struct bv_app *app, const struct bv_backup_spec *s,
                          struct target_plan *t, bv_error **errp)
 {
-    struct bv_open_opts oo = { .path = s->target, .root = app->root, .format = t->format };
+    struct bv_open_opts oo = { .path = s->target, .root = app->root, .format = t->format,
+                               .no_backing = s->target_no_backing,
+                               .hidden_backing = s->target_no_backing };
     bv_error *e = NULL;
     int r = bv_node_open(&oo, &t->node, &e);
     if (r < 0) {

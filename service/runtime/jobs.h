@@ -63,6 +63,11 @@ struct bv_backup_spec {
     const char *job_type;            /* NULL: "backup"; "restore" */
     bool managed_target;             /* a chain link the service creates: skip the
                                         "target in use" checks for its own file */
+    bool target_no_backing;          /* mode existing: open the target without its backing
+                                        chain (an incremental link over tiered links: the
+                                        job writes whole target clusters, §4.3, so it never
+                                        reads the backing), as an image over one
+                                        (hidden_backing: zero writes stay recorded) */
     /* A restore (runtime/restore.c): the entry passed to prepare is the
      * caller's own, over a private drive that is never registered (no
      * registry reference is taken); the target must not exist (EEXIST,

@@ -29,6 +29,8 @@
 #include "runtime/verify.h"
 #include "sched/cron.h"
 #include "sched/retention.h"
+#include "runtime/jobs.h"
+#include "runtime/remotes.h"
 #include "sched/tz.h"
 
 #define TICK_MAX_MS     30000       /* re-check at least this often */
@@ -146,7 +148,34 @@ static int validate(struct bv_app *app, const struct bv_policy_spec *s, bv_error
         next_slot(sc, s->verify, 0, &t, err, sizeof(err)) < 0)
         return bv_error_setf(errp, EINVAL, "verify: 'none', 'after' or a cron schedule: %s",
                              err);
+    if (s->replicate_remote) {
+        struct bv_remote_view rv;
+        if (bv_remotes_get(app, s->replicate_remote, &rv, NULL) < 0)
+            return bv_error_setf(errp, EINVAL, "replicate.remote: unknown remote '%s'",
+                                 s->replicate_remote);
+        if (s->lock_days > 0 && !rv.object_lock)
+            return bv_error_setf(errp, EINVAL, "replicate.lock_days: remote '%s' was not made "
+                                 "with object lock (create it with \"object_lock\":true and "
+                                 "create_bucket)", s->replicate_remote);
+    }
     return 0;
+}
+
+static char *replicate_json(const struct bv_policy_spec *s)
+{
+    if (!s->replicate_remote)
+        return NULL;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "remote", s->replicate_remote);
+    if (s->keep_local >= 0)
+        cJSON_AddNumberToObject(o, "keep_local", (double)s->keep_local);
+    if (s->lock_days > 0) {
+        cJSON_AddNumberToObject(o, "lock_days", (double)s->lock_days);
+        cJSON_AddStringToObject(o, "lock_mode", s->lock_compliance ? "compliance" : "governance");
+    }
+    char *t = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return t;
 }
 
 static char *drives_json(const struct bv_policy_spec *s)
@@ -176,8 +205,9 @@ static int store(struct bv_app *app, const struct bv_policy_spec *s, bool create
         return r;
     char now[32];
     bv_app_now_str(app, now);
-    char *dj = drives_json(s), *rj = retention_json(s);
+    char *dj = drives_json(s), *rj = retention_json(s), *pj = replicate_json(s);
     struct bvdb_policy p = {
+        .replicate = pj,
         .name = s->name, .drives = dj, .schedule = s->schedule, .full_every = s->full_every,
         .retention = rj, .verify = s->verify, .enabled = s->enabled, .created_at = now,
         .updated_at = now, .last_slot = now_s(app), .verify_last_slot = now_s(app),
@@ -186,6 +216,7 @@ static int store(struct bv_app *app, const struct bv_policy_spec *s, bool create
                  : -ENOMEM;
     free(dj);
     free(rj);
+    free(pj);
     if (r == -EEXIST)
         return bv_error_setf(errp, EEXIST, "Policy '%s' already exists", s->name);
     if (r == -ENOENT)
@@ -242,6 +273,7 @@ static void view_of(struct bv_app *app, const struct bvdb_policy *p, struct bv_p
     snprintf(v->schedule, sizeof(v->schedule), "%s", p->schedule);
     v->full_every = p->full_every;
     v->retention_json = strdup(p->retention ? p->retention : "{}");
+    v->replicate_json = p->replicate ? strdup(p->replicate) : NULL;
     snprintf(v->verify, sizeof(v->verify), "%s", p->verify);
     v->enabled = p->enabled;
     snprintf(v->created_at, sizeof(v->created_at), "%s", p->created_at ? p->created_at : "");
@@ -302,6 +334,7 @@ void bv_policy_view_free(struct bv_policy_view *v)
 {
     free(v->drives_json);
     free(v->retention_json);
+    free(v->replicate_json);
 }
 
 /* ---- the policy's backups and retention ------------------------------------------- */
@@ -315,6 +348,8 @@ struct policy_def {
     struct bv_retention ret;
     bool enabled;
     int64_t last_slot, verify_last_slot;
+    char replicate_remote[128];      /* "" : no replicate */
+    struct bv_replicate_opts replicate;
 };
 
 static void def_free(struct policy_def *d)
@@ -352,6 +387,19 @@ static void def_cb(const struct bvdb_policy *p, void *opaque)
         d->ret.keep[i] = cJSON_IsNumber(v) ? (int64_t)v->valuedouble : 0;
     }
     cJSON_Delete(r);
+    d->replicate.keep_local = -1;
+    cJSON *rp = p->replicate ? cJSON_Parse(p->replicate) : NULL;
+    const cJSON *rv = cJSON_GetObjectItemCaseSensitive(rp, "remote");
+    if (cJSON_IsString(rv)) {
+        snprintf(d->replicate_remote, sizeof(d->replicate_remote), "%s", rv->valuestring);
+        const cJSON *k = cJSON_GetObjectItemCaseSensitive(rp, "keep_local");
+        const cJSON *l = cJSON_GetObjectItemCaseSensitive(rp, "lock_days");
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(rp, "lock_mode");
+        d->replicate.keep_local = cJSON_IsNumber(k) ? (int64_t)k->valuedouble : -1;
+        d->replicate.lock_days = cJSON_IsNumber(l) ? (int64_t)l->valuedouble : 0;
+        d->replicate.compliance = cJSON_IsString(m) && !strcmp(m->valuestring, "compliance");
+    }
+    cJSON_Delete(rp);
 }
 
 static int load_def(struct bv_app *app, const char *name, struct policy_def *d)
@@ -581,6 +629,26 @@ static void verify_backup(struct run *r, const char *bid)
     wait_until(r->app, job_gone, info.id, JOB_WAIT_MS);
 }
 
+/* The new backup to the policy's remote (and its chain tiered): a replicate job, waited for. */
+static void replicate_backup(struct run *r, const char *bid)
+{
+    struct bv_job_info info;
+    bv_error *e = NULL;
+    if (bv_remotes_replicate_opts(r->app, bid, r->d->replicate_remote, &r->d->replicate, &info,
+                                  &e) < 0) {
+        run_error(r, "replicate of %s to '%s': %s", bid, r->d->replicate_remote,
+                  e ? e->msg : "cannot start");
+        bv_error_free(e);
+        return;
+    }
+    wait_until(r->app, job_gone, info.id, JOB_WAIT_MS);
+    struct bv_job_view v;
+    if (bv_jobs_get(r->app, info.id, &v, NULL) == 0 &&
+        (v.info.failed || v.info.cancelled || v.info.error[0]))
+        run_error(r, "replicate of %s to '%s': %s", bid, r->d->replicate_remote,
+                  v.info.error[0] ? v.info.error : "failed");
+}
+
 static void backup_drive(struct run *r, const char *drive)
 {
     struct bv_drive_entry *e = bv_registry_get(r->app, drive);
@@ -624,6 +692,8 @@ static void backup_drive(struct run *r, const char *drive)
     r->ok_drives++;
     if (strcmp(r->d->verify, "after") == 0)
         verify_backup(r, b.id);
+    if (r->d->replicate_remote[0])
+        replicate_backup(r, b.id);
 }
 
 /* Prune what the rules drop, oldest first. */

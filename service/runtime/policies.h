@@ -6,6 +6,8 @@
  * A run (backup kind): for each drive of the policy, a chain backup (a new
  * chain every full_every backups of the policy on the current chain, else
  * an incremental), a checksum verify of it with verify:"after", then the
+ * with "replicate" a replicate job of it to the remote (which tiers the
+ * chain: keep_local), then the
  * retention rules over the policy's own complete backups of that drive,
  * each backup they drop pruned (so every kept point stays restorable).  A
  * drive that is busy is skipped with that reason; the run's outcome is
@@ -46,6 +48,13 @@ struct bv_policy_spec {
     int64_t keep[6];                 /* keep_last, hourly, daily, weekly, monthly, yearly */
     const char *verify;              /* "none" | "after" | cron */
     bool enabled;
+    /* "replicate" (runtime/remotes.h): after each backup the run replicates it to this
+     * remote (NULL: none) and tiers its chain (keep_local >= 0), with an Object Lock
+     * retention of lock_days on the links it uploads */
+    const char *replicate_remote;
+    int64_t keep_local;              /* -1: not given (no tiering) */
+    int64_t lock_days;
+    bool lock_compliance;
 };
 
 int bv_scheduler_start(struct bv_app *app);
@@ -69,6 +78,7 @@ struct bv_policy_view {
     char schedule[256];
     int64_t full_every;
     char *retention_json;            /* malloc'd */
+    char *replicate_json;            /* malloc'd, NULL: none */
     char verify[256];
     bool enabled;
     char created_at[32], updated_at[32];

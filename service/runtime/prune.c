@@ -26,6 +26,37 @@
  * Without a child (the newest link of a closed chain, a failed backup)
  * there is nothing to merge: steps 2, 3 and 5 do nothing.
  *
+ * A replicated chain (remote_links: L or C present on a remote) has a remote
+ * side, so that the remote chain is whole at every instant — its manifest
+ * names only objects that exist, and every object's backing name exists:
+ *   0. the plan refuses (409) when L's or C's object is under object lock
+ *      (the text names the date it unlocks), while a replicate job of the
+ *      drive runs (it reads the links), and when a tiered link the merge
+ *      needs (L, C, G, L's ancestors with backups.local = 0) has no copy;
+ *   1b. after the intent, those tiered links are fetched back into their
+ *      files (ranged GETs; their rows stay local = 0); after step 8, or
+ *      after an undo, every local = 0 file of the chain is removed again
+ *      (the merged child too when C was tiered: it is on the remotes by
+ *      then).  A crash in between leaves local = 0 files, which the next
+ *      start removes (bv_remotes_recover, after the prune recovery, which
+ *      may still need G's);
+ *   1. with the intent, the remote plan (prune_intents.remote_objects: per
+ *      remote, the merged object's key, the old keys, G's key) is recorded;
+ *   3b. after step 3 and BEFORE the switch, the merged file is uploaded under
+ *      its own new key to every remote that holds C (the old objects and the
+ *      old manifest are untouched: the remote still holds the old chain);
+ *      crash point 3 comes after this upload;
+ *   4. the switch transaction also points C's remote records at the merged
+ *      objects and drops L's;
+ *   5b. after G's rebase, G's object is uploaded again (its header now names
+ *      the merged file, which is already there), then each manifest is
+ *      rewritten from the catalog (it names the merged link), and only then
+ *      are L's and C's old objects deleted.  A failure here keeps the intent
+ *      (the old objects stay, unreferenced but harmless) and the next start
+ *      does 5b again.
+ * Recovery: 'copying' also deletes merged objects an interrupted 3b may have
+ * uploaded (the old remote chain is intact); 'switched' redoes 5b.
+ *
  * Recovery at start-up (bv_prune_recover), per intent left behind:
  *   'copying'  → the catalog still holds the old chain, intact: the partial
  *                new file is removed and the intent dropped;
@@ -48,11 +79,13 @@
 #include "bv/path.h"
 #include "bv/prune.h"
 #include "bvdb/backups.h"
+#include "bvdb/remotes.h"
 #include "log.h"
 #include "runtime/backups.h"
 #include "runtime/capacity.h"
 #include "runtime/jobs.h"
 #include "runtime/prune.h"
+#include "runtime/remotes.h"
 
 #define ID_MAX BV_BACKUP_ID_MAX
 #define MAX_LINKS 100000
@@ -77,6 +110,7 @@ struct plan {
     size_t n;
     struct link *link, *parent, *child, *grand;   /* into rows; NULL: none */
     char new_file[1024];           /* "" without a child */
+    char *remote_plan;             /* the remote side (runtime/remotes.h), NULL: none */
 };
 
 /* A prune job's state (the job's opaque). */
@@ -177,6 +211,7 @@ static void get_chain(const struct bvdb_chain *c, void *opaque)
 static void plan_free(struct plan *p)
 {
     free(p->rows);
+    free(p->remote_plan);
     memset(p, 0, sizeof(*p));
 }
 
@@ -220,6 +255,53 @@ static int refusals(struct plan *p, bv_error **errp)
     return 0;
 }
 
+/* The links whose files a merge needs: L, C, G (its header is rewritten) and L's ancestors
+ * (C is opened with its backing chain).  cb(link) for each; stops at the first non-zero. */
+static int needed_links(struct plan *p, int (*cb)(struct plan *p, const struct link *l,
+                                                  void *opaque), void *opaque)
+{
+    if (!p->child)
+        return 0;                       /* nothing to merge: no file is read */
+    const struct link *fixed[3] = { p->child, p->grand, p->link };
+    for (int i = 0; i < 3; i++) {
+        int r = fixed[i] ? cb(p, fixed[i], opaque) : 0;
+        if (r)
+            return r;
+    }
+    for (struct link *a = row_named(p, p->link->parent); a; a = row_named(p, a->parent)) {
+        int r = cb(p, a, opaque);
+        if (r)
+            return r;
+    }
+    return 0;
+}
+
+struct tier_ctx {
+    struct bv_app *app;
+    bv_error **errp;
+};
+
+/* A tiered link the merge needs must have a copy to fetch. */
+static int check_tiered(struct plan *p, const struct link *l, void *opaque)
+{
+    (void)p;
+    struct tier_ctx *t = opaque;
+    if (bvdb_backup_get_local(t->app->db, l->id) == 0 && !bv_remotes_has_copy(t->app, l->id))
+        return bv_error_setf(t->errp, EBUSY, "Backup '%s' lives only on a remote that no "
+                             "longer has it: it cannot be merged", l->id);
+    return 0;
+}
+
+/* Bring back each tiered link the merge needs (its row stays local = 0). */
+static int fetch_tiered(struct plan *p, const struct link *l, void *opaque)
+{
+    (void)p;
+    struct tier_ctx *t = opaque;
+    if (bvdb_backup_get_local(t->app->db, l->id) != 0)
+        return 0;
+    return bv_remotes_fetch_locked(t->app, l->id, t->errp);
+}
+
 static int plan_locked(struct bv_app *app, const char *bid, struct plan *p, bv_error **errp)
 {
     struct link l;
@@ -239,7 +321,24 @@ static int plan_locked(struct bv_app *app, const char *bid, struct plan *p, bv_e
     if (p->link->parent[0] && !p->parent)
         return bv_error_setf(errp, EIO, "backup '%s' names a parent '%s' that is not in its "
                              "chain", bid, p->link->parent);
-    return refusals(p, errp);
+    int r = refusals(p, errp);
+    struct tier_ctx tc = { app, errp };
+    char remote[BV_REMOTE_NAME_MAX + 1];
+    if (r == 0 && bv_remotes_drive_remote_only(app, p->drive, remote, sizeof(remote), NULL))
+        r = bv_error_setf(errp, EBUSY, "Drive '%s' is remote-only (imported from remote '%s'): "
+                          "its backups are not pruned here", p->drive, remote);
+    if (r == 0)
+        r = needed_links(p, check_tiered, &tc);
+    char job[160];
+    if (r == 0 && bv_remotes_replicating(app, p->drive, job, sizeof(job)))
+        r = bv_error_setf(errp, EBUSY, "Job '%s' is replicating drive '%s': prune after it",
+                          job, p->drive);
+    /* object lock: the plan of the remote side refuses what it may not delete */
+    if (r == 0)
+        r = bv_remotes_prune_plan_locked(app, bid, p->child ? p->child->id : NULL,
+                                         p->grand ? p->grand->id : NULL, "", &p->remote_plan,
+                                         errp);
+    return r;
 }
 
 static char *old_files_json(const struct plan *p)
@@ -278,12 +377,23 @@ static int intent_insert(struct bv_app *app, struct plan *p, bv_error **errp)
     if (r < 0)
         return bv_error_setf(errp, EIO, "cannot record the prune of backup '%s' in the catalog",
                              p->link->id);
-    return 0;
+    free(p->remote_plan);
+    p->remote_plan = NULL;
+    r = bv_remotes_prune_plan_locked(app, p->link->id, p->child ? p->child->id : NULL,
+                                     p->grand ? p->grand->id : NULL, p->new_file,
+                                     &p->remote_plan, errp);
+    if (r == 0 && bvdb_prune_intent_set_remote_objects(app->db, p->link->id, p->remote_plan) < 0)
+        r = bv_error_setf(errp, EIO, "cannot record the prune of backup '%s' in the catalog",
+                          p->link->id);
+    if (r < 0)
+        bvdb_prune_intent_delete(app->db, p->link->id);
+    return r;
 }
 
 /* Undo before the switch: the old chain is intact. */
 static void undo(struct bv_app *app, struct plan *p)
 {
+    bv_remotes_prune_undo_locked(app, p->remote_plan);
     if (p->new_file[0]) {
         remove_file(app, p->new_file);
         sync_dir(app, p->new_file);
@@ -437,6 +547,9 @@ static int switch_catalog(struct bv_app *app, struct plan *p, bv_error **errp)
     if (r == 0)
         r = bvdb_backup_delete(app->db, p->link->id);
     if (r == 0)
+        r = bv_remotes_prune_switch_locked(app, p->remote_plan, p->link->id,
+                                           p->child ? p->child->id : NULL, p->new_file);
+    if (r == 0)
         r = bvdb_prune_intent_set_step(app->db, p->link->id, "switched");
     if (r == 0)
         r = bvdb_commit(app->db);
@@ -490,8 +603,20 @@ static void finish(struct bv_app *app, const char *bid, const char *grand_file,
     if (grand_file && rebase_grandchild(app, grand_file, child_file) < 0)
         return;
     crash_point(CRASH_REBASED);
+    char *plan = NULL;
+    bool remote_ok = true;
+    if (bvdb_prune_intent_get_remote_objects(app->db, bid, &plan) == 0 && strcmp(plan, "[]")) {
+        bv_error *e = NULL;
+        if (bv_remotes_prune_finish_locked(app, plan, &e) < 0) {
+            log_error("prune of backup '%s': %s (retried at the next start; the remote chain "
+                      "stays whole)", bid, e ? e->msg : "the remote side failed");
+            remote_ok = false;
+        }
+        bv_error_free(e);
+    }
+    free(plan);
     unlink_old(app, old_json);
-    if (bvdb_prune_intent_delete(app->db, bid) < 0)
+    if (remote_ok && bvdb_prune_intent_delete(app->db, bid) < 0)
         log_error("cannot drop the prune intent of backup '%s'", bid);
 }
 
@@ -511,15 +636,20 @@ static int prune_locked(struct bv_app *app, struct prune *pr, struct bv_job *job
         return r;
     }
     crash_point(CRASH_INTENT);
-    if (p.child) {
+    struct tier_ctx tc = { app, errp };
+    r = needed_links(&p, fetch_tiered, &tc);
+    if (r == 0 && p.child) {
         r = merge(app, &p, job, errp);
         if (r == 0)
-            crash_point(CRASH_MERGED);
+            r = bv_remotes_prune_upload_locked(app, p.remote_plan, p.new_file, errp);
+        if (r == 0)
+            crash_point(CRASH_MERGED);        /* 3, and 3b when the chain is replicated */
     }
     if (r == 0)
         r = switch_catalog(app, &p, errp);
     if (r < 0) {
         undo(app, &p);
+        bv_remotes_drop_fetched_locked(app, p.chain);
         plan_free(&p);
         return r;
     }
@@ -527,6 +657,8 @@ static int prune_locked(struct bv_app *app, struct prune *pr, struct bv_job *job
     char *old = old_files_json(&p);
     finish(app, p.link->id, p.grand ? p.grand->file : NULL, p.new_file, old);
     free(old);
+    /* tiered links fetched for the merge (and a merged child that was tiered) leave again */
+    bv_remotes_drop_fetched_locked(app, p.chain);
     plan_free(&p);
     return 0;
 }
@@ -646,6 +778,10 @@ static void recover_one(struct bv_app *app, const struct intent *in)
     if (strcmp(in->step, "copying") == 0) {
         log_warn("undoing the prune of backup '%s' that a stop interrupted: its chain is "
                  "unchanged", in->bid);
+        char *plan = NULL;
+        if (bvdb_prune_intent_get_remote_objects(app->db, in->bid, &plan) == 0)
+            bv_remotes_prune_undo_locked(app, plan);
+        free(plan);
         if (in->new_file[0]) {
             remove_file(app, in->new_file);
             sync_dir(app, in->new_file);

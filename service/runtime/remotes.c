@@ -8,8 +8,14 @@
  * with a HEAD (size) and recorded as present; last the chain's manifest is rewritten from
  * the catalog's present links, and a copy of the catalog goes up as catalog.sqlite at the
  * bucket's root.  A link already present is neither opened nor uploaded.
+ * With a policy's options, a replicate then tiers the chain (keep_local) and sets object-lock
+ * retentions on what it uploaded (lock_days).
+ *
+ * The remote side of a prune is in remote-prune.c, import and remote-only drives in
+ * remote-import.c (shared helpers: remotes-int.h).
  */
 #include "runtime/remotes.h"
+#include "runtime/remotes-int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -19,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -26,10 +33,14 @@
 #include "app.h"
 #include "bv/path.h"
 #include "bvdb/backups.h"
+#include "bvdb/policies.h"
 #include "bvdb/remotes.h"
+#include "log.h"
 #include "runtime/backups.h"
 #include "runtime/jobs.h"
 #include "runtime/upkeep.h"
+#include "runtime/registry.h"
+#include "runtime/vmdrives.h"
 #include "s3/s3.h"
 
 #define SECRET_MAX 256
@@ -263,11 +274,40 @@ static int only_cb(const struct bvdb_remote_link *l, void *opaque)
     if (bv_backups_get(o->app, l->backup_id, &b, NULL) < 0)
         return 0;                      /* the backup is gone: nothing lives there */
     struct stat st;
-    if (bv_path_stat(o->app->root, b.file, &st, NULL) < 0) {
+    if (bvdb_backup_get_local(o->app->db, l->backup_id) == 0 ||
+        bv_path_stat(o->app->root, b.file, &st, NULL) < 0) {
         if (o->n++ == 0)
             snprintf(o->bid, sizeof(o->bid), "%s", l->backup_id);
     }
     return 0;
+}
+
+struct policy_q {
+    const char *remote;
+    char *out;
+    size_t len;
+    bool found;
+};
+
+static int policy_cb(const struct bvdb_policy *p, void *opaque)
+{
+    struct policy_q *q = opaque;
+    cJSON *rp = p->replicate ? cJSON_Parse(p->replicate) : NULL;
+    const char *rem = bv_remote_jstr(rp, "remote");
+    if (rem && strcmp(rem, q->remote) == 0) {
+        q->found = true;
+        snprintf(q->out, q->len, "%s", p->name);
+    }
+    cJSON_Delete(rp);
+    return q->found;
+}
+
+/* The first policy whose "replicate" names remote. */
+static bool policy_of_remote(struct bv_app *app, const char *remote, char *out, size_t len)
+{
+    struct policy_q q = { remote, out, len, false };
+    bvdb_policy_list(app->db, policy_cb, &q);
+    return q.found;
 }
 
 int bv_remotes_delete(struct bv_app *app, const char *name, bv_error **errp)
@@ -281,6 +321,13 @@ int bv_remotes_delete(struct bv_app *app, const char *name, bv_error **errp)
     if (r == 0 && o.n > 0)
         r = bv_error_setf(errp, EBUSY, "Remote '%s' holds the only copy of %d backup link(s) "
                           "(e.g. '%s'); delete those backups first", name, o.n, o.bid);
+    char until[32], policy[160];
+    if (r == 0 && policy_of_remote(app, name, policy, sizeof(policy)))
+        r = bv_error_setf(errp, EBUSY, "Policy '%s' replicates to remote '%s': change or delete "
+                          "the policy first", policy, name);
+    if (r == 0 && bv_remotes_locked_until(app, name, NULL, until))
+        r = bv_error_setf(errp, EBUSY, "Remote '%s' holds backup links under object lock until "
+                          "%.10s (%s); it can be deleted after that date", name, until, until);
     if (r == 0 && bvdb_remote_delete(app->db, name) < 0)
         r = bv_error_setf(errp, EIO, "cannot delete remote '%s' from the catalog", name);
     if (r == 0) {
@@ -309,6 +356,63 @@ int bv_remotes_client(struct bv_app *app, const char *name, struct bv_s3 **out,
     r = bv_s3_new(&cfg, out, errp);
     explicit_bzero(secret, sizeof(secret));
     return r;
+}
+
+const char *bv_remote_jstr(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* ---- times ---- */
+
+/* unix seconds as RFC 3339 UTC ("2026-12-03T19:00:00Z") */
+static void iso_time(int64_t t, char out[32])
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* RFC 3339 UTC (seconds, optional fraction, 'Z') to unix seconds; -1 if malformed. */
+static int64_t parse_iso(const char *s)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    const char *e = s ? strptime(s, "%Y-%m-%dT%H:%M:%S", &tm) : NULL;
+    if (!e)
+        return -1;
+    return (int64_t)timegm(&tm);
+}
+
+/* ---- object lock ---- */
+
+struct lock_q {
+    int64_t now, until;
+    char text[32];
+};
+
+static int lock_cb(const struct bvdb_remote_link *l, void *opaque)
+{
+    struct lock_q *q = opaque;
+    int64_t t = l->locked_until ? parse_iso(l->locked_until) : -1;
+    if (t > q->now && t > q->until) {
+        q->until = t;
+        snprintf(q->text, sizeof(q->text), "%s", l->locked_until);
+    }
+    return 0;
+}
+
+bool bv_remotes_locked_until(struct bv_app *app, const char *remote, const char *bid,
+                             char until[32])
+{
+    struct lock_q q = { bv_app_now_ms(app) / 1000, -1, "" };
+    bvdb_remote_link_list(app->db, remote, bid, lock_cb, &q);
+    if (q.until < 0)
+        return false;
+    snprintf(until, 32, "%s", q.text);
+    return true;
 }
 
 /* ---- a backup's copies ---- */
@@ -351,15 +455,18 @@ struct link {
     struct part_rec *parts;        /* acknowledged parts of upload_id */
     size_t nparts;
     uint64_t done;                 /* their bytes */
+    char locked_until[32];         /* "" : no retention set */
 };
 
 struct replicate {
     struct bv_app *app;
     char bid[BV_BACKUP_ID_MAX];
     char remote[BV_REMOTE_NAME_MAX + 1];
+    struct bv_replicate_opts opts;
+    char job_id[129];
 };
 
-static void key_of(const struct bv_backup_rec *b, char *out, size_t len)
+void bv_remote_key_of(const struct bv_backup_rec *b, char *out, size_t len)
 {
     const char *base = strrchr(b->file, '/');
     snprintf(out, len, "%s/%s/%s", b->drive, b->chain, base ? base + 1 : b->file);
@@ -378,7 +485,7 @@ static int present_cb(const struct bvdb_remote_link *l, void *opaque)
     return 0;
 }
 
-static bool link_present(struct bv_app *app, const char *remote, const char *bid)
+bool bv_remote_link_present(struct bv_app *app, const char *remote, const char *bid)
 {
     struct present_q q = {bid, false};
     bvdb_remote_link_list(app->db, remote, bid, present_cb, &q);
@@ -411,7 +518,7 @@ static int resolve_locked(struct replicate *rp, struct link **out, size_t *n, bv
                               "links are replicated", cur, l->rec.status);
             break;
         }
-        key_of(&l->rec, l->key, sizeof(l->key));
+        bv_remote_key_of(&l->rec, l->key, sizeof(l->key));
         k++;
         snprintf(cur, sizeof(cur), "%s", l->rec.parent);
     }
@@ -422,8 +529,14 @@ static int resolve_locked(struct replicate *rp, struct link **out, size_t *n, bv
         v[k - 1 - i] = t;
     }
     for (size_t i = 0; r == 0 && i < k; i++) {
-        if (link_present(rp->app, rp->remote, v[i].rec.id))
+        if (bv_remote_link_present(rp->app, rp->remote, v[i].rec.id))
             continue;
+        if (bvdb_backup_get_local(rp->app->db, v[i].rec.id) == 0) {
+            r = bv_error_setf(errp, EBUSY, "Backup '%s' lives only on a remote (its local file "
+                              "is gone): this build does not copy it to another remote",
+                              v[i].rec.id);
+            break;
+        }
         r = bv_path_open(rp->app->root, NULL, v[i].rec.file, 0, O_RDONLY, 0, &v[i].fd, NULL,
                          errp);
         struct stat st;
@@ -452,6 +565,7 @@ static void record(struct bv_app *app, const char *remote, const struct link *l,
     struct bvdb_remote_link row = {
         .remote = remote, .backup_id = l->rec.id, .key = l->key, .state = state,
         .size = (int64_t)l->size, .updated_at = now,
+        .locked_until = l->locked_until[0] ? l->locked_until : NULL,
         .upload_id = strcmp(state, "present") && l->upload_id[0] ? l->upload_id : NULL,
     };
     pthread_mutex_lock(&app->backups_lock);
@@ -573,6 +687,16 @@ static int upload_link(struct replicate *rp, struct bv_s3 *s3, struct link *l,
     if (r == 0 && (r = bv_s3_head(s3, l->key, &got, errp)) == 0 && got != l->size)
         r = bv_error_setf(errp, EIO, "the remote holds %" PRIu64 " bytes of '%s', expected %"
                           PRIu64, got, l->key, l->size);
+    if (r == 0 && rp->opts.lock_days > 0) {
+        char until[32];
+        iso_time(bv_app_now_ms(rp->app) / 1000 + rp->opts.lock_days * 86400, until);
+        r = bv_s3_put_retention(s3, l->key, rp->opts.compliance ? "COMPLIANCE" : "GOVERNANCE",
+                                until, errp);
+        if (r == 0)
+            snprintf(l->locked_until, sizeof(l->locked_until), "%s", until);
+        else
+            bv_error_prepend(errp, "object lock");
+    }
     if (r < 0)
         bv_error_prepend(errp, "uploading backup '%s'", l->rec.id);
     record(rp->app, rp->remote, l, r == 0 ? "present" : "failed");
@@ -590,14 +714,14 @@ struct manifest_acc {
 static int manifest_cb(const struct bvdb_backup *b, void *opaque)
 {
     struct manifest_acc *m = opaque;
-    if (!link_present(m->app, m->remote, b->id))
+    if (!bv_remote_link_present(m->app, m->remote, b->id))
         return 0;
     struct bv_backup_rec rec = {0};
     snprintf(rec.drive, sizeof(rec.drive), "%s", b->drive_id);
     snprintf(rec.chain, sizeof(rec.chain), "%s", b->chain_id);
     snprintf(rec.file, sizeof(rec.file), "%s", b->file);
     char key[1200];
-    key_of(&rec, key, sizeof(key));
+    bv_remote_key_of(&rec, key, sizeof(key));
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", b->id);
     if (b->parent_id)
@@ -629,27 +753,54 @@ static int manifest_cb(const struct bvdb_backup *b, void *opaque)
     return 0;
 }
 
+struct vsize_q {
+    uint64_t size;
+};
+
+static int vsize_cb(const struct bvdb_backup *b, void *opaque)
+{
+    struct vsize_q *q = opaque;
+    if (b->virtual_size)
+        q->size = b->virtual_size;     /* the newest link's (oldest first) */
+    return 0;
+}
+
+/* The manifest of chain on remote from the catalog's present links.  Under backups_lock. */
+char *bv_remote_manifest_text_locked(struct bv_app *app, const char *remote, const char *drive,
+                                  const char *chain)
+{
+    struct vsize_q vq = { 0 };
+    bvdb_backup_list(app->db, NULL, chain, vsize_cb, &vq);
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddNumberToObject(doc, "format", 1);
+    cJSON_AddStringToObject(doc, "drive", drive);
+    cJSON_AddStringToObject(doc, "chain", chain);
+    cJSON_AddNumberToObject(doc, "virtual_size", (double)vq.size);
+    struct manifest_acc m = {app, remote, chain, NULL};
+    m.links = cJSON_AddArrayToObject(doc, "links");
+    int r = bvdb_backup_list(app->db, NULL, chain, manifest_cb, &m);
+    char *text = r < 0 ? NULL : cJSON_PrintUnformatted(doc);
+    cJSON_Delete(doc);
+    return text;
+}
+
+int bv_remote_upload_manifest(struct bv_s3 *s3, const char *drive, const char *chain,
+                           const char *text, bv_error **errp)
+{
+    if (!text)
+        return bv_error_setf(errp, EIO, "cannot build the manifest of chain '%s'", chain);
+    char key[600];
+    snprintf(key, sizeof(key), "%s/%s/manifest.json", drive, chain);
+    return bv_s3_put(s3, key, text, strlen(text), errp);
+}
+
 static int put_manifest(struct replicate *rp, struct bv_s3 *s3, const struct link *top,
                         bv_error **errp)
 {
-    cJSON *doc = cJSON_CreateObject();
-    cJSON_AddNumberToObject(doc, "format", 1);
-    cJSON_AddStringToObject(doc, "drive", top->rec.drive);
-    cJSON_AddStringToObject(doc, "chain", top->rec.chain);
-    cJSON_AddNumberToObject(doc, "virtual_size", (double)top->rec.virtual_size);
-    struct manifest_acc m = {rp->app, rp->remote, top->rec.chain, NULL};
-    m.links = cJSON_AddArrayToObject(doc, "links");
     pthread_mutex_lock(&rp->app->backups_lock);
-    int r = bvdb_backup_list(rp->app->db, NULL, top->rec.chain, manifest_cb, &m);
+    char *text = bv_remote_manifest_text_locked(rp->app, rp->remote, top->rec.drive, top->rec.chain);
     pthread_mutex_unlock(&rp->app->backups_lock);
-    char *text = r < 0 ? NULL : cJSON_PrintUnformatted(doc);
-    cJSON_Delete(doc);
-    if (!text)
-        return bv_error_setf(errp, r < 0 ? EIO : ENOMEM, "cannot build the manifest of chain '%s'",
-                             top->rec.chain);
-    char key[600];
-    snprintf(key, sizeof(key), "%s/%s/manifest.json", top->rec.drive, top->rec.chain);
-    r = bv_s3_put(s3, key, text, strlen(text), errp);
+    int r = bv_remote_upload_manifest(s3, top->rec.drive, top->rec.chain, text, errp);
     free(text);
     return r;
 }
@@ -668,6 +819,158 @@ static int put_catalog(struct replicate *rp, struct bv_s3 *s3, bv_error **errp)
     if (fd >= 0)
         close(fd);
     return r;
+}
+
+/* ---- tiering ---- */
+
+struct tier_row {
+    char id[BV_BACKUP_ID_MAX], file[1024], status[16];
+};
+
+struct tier_acc {
+    struct tier_row *v;
+    size_t n;
+    bool oom;
+};
+
+static int tier_cb(const struct bvdb_backup *b, void *opaque)
+{
+    struct tier_acc *a = opaque;
+    if (strcmp(b->status, "failed") == 0)
+        return 0;
+    struct tier_row *nv = realloc(a->v, (a->n + 1) * sizeof(*nv));
+    if (!nv) {
+        a->oom = true;
+        return 1;
+    }
+    a->v = nv;
+    struct tier_row *t = &a->v[a->n++];
+    snprintf(t->id, sizeof(t->id), "%s", b->id);
+    snprintf(t->file, sizeof(t->file), "%s", b->file);
+    snprintf(t->status, sizeof(t->status), "%s", b->status);
+    return 0;
+}
+
+/* Does a live job other than self work on the drive or on one of the chain's backups? */
+static bool chain_in_use(struct bv_app *app, const char *drive, const struct tier_acc *a,
+                         const char *self)
+{
+    struct bv_job_view *v = NULL;
+    size_t n = bv_jobs_list(app, false, NULL, NULL, &v);
+    bool busy = false;
+    for (size_t i = 0; i < n && !busy; i++) {
+        const struct bv_job_info *j = &v[i].info;
+        if ((self && strcmp(j->id, self) == 0) || j->status == BV_JOB_CONCLUDED ||
+            j->status == BV_JOB_NULL)
+            continue;
+        if (strcmp(j->device, drive) == 0)
+            busy = true;
+        for (size_t k = 0; k < a->n && !busy; k++) {
+            char quoted[BV_BACKUP_ID_MAX + 4];
+            snprintf(quoted, sizeof(quoted), "\"%s\"", a->v[k].id);
+            busy = strcmp(j->device, a->v[k].id) == 0 || strstr(v[i].params, quoted) != NULL;
+        }
+    }
+    free(v);
+    return busy;
+}
+
+/* A chain may have been closed by a newer full (then its newest link may go too). */
+static void closed_cb(const struct bvdb_chain *c, void *opaque)
+{
+    *(bool *)opaque = c->closed;
+}
+
+int bv_remotes_tier_locked(struct bv_app *app, const char *remote, const char *drive,
+                           const char *chain, int64_t keep_local, const char *self_job,
+                           bv_error **errp)
+{
+    struct tier_acc a = { 0 };
+    bool closed = false;
+    if (bvdb_chain_get(app->db, chain, closed_cb, &closed) < 0 ||
+        bvdb_backup_list(app->db, NULL, chain, tier_cb, &a) < 0 || a.oom) {
+        free(a.v);
+        return bv_error_setf(errp, EIO, "cannot read chain '%s' from the catalog", chain);
+    }
+    if (chain_in_use(app, drive, &a, self_job)) {
+        log_info("tiering of chain '%s' postponed: a job works on it", chain);
+        free(a.v);
+        return 0;
+    }
+    /* the newest keep_local links stay; never the newest of a chain still extended */
+    size_t keep = keep_local > 0 ? (size_t)keep_local : 0;
+    if (!closed && keep < 1)
+        keep = 1;
+    size_t upto = a.n > keep ? a.n - keep : 0;
+    bool *go = calloc(a.n ? a.n : 1, sizeof(*go));
+    size_t ngo = 0;
+    for (size_t i = 0; go && i < upto; i++) {
+        if (strcmp(a.v[i].status, "complete") != 0 && strcmp(a.v[i].status, "corrupt") != 0)
+            continue;
+        if (bvdb_backup_get_local(app->db, a.v[i].id) != 1 ||
+            !bv_remote_link_present(app, remote, a.v[i].id))
+            continue;
+        go[i] = true;
+        ngo++;
+    }
+    int r = 0;
+    if (ngo) {
+        /* one transaction: the catalog says "remote" first; the files go after the commit
+         * (a crash in between: bv_remotes_recover removes them at the next start) */
+        r = bvdb_begin(app->db);
+        for (size_t i = 0; r == 0 && i < a.n; i++)
+            if (go[i])
+                r = bvdb_backup_set_local(app->db, a.v[i].id, false);
+        if (r == 0)
+            r = bvdb_commit(app->db);
+        else
+            bvdb_rollback(app->db);
+        if (r < 0)
+            r = bv_error_setf(errp, EIO, "cannot record the tiering of chain '%s'", chain);
+        /* test-only: die between the commit and the unlinks (bv_remotes_recover's case) */
+        const char *crash = getenv("BV_TEST_TIER_CRASH");
+        if (r == 0 && crash && atoi(crash) == 1) {
+            fprintf(stderr, "blockvault: BV_TEST_TIER_CRASH=1: exiting in the middle of a "
+                    "tiering\n");
+            _exit(86);
+        }
+    }
+    for (size_t i = 0; r == 0 && i < a.n; i++) {
+        if (!go[i])
+            continue;
+        int u = bv_path_unlink(app->root, a.v[i].file, NULL);
+        if (u < 0 && u != -ENOENT)
+            log_warn("tiering: cannot remove '%s': %s", a.v[i].file, strerror(-u));
+        else
+            log_info("tiering: backup '%s' now lives only on remote '%s'", a.v[i].id, remote);
+    }
+    free(go);
+    free(a.v);
+    return r;
+}
+
+struct recover_acc {
+    struct bv_app *app;
+};
+
+static int recover_cb(const char *id, const char *file, void *opaque)
+{
+    struct recover_acc *ra = opaque;
+    struct stat st;
+    if (file && bv_path_stat(ra->app->root, file, &st, NULL) == 0) {
+        log_warn("tiering of backup '%s' was interrupted: removing its local file '%s'", id,
+                 file);
+        bv_path_unlink(ra->app->root, file, NULL);
+    }
+    return 0;
+}
+
+void bv_remotes_recover(struct bv_app *app)
+{
+    struct recover_acc ra = { app };
+    pthread_mutex_lock(&app->backups_lock);
+    bvdb_backup_list_remote_only(app->db, recover_cb, &ra);
+    pthread_mutex_unlock(&app->backups_lock);
 }
 
 static int replicate_run(struct bv_job *job, void *opaque, bv_error **errp)
@@ -700,6 +1003,12 @@ static int replicate_run(struct bv_job *job, void *opaque, bv_error **errp)
     }
     if (r == 0 && n > 0)
         r = put_manifest(rp, s3, &v[n - 1], errp);
+    if (r == 0 && n > 0 && rp->opts.keep_local >= 0) {
+        pthread_mutex_lock(&rp->app->backups_lock);
+        r = bv_remotes_tier_locked(rp->app, rp->remote, v[n - 1].rec.drive, v[n - 1].rec.chain,
+                                   rp->opts.keep_local, bv_job_id(job), errp);
+        pthread_mutex_unlock(&rp->app->backups_lock);
+    }
     if (r == 0 && n > 0)
         r = put_catalog(rp, s3, errp);
     for (size_t i = 0; i < n; i++) {
@@ -714,6 +1023,14 @@ static int replicate_run(struct bv_job *job, void *opaque, bv_error **errp)
 
 int bv_remotes_replicate(struct bv_app *app, const char *bid, const char *remote,
                          struct bv_job_info *info, bv_error **errp)
+{
+    struct bv_replicate_opts o = { .keep_local = -1 };
+    return bv_remotes_replicate_opts(app, bid, remote, &o, info, errp);
+}
+
+int bv_remotes_replicate_opts(struct bv_app *app, const char *bid, const char *remote,
+                              const struct bv_replicate_opts *o, struct bv_job_info *info,
+                              bv_error **errp)
 {
     struct bv_backup_rec b;
     struct bv_remote_view rv;
@@ -730,9 +1047,16 @@ int bv_remotes_replicate(struct bv_app *app, const char *bid, const char *remote
     rp->app = app;
     snprintf(rp->bid, sizeof(rp->bid), "%s", bid);
     snprintf(rp->remote, sizeof(rp->remote), "%s", remote);
+    rp->opts = *o;
     cJSON *params = cJSON_CreateObject();
     cJSON_AddStringToObject(params, "backup", bid);
     cJSON_AddStringToObject(params, "remote", remote);
+    if (o->keep_local >= 0)
+        cJSON_AddNumberToObject(params, "keep_local", (double)o->keep_local);
+    if (o->lock_days > 0) {
+        cJSON_AddNumberToObject(params, "lock_days", (double)o->lock_days);
+        cJSON_AddStringToObject(params, "lock_mode", o->compliance ? "compliance" : "governance");
+    }
     char *text = cJSON_PrintUnformatted(params);
     cJSON_Delete(params);
     struct bv_task_spec s = {
@@ -742,4 +1066,44 @@ int bv_remotes_replicate(struct bv_app *app, const char *bid, const char *remote
     r = bv_jobs_task(app, &s, info, errp);      /* rp belongs to the job */
     free(text);
     return r;
+}
+
+struct tiered_q {
+    struct bv_app *app;
+    bool tiered;
+};
+
+static int tiered_cb(const struct bvdb_backup *b, void *opaque)
+{
+    struct tiered_q *q = opaque;
+    if (bvdb_backup_get_local(q->app->db, b->id) == 0) {
+        q->tiered = true;
+        return 1;
+    }
+    return 0;
+}
+
+bool bv_remotes_replicating(struct bv_app *app, const char *drive, char *job, size_t len)
+{
+    struct bv_job_view *v = NULL;
+    size_t n = bv_jobs_list(app, false, NULL, "replicate", &v);
+    bool busy = false;
+    for (size_t i = 0; i < n && !busy; i++) {
+        const struct bv_job_info *j = &v[i].info;
+        if (j->status == BV_JOB_CONCLUDED || j->status == BV_JOB_NULL)
+            continue;
+        if (strcmp(j->device, drive) == 0) {
+            busy = true;
+            snprintf(job, len, "%s", j->id);
+        }
+    }
+    free(v);
+    return busy;
+}
+
+bool bv_remotes_chain_tiered(struct bv_app *app, const char *chain)
+{
+    struct tiered_q q = { app, false };
+    bvdb_backup_list(app->db, NULL, chain, tiered_cb, &q);
+    return q.tiered;
 }

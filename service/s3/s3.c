@@ -592,6 +592,23 @@ int bv_s3_delete(struct bv_s3 *s3, const char *key, bv_error **errp)
     return request(s3, &r, errp);
 }
 
+int bv_s3_put_retention(struct bv_s3 *s3, const char *key, const char *mode, const char *until,
+                        bv_error **errp)
+{
+    char body[400], md5[64];
+    int n = snprintf(body, sizeof(body),
+                     "<Retention xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Mode>%s</Mode>"
+                     "<RetainUntilDate>%s</RetainUntilDate></Retention>", mode, until);
+    if (n < 0 || (size_t)n >= sizeof(body))
+        return bv_error_setf(errp, EINVAL, "retention: mode or date too long");
+    if (content_md5(body, (size_t)n, md5, sizeof(md5)) < 0)
+        return bv_error_setf(errp, EIO, "cannot compute an MD5");
+    const char *hdrs[] = {md5, "Content-Type: application/xml", NULL};
+    struct req r = {.method = "PUT", .key = key, .query = "retention=", .headers = hdrs,
+                    .body = body, .body_len = (size_t)n, .has_body = true};
+    return request(s3, &r, errp);
+}
+
 /* query value escaped for a URL (curl_easy_escape), NULL on ENOMEM */
 static char *escape(const char *s)
 {

@@ -97,6 +97,12 @@ int bv_s3_head(struct bv_s3 *s3, const char *key, uint64_t *size, bv_error **err
 
 int bv_s3_delete(struct bv_s3 *s3, const char *key, bv_error **errp);
 
+/* S3 Object Lock: PUT ?retention on the object's current version (Content-MD5 sent), mode
+ * "GOVERNANCE" or "COMPLIANCE", until an RFC 3339 UTC time.  The bucket must have been made
+ * with Object Lock enabled (else the remote refuses it: EPROTO with its code). */
+int bv_s3_put_retention(struct bv_s3 *s3, const char *key, const char *mode, const char *until,
+                        bv_error **errp);
+
 /* ListObjectsV2 under prefix, every page; fn returning nonzero stops (that value is
  * returned). */
 typedef int (*bv_s3_list_fn)(void *opaque, const char *key, uint64_t size);

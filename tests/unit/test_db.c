@@ -70,8 +70,8 @@ static void test_migrate_empty_then_again(void **state)
     int tables = count_tables(path);
     /* 0001: drives bitmaps images jobs events chains backups prune_intents reports policies
      * policy_runs; 0002: damaged_extents sequences; 0005: tokens; 0006: remotes remote_links; 0007: remote_parts;
-     * 0009: notifications notification_deliveries */
-    assert_int_equal(tables, 20);
+     * 0009: notifications notification_deliveries; 0011: remote_drives */
+    assert_int_equal(tables, 21);
 
     /* an already-migrated catalog opens unchanged, data kept */
     assert_int_equal(bvdb_open(path, &db, err, sizeof(err)), 0);
@@ -81,7 +81,7 @@ static void test_migrate_empty_then_again(void **state)
     assert_int_equal(bvdb_schema_version(db), bvdb_latest_version());
     assert_int_equal(bvdb_event_head(db), 1);
     bvdb_close(db);
-    assert_int_equal(count_tables(path), 20);
+    assert_int_equal(count_tables(path), 21);
 }
 
 static void test_wal_and_foreign_keys(void **state)

@@ -910,7 +910,7 @@ static int zero_table_locked(bv_node *n, uint64_t ci, uint64_t cnt, bool unmap, 
     struct qcow2_state *s = q_state(n);
     uint64_t l1i = ci >> s->l2_bits, l2i = ci & ((1ULL << s->l2_bits) - 1);
     struct qcow2_cache_entry *e;
-    bool backing = n->backing != NULL;
+    bool backing = n->backing != NULL || n->backing_hidden;
     while (qcow2_inflight_overlaps(s, ci, cnt))     /* let allocations there finish first */
         bv_cond_wait(&s->cond, &s->lock);
     if (!backing && !(s->l1[l1i] & L1E_OFFSET_MASK))
@@ -1004,7 +1004,7 @@ static int zero_entry(bv_node *n, uint64_t len, uint64_t off, bool unmap, bool d
     uint64_t cs = s->cluster_size, end = off + len;
     uint64_t a = (off + cs - 1) & ~(cs - 1);              /* first whole cluster */
     uint64_t b = end == n->size ? ((end + cs - 1) & ~(cs - 1)) : (end & ~(cs - 1));
-    if (s->version < 3 && n->backing)
+    if (s->version < 3 && (n->backing || n->backing_hidden))
         return write_zero_bytes(n, len, off, errp);
     if (a >= b)
         return zero_partial(n, len, off, errp);

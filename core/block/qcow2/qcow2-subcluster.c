@@ -145,7 +145,7 @@ int qcow2_sc_zero_locked(bv_node *n, uint64_t off, uint64_t len, bool *done,
     uint64_t ci = off >> s->cluster_bits, l1i = ci >> s->l2_bits;
     uint64_t l2i = ci & ((1ULL << s->l2_bits) - 1);
     struct qcow2_cache_entry *e = NULL;
-    bool backing = n->backing != NULL;
+    bool backing = n->backing != NULL || n->backing_hidden;
     *done = false;
     while (qcow2_inflight_overlaps(s, ci, 1))
         bv_cond_wait(&s->cond, &s->lock);

@@ -100,6 +100,11 @@ struct bv_open_opts {
                                     file names are root-relative) */
     bool read_only;
     bool no_backing;             /* do not open the backing chain (rebase -u, info of one layer) */
+    bool hidden_backing;         /* with no_backing: writes still behave as over the recorded
+                                    backing file (zero writes are recorded as zero clusters,
+                                    never left to fall through to it); reads of unallocated
+                                    ranges return zeros, so only for writers of whole clusters
+                                    (an incremental link whose older links are not at hand) */
     const struct bv_filter_list *filters;  /* if set: filters between the top format node and
                                               its file (backing files get none) */
     bool no_sync;                /* cache=unsafe: never fdatasync this image, not even for the

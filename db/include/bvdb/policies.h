@@ -21,6 +21,8 @@ struct bvdb_policy {
     const char *created_at, *updated_at;
     int64_t last_slot;             /* the last schedule slot handled (unix s), 0: none */
     int64_t verify_last_slot;      /* the same for a verify schedule */
+    const char *replicate;         /* JSON {"remote","keep_local","lock_days","lock_mode"},
+                                      NULL: none */
 };
 
 int bvdb_policy_insert(bvdb *db, const struct bvdb_policy *p);

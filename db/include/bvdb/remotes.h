@@ -67,4 +67,41 @@ int bvdb_remote_part_list(bvdb *db, const char *remote, const char *backup_id,
                           const char *upload_id,
                           int (*cb)(const struct bvdb_remote_part *p, void *opaque), void *opaque);
 
+/* Forget the record of (remote, backup_id); remote NULL: every remote's. */
+int bvdb_remote_link_delete(bvdb *db, const char *remote, const char *backup_id);
+
+/* backups.local (tiering): 0 once the link's file was removed locally because a remote
+ * holds it.  get: 1 local, 0 not, -ENOENT no such backup. */
+int bvdb_backup_set_local(bvdb *db, const char *id, bool local);
+int bvdb_backup_get_local(bvdb *db, const char *id);
+/* The backups with local = 0: id and file.  Returns the count or -errno. */
+int bvdb_backup_list_remote_only(bvdb *db,
+                                 int (*cb)(const char *id, const char *file, void *opaque),
+                                 void *opaque);
+
+/* The remote side of a prune in progress (prune_intents.remote_objects, JSON text). */
+int bvdb_prune_intent_set_remote_objects(bvdb *db, const char *backup_id, const char *json);
+/* *out malloc'd ("[]" when none); -ENOENT without the intent. */
+int bvdb_prune_intent_get_remote_objects(bvdb *db, const char *backup_id, char **out);
+
+/* Raise the named id counter (bvdb_next_seq's) to at least value, so that the next id is
+ * above it (an import brings ids from elsewhere).  Joins the caller's transaction. */
+int bvdb_seq_at_least(bvdb *db, const char *name, int64_t value);
+
+/* Drives imported from a remote's manifests ("format":"remote-only"). */
+struct bvdb_remote_drive {
+    const char *id, *remote;
+    int64_t size;
+    const char *created_at;
+};
+/* -EEXIST when the id is taken. */
+int bvdb_remote_drive_insert(bvdb *db, const struct bvdb_remote_drive *d);
+/* cb once; -ENOENT when missing. */
+int bvdb_remote_drive_get(bvdb *db, const char *id,
+                          void (*cb)(const struct bvdb_remote_drive *d, void *opaque),
+                          void *opaque);
+/* By id; cb returns non-zero to stop.  Returns the count or -errno. */
+int bvdb_remote_drive_list(bvdb *db, int (*cb)(const struct bvdb_remote_drive *d, void *opaque),
+                           void *opaque);
+
 #endif
