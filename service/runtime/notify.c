@@ -24,6 +24,7 @@
 #include "log.h"
 #include "runtime/capacity.h"
 #include "runtime/notify.h"
+#include "runtime/secrets.h"
 #include "runtime/tokens.h"
 
 const char *const bv_notify_event_names[] = {
@@ -155,51 +156,10 @@ int bv_notify_check_url(const char *url, bv_error **errp)
 
 /* ---- the secret file ---------------------------------------------------------------- */
 
-static void secret_path(struct bv_app *app, const char *name, const char *suffix, char *out,
-                        size_t len)
-{
-    snprintf(out, len, "%s/notifications/%s.secret%s", app->cfg.data_dir, name, suffix);
-}
-
-static int write_secret(struct bv_app *app, const char *name, const char *secret,
-                        bv_error **errp)
-{
-    char dir[4200], tmp[4400], path[4400];
-    snprintf(dir, sizeof(dir), "%s/notifications", app->cfg.data_dir);
-    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-        return bv_error_setf(errp, errno, "cannot create %s: %s", dir, strerror(errno));
-    secret_path(app, name, ".tmp", tmp, sizeof(tmp));
-    secret_path(app, name, "", path, sizeof(path));
-    unlink(tmp);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return bv_error_setf(errp, errno, "cannot create %s: %s", tmp, strerror(errno));
-    size_t n = strlen(secret);
-    int r = 0;
-    if (write(fd, secret, n) != (ssize_t)n || fsync(fd) < 0)
-        r = bv_error_setf(errp, EIO, "cannot write %s: %s", tmp, strerror(errno));
-    close(fd);
-    if (r == 0 && rename(tmp, path) < 0)
-        r = bv_error_setf(errp, errno, "cannot rename %s: %s", tmp, strerror(errno));
-    if (r < 0)
-        unlink(tmp);
-    return r;
-}
-
 /* 0 with the secret, -errno when it cannot be read. */
 static int read_secret(struct bv_app *app, const char *name, char out[BV_NOTIFY_SECRET_MAX + 1])
 {
-    char path[4400];
-    secret_path(app, name, "", path, sizeof(path));
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    ssize_t n = read(fd, out, BV_NOTIFY_SECRET_MAX);
-    close(fd);
-    if (n <= 0)
-        return -EIO;
-    out[n] = '\0';
-    return 0;
+    return bv_secret_read(app, "notifications", name, out, BV_NOTIFY_SECRET_MAX + 1);
 }
 
 /* ---- create and delete -------------------------------------------------------------- */
@@ -266,14 +226,11 @@ int bv_notify_create(struct bv_app *app, const struct bv_notify_spec *s, bv_erro
     bvdb_now(now);
     struct bvdb_notification row = { .name = s->name, .url = s->url, .events = events,
                                      .has_secret = s->secret != NULL, .created_at = now };
-    if (s->secret && (r = write_secret(app, s->name, s->secret, errp)) < 0)
+    if (s->secret && (r = bv_secret_write(app, "notifications", s->name, s->secret, errp)) < 0)
         return r;
     r = bvdb_notification_insert(app->db, &row);
-    if (r < 0 && s->secret) {
-        char path[4400];
-        secret_path(app, s->name, "", path, sizeof(path));
-        unlink(path);
-    }
+    if (r < 0 && s->secret)
+        bv_secret_remove(app, "notifications", s->name);
     if (r == -EEXIST)
         return bv_error_setf(errp, EEXIST, "Notification '%s' already exists", s->name);
     if (r < 0)
@@ -296,11 +253,8 @@ int bv_notify_delete(struct bv_app *app, const char *name, bv_error **errp)
         return bv_error_setf(errp, ENOENT, "Notification '%s' not found", name);
     if (r < 0)
         return bv_error_setf(errp, EIO, "cannot delete notification '%s'", name);
-    if (check_name(name, NULL) == 0) {
-        char path[4400];
-        secret_path(app, name, "", path, sizeof(path));
-        unlink(path);
-    }
+    if (check_name(name, NULL) == 0)
+        bv_secret_remove(app, "notifications", name);
     return 0;
 }
 

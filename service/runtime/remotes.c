@@ -15,6 +15,7 @@
  * remote-import.c (shared helpers: remotes-int.h).
  */
 #include "runtime/remotes.h"
+#include "runtime/secrets.h"
 #include "runtime/remotes-int.h"
 
 #include <errno.h>
@@ -64,58 +65,15 @@ static int check_name(const char *name, bv_error **errp)
     return 0;
 }
 
-static void secret_path(struct bv_app *app, const char *name, const char *suffix, char *out,
-                        size_t len)
-{
-    snprintf(out, len, "%s/remotes/%s.secret%s", app->cfg.data_dir, name, suffix);
-}
-
-static int write_secret(struct bv_app *app, const char *name, const char *secret,
-                        bv_error **errp)
-{
-    char dir[4200], tmp[4400], path[4400];
-    snprintf(dir, sizeof(dir), "%s/remotes", app->cfg.data_dir);
-    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-        return bv_error_setf(errp, errno, "cannot create %s: %s", dir, strerror(errno));
-    secret_path(app, name, ".tmp", tmp, sizeof(tmp));
-    secret_path(app, name, "", path, sizeof(path));
-    unlink(tmp);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return bv_error_setf(errp, errno, "cannot create %s: %s", tmp, strerror(errno));
-    size_t n = strlen(secret);
-    int r = 0;
-    if (write(fd, secret, n) != (ssize_t)n || fsync(fd) < 0)
-        r = bv_error_setf(errp, EIO, "cannot write %s: %s", tmp, strerror(errno));
-    close(fd);
-    if (r == 0 && rename(tmp, path) < 0)
-        r = bv_error_setf(errp, errno, "cannot rename %s: %s", tmp, strerror(errno));
-    if (r < 0) {
-        unlink(tmp);
-        return r;
-    }
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    return 0;
-}
-
 static int read_secret(struct bv_app *app, const char *name, char out[SECRET_MAX],
                        bv_error **errp)
 {
-    char path[4400];
-    secret_path(app, name, "", path, sizeof(path));
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return bv_error_setf(errp, errno, "cannot read the secret key of remote '%s': %s", name,
-                             strerror(errno));
-    ssize_t n = read(fd, out, SECRET_MAX - 1);
-    close(fd);
-    if (n <= 0)
+    int r = bv_secret_read(app, "remotes", name, out, SECRET_MAX);
+    if (r == -EIO)
         return bv_error_setf(errp, EIO, "the secret key file of remote '%s' is empty", name);
-    out[n] = '\0';
+    if (r < 0)
+        return bv_error_setf(errp, -r, "cannot read the secret key of remote '%s': %s", name,
+                             strerror(-r));
     return 0;
 }
 
@@ -242,13 +200,11 @@ int bv_remotes_create(struct bv_app *app, const struct bv_remote_spec *s,
     if (bvdb_remote_get(app->db, s->name, get_cb, out) == 0)
         r = bv_error_setf(errp, EEXIST, "Remote '%s' already exists", s->name);
     if (r == 0)
-        r = write_secret(app, s->name, s->secret_key, errp);
+        r = bv_secret_write(app, "remotes", s->name, s->secret_key, errp);
     if (r == 0) {
         r = bvdb_remote_insert(app->db, &row);
         if (r < 0) {
-            char path[4400];
-            secret_path(app, s->name, "", path, sizeof(path));
-            unlink(path);
+            bv_secret_remove(app, "remotes", s->name);
             r = r == -EEXIST ? bv_error_setf(errp, EEXIST, "Remote '%s' already exists", s->name)
                              : bv_error_setf(errp, EIO, "cannot record remote '%s'", s->name);
         }
@@ -330,11 +286,8 @@ int bv_remotes_delete(struct bv_app *app, const char *name, bv_error **errp)
                           "%.10s (%s); it can be deleted after that date", name, until, until);
     if (r == 0 && bvdb_remote_delete(app->db, name) < 0)
         r = bv_error_setf(errp, EIO, "cannot delete remote '%s' from the catalog", name);
-    if (r == 0) {
-        char path[4400];
-        secret_path(app, name, "", path, sizeof(path));
-        unlink(path);
-    }
+    if (r == 0)
+        bv_secret_remove(app, "remotes", name);
     pthread_mutex_unlock(&app->backups_lock);
     return r;
 }
