@@ -139,6 +139,36 @@ int ju_call(struct bvh *h, struct bvh_resp *r, const char *method, const char *p
     return rc;
 }
 
+cJSON *ju_json(struct bvh *h, long want, const char *method, const char *path, const char *fmt,
+               ...)
+{
+    char *body = NULL;
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        if (vasprintf(&body, fmt, ap) < 0)
+            body = NULL;
+        va_end(ap);
+    }
+    struct bvh_resp r;
+    int rc = bvh_request(h, method, path, body, body ? strlen(body) : 0, NULL, NULL, &r);
+    ju_check(rc == 0 && r.status == want, "%s %s: expected HTTP %ld, got %ld: %s", method, path,
+             want, rc == 0 ? r.status : -1L, rc == 0 && r.body ? r.body : "");
+    free(body);
+    if (rc != 0)
+        return NULL;
+    cJSON *j = r.json;
+    r.json = NULL;
+    bvh_resp_free(&r);
+    return j;
+}
+
+const char *ju_str_or(const cJSON *o, const char *key, const char *dflt)
+{
+    const cJSON *v = cJSON_GetObjectItem(o, key);
+    return cJSON_IsString(v) ? v->valuestring : dflt;
+}
+
 /* --- events --- */
 
 struct shape {

@@ -52,6 +52,12 @@ void ju_reset(void);
 /* printf body (fmt NULL: none); fills r, returns 0 or -1 (no answer). */
 int ju_call(struct bvh *h, struct bvh_resp *r, const char *method, const char *path,
             const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* The same as a soft check that the status is `want`: the reply's JSON (caller deletes; NULL
+ * without one), also when the status differs (the check has failed then). */
+cJSON *ju_json(struct bvh *h, long want, const char *method, const char *path, const char *fmt,
+               ...) __attribute__((format(printf, 5, 6)));
+/* o's string member key, or dflt. */
+const char *ju_str_or(const cJSON *o, const char *key, const char *dflt);
 
 /* --- the event queue --- */
 struct ju_events {

@@ -47,6 +47,7 @@
 #include "../support/rgw_env.h"
 #include "harness.h"
 #include "jobs_util.h"
+#include "s3_util.h"
 
 #define WAIT_S 120
 
@@ -55,86 +56,22 @@ static struct bvh H;
 static struct ju_events EV;
 static char bucket[64];
 
-static const char *str_or(const cJSON *o, const char *key, const char *dflt)
-{
-    const cJSON *v = cJSON_GetObjectItem(o, key);
-    return cJSON_IsString(v) ? v->valuestring : dflt;
-}
 
-static cJSON *callh(struct bvh *h, long want, const char *method, const char *path,
-                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-static cJSON *callh(struct bvh *h, long want, const char *method, const char *path,
-                    const char *fmt, ...)
-{
-    char *body = NULL;
-    if (fmt) {
-        va_list ap;
-        va_start(ap, fmt);
-        if (vasprintf(&body, fmt, ap) < 0)
-            body = NULL;
-        va_end(ap);
-    }
-    struct bvh_resp r;
-    int rc = bvh_request(h, method, path, body, body ? strlen(body) : 0, NULL, NULL, &r);
-    ju_check(rc == 0 && r.status == want, "%s %s: expected HTTP %ld, got %ld: %s", method, path,
-             want, rc == 0 ? r.status : -1L, r.body ? r.body : "");
-    free(body);
-    cJSON *j = r.json;
-    r.json = NULL;
-    if (!(rc == 0 && r.status == want)) {
-        /* keep the error body for the caller's checks */
-    }
-    bvh_resp_free(&r);
-    return j;
-}
-
+#define callh ju_json
 #define call(...) callh(&H, __VA_ARGS__)
 
 static const char *err_desc(const cJSON *j)
 {
-    return str_or(cJSON_GetObjectItem(j, "error"), "desc", "");
+    return ju_str_or(cJSON_GetObjectItem(j, "error"), "desc", "");
 }
 
 /* ---- the bucket, directly (libcurl's SigV4) ---- */
 
-static size_t collect(char *d, size_t s, size_t n, void *opaque)
-{
-    return fwrite(d, s, n, opaque);
-}
-
+/* GET (or HEAD) endpoint/path (path: "bucket/key?query"): the status; body (GET) into *out
+ * (caller frees), size into *len. */
 static long s3_raw(const char *path, bool head, char **out, size_t *len)
 {
-    char url[1024], user[300];
-    snprintf(url, sizeof(url), "%s/%s", G.endpoint, path);
-    snprintf(user, sizeof(user), "%s:%s", G.access_key, G.secret_key);
-    CURL *c = curl_easy_init();
-    struct curl_slist *h = curl_slist_append(NULL, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
-    char *buf = NULL;
-    size_t blen = 0;
-    FILE *f = open_memstream(&buf, &blen);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_AWS_SIGV4, "aws:amz:us-east-1:s3");
-    curl_easy_setopt(c, CURLOPT_USERPWD, user);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_NOBODY, head ? 1L : 0L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, f);
-    long status = -1;
-    curl_off_t cl = -1;
-    if (curl_easy_perform(c) == CURLE_OK) {
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-        curl_easy_getinfo(c, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
-    }
-    fclose(f);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    if (out)
-        *out = buf;
-    else
-        free(buf);
-    if (len)
-        *len = head ? (size_t)(cl < 0 ? 0 : cl) : blen;
-    return status;
+    return s3u_request(&G, head ? "HEAD" : "GET", path, NULL, 0, out, len);
 }
 
 static long s3_call(const char *bkt, const char *key, bool head, char **out, size_t *len)
@@ -183,7 +120,7 @@ static void wait_job(struct ju_events *ev, const char *job, const char *type)
     cJSON *e = ju_event_wait(ev, "BLOCK_JOB_COMPLETED", "device", job, WAIT_S);
     const cJSON *d = cJSON_GetObjectItem(e, "data");
     ju_check(e && !cJSON_GetObjectItem(d, "error"), "job %s failed: %s", job,
-             str_or(d, "error", "(no event)"));
+             ju_str_or(d, "error", "(no event)"));
     ju_check_str_member("BLOCK_JOB_COMPLETED", d, "type", type);
     cJSON_Delete(e);
 }
@@ -194,8 +131,8 @@ static void backup(const char *drive, const char *kind, char bid[32])
     snprintf(path, sizeof(path), "/api/v1/drives/%s/backups", drive);
     cJSON_Delete(ju_events_drain(&EV));     /* a policy run's backup job had the same id */
     cJSON *j = call(201, "POST", path, "{\"kind\":\"%s\"}", kind);
-    snprintf(bid, 32, "%s", str_or(cJSON_GetObjectItem(j, "backup"), "id", ""));
-    wait_job(&EV, str_or(cJSON_GetObjectItem(j, "job"), "id", ""), "backup");
+    snprintf(bid, 32, "%s", ju_str_or(cJSON_GetObjectItem(j, "backup"), "id", ""));
+    wait_job(&EV, ju_str_or(cJSON_GetObjectItem(j, "job"), "id", ""), "backup");
     cJSON_Delete(j);
 }
 
@@ -223,9 +160,9 @@ static void run_policy(const char *name, const char *want_outcome)
         cJSON_ArrayForEach(e, cJSON_GetObjectItem(j, "events")) {
             after = (long long)bvh_num(e, "seq");
             const cJSON *d = cJSON_GetObjectItem(e, "data");
-            if (!strcmp(str_or(d, "policy", ""), name) &&
-                strcmp(str_or(d, "status", ""), "started") != 0)
-                snprintf(outcome, sizeof(outcome), "%s", str_or(d, "status", ""));
+            if (!strcmp(ju_str_or(d, "policy", ""), name) &&
+                strcmp(ju_str_or(d, "status", ""), "started") != 0)
+                snprintf(outcome, sizeof(outcome), "%s", ju_str_or(d, "status", ""));
         }
         cJSON_Delete(j);
     }
@@ -250,16 +187,16 @@ static cJSON *get_backup(struct bvh *h, const char *bid)
 /* The object key of a backup (its file's name in <drive>/<chain>/). */
 static void key_of(const cJSON *b, char *out, size_t len)
 {
-    const char *file = str_or(b, "file", "");
+    const char *file = ju_str_or(b, "file", "");
     const char *base = strrchr(file, '/');
-    snprintf(out, len, "%s/%s/%s", str_or(b, "drive", ""), str_or(b, "chain", ""),
+    snprintf(out, len, "%s/%s/%s", ju_str_or(b, "drive", ""), ju_str_or(b, "chain", ""),
              base ? base + 1 : file);
 }
 
 static bool local_exists(const cJSON *b)
 {
     char path[1500];
-    snprintf(path, sizeof(path), "%s/%s", H.images, str_or(b, "file", ""));
+    snprintf(path, sizeof(path), "%s/%s", H.images, ju_str_or(b, "file", ""));
     struct stat st;
     return stat(path, &st) == 0;
 }
@@ -267,7 +204,7 @@ static bool local_exists(const cJSON *b)
 static char *read_local(const cJSON *b, size_t *len)
 {
     char path[1500];
-    snprintf(path, sizeof(path), "%s/%s", H.images, str_or(b, "file", ""));
+    snprintf(path, sizeof(path), "%s/%s", H.images, ju_str_or(b, "file", ""));
     FILE *f = fopen(path, "rb");
     if (!f)
         return NULL;
@@ -335,7 +272,7 @@ static void check_chain_folder(const char *full, const char *mid, const char *to
         cJSON *b = get_backup(&H, ids[i]);
         char key[600], *data = NULL, path[900];
         size_t len = 0;
-        const char *file = str_or(b, "file", "");
+        const char *file = ju_str_or(b, "file", "");
         const char *base = strrchr(file, '/');
         snprintf(path, sizeof(path), "%s/%s", dir, base ? base + 1 : file);
         if (i < 2) {
@@ -427,9 +364,9 @@ static void test_tiering(void **state)
     ju_check_int("backups of d0", 3, cJSON_GetArraySize(bs));
     for (int i = 0; i < 3 && i < cJSON_GetArraySize(bs); i++) {
         const cJSON *b = cJSON_GetArrayItem(bs, i);
-        snprintf(ids0[i], sizeof(ids0[i]), "%s", str_or(b, "id", ""));
-        snprintf(sums0[i], sizeof(sums0[i]), "%s", str_or(b, "checksum", ""));
-        snprintf(chain0, sizeof(chain0), "%s", str_or(b, "chain", ""));
+        snprintf(ids0[i], sizeof(ids0[i]), "%s", ju_str_or(b, "id", ""));
+        snprintf(sums0[i], sizeof(sums0[i]), "%s", ju_str_or(b, "checksum", ""));
+        snprintf(chain0, sizeof(chain0), "%s", ju_str_or(b, "chain", ""));
         bool want_local = i == 2;
         ju_check_int("backups.local in the catalog", want_local, catalog_local(&H, ids0[i]));
         ju_check(bvh_bool(b, "local") == want_local, "%s: local is %d, expected %d", ids0[i],
@@ -474,7 +411,7 @@ static void test_tiering(void **state)
     char path[128];
     snprintf(path, sizeof(path), "/api/v1/backups/%s", ids0[1]);
     j = call(201, "DELETE", path, NULL);
-    wait_job(&EV, str_or(j, "id", ""), "prune");
+    wait_job(&EV, ju_str_or(j, "id", ""), "prune");
     cJSON_Delete(j);
     cJSON_Delete(call(404, "GET", path, NULL));
     j = get_backup(&H, ids0[2]);
@@ -537,8 +474,8 @@ static void test_tiering_crash(void **state)
         cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "chains"), 0), "backups"),
         0);
     char first[32], local[1500];
-    snprintf(first, sizeof(first), "%s", str_or(b0, "id", ""));
-    snprintf(local, sizeof(local), "%s/%s", H.images, str_or(b0, "file", ""));
+    snprintf(first, sizeof(first), "%s", ju_str_or(b0, "id", ""));
+    snprintf(local, sizeof(local), "%s/%s", H.images, ju_str_or(b0, "file", ""));
     cJSON_Delete(j);
     struct stat st;
     ju_check(stat(local, &st) == 0, "%s: the only link is not local", first);
@@ -623,7 +560,7 @@ static void test_retention_tiered(void **state)
     char k1[600], k2[600];
     key_of(b1, k1, sizeof(k1));
     key_of(b2, k2, sizeof(k2));
-    cJSON *m = manifest(bucket, "d4", str_or(b1, "chain", ""));
+    cJSON *m = manifest(bucket, "d4", ju_str_or(b1, "chain", ""));
     const cJSON *links = cJSON_GetObjectItem(m, "links");
     ju_check_int("manifest links of d4", 2, cJSON_GetArraySize(links));
     ju_check_str_member("manifest link 0", cJSON_GetArrayItem(links, 0), "key", k1);
@@ -667,18 +604,18 @@ static void test_object_lock(void **state)
                                           "backups");
     ju_check_int("backups of d1", 2, cJSON_GetArraySize(bs));
     char first[32], until[40] = "";
-    snprintf(first, sizeof(first), "%s", str_or(cJSON_GetArrayItem(bs, 0), "id", ""));
+    snprintf(first, sizeof(first), "%s", ju_str_or(cJSON_GetArrayItem(bs, 0), "id", ""));
     time_t now = time(NULL);
     for (int i = 0; i < cJSON_GetArraySize(bs); i++) {
         const cJSON *b = cJSON_GetArrayItem(bs, i);
         const cJSON *r0 = cJSON_GetArrayItem(cJSON_GetObjectItem(b, "remotes"), 0);
-        const char *lu = str_or(r0, "locked_until", "");
+        const char *lu = ju_str_or(r0, "locked_until", "");
         struct tm tm = { 0 };
         ju_check(strptime(lu, "%Y-%m-%dT%H:%M:%S", &tm) != NULL, "%s: locked_until '%s'",
-                 str_or(b, "id", ""), lu);
+                 ju_str_or(b, "id", ""), lu);
         long long d = (long long)timegm(&tm) - (long long)now;
         ju_check(d > 2 * 86400 - 600 && d <= 2 * 86400 + 5, "%s: locked until %s, %lld s from "
-                 "now (expected 2 days)", str_or(b, "id", ""), lu, d);
+                 "now (expected 2 days)", ju_str_or(b, "id", ""), lu, d);
         if (i == 0)
             snprintf(until, sizeof(until), "%s", lu);
         /* the gateway has the retention */
@@ -738,20 +675,20 @@ static void test_prune_replicated(void **state)
     char path[128];
     snprintf(path, sizeof(path), "/api/v1/backups/%s/replicate", b[3]);
     cJSON *j = call(201, "POST", path, "{\"remote\":\"r1\"}");
-    wait_job(&EV, str_or(j, "id", ""), "replicate");
+    wait_job(&EV, ju_str_or(j, "id", ""), "replicate");
     cJSON_Delete(j);
     char oldkey[2][600];
     for (int i = 1; i <= 2; i++) {
         j = get_backup(&H, b[i]);
         key_of(j, oldkey[i - 1], sizeof(oldkey[i - 1]));
-        snprintf(chain2, sizeof(chain2), "%s", str_or(j, "chain", ""));
+        snprintf(chain2, sizeof(chain2), "%s", ju_str_or(j, "chain", ""));
         cJSON_Delete(j);
     }
 
     /* prune the middle link b[1]: b[2] is merged (a new file), b[3] rebased onto it */
     snprintf(path, sizeof(path), "/api/v1/backups/%s", b[1]);
     j = call(201, "DELETE", path, NULL);
-    wait_job(&EV, str_or(j, "id", ""), "prune");
+    wait_job(&EV, ju_str_or(j, "id", ""), "prune");
     cJSON_Delete(j);
     cJSON_Delete(call(404, "GET", path, NULL));
 
@@ -802,7 +739,7 @@ static void test_prune_replicated(void **state)
     for (int i = 0; i < 3; i++) {
         snprintf(ids2[i], sizeof(ids2[i]), "%s", want_ids[i]);
         j = get_backup(&H, want_ids[i]);
-        snprintf(sums2[i], sizeof(sums2[i]), "%s", str_or(j, "checksum", ""));
+        snprintf(sums2[i], sizeof(sums2[i]), "%s", ju_str_or(j, "checksum", ""));
         cJSON_Delete(j);
     }
     ju_end();
@@ -851,13 +788,13 @@ static void crash_prune(int step)
     }
     snprintf(path, sizeof(path), "/api/v1/backups/%s/replicate", b[2]);
     cJSON *j = call(201, "POST", path, "{\"remote\":\"r1\"}");
-    wait_job(&EV, str_or(j, "id", ""), "replicate");
+    wait_job(&EV, ju_str_or(j, "id", ""), "replicate");
     cJSON_Delete(j);
     char keys[3][600], chain[32];
     for (int i = 0; i < 3; i++) {
         j = get_backup(&H, b[i]);
         key_of(j, keys[i], sizeof(keys[i]));
-        snprintf(chain, sizeof(chain), "%s", str_or(j, "chain", ""));
+        snprintf(chain, sizeof(chain), "%s", ju_str_or(j, "chain", ""));
         cJSON_Delete(j);
     }
     char prefix[100];
@@ -977,14 +914,14 @@ static void test_import(void **state)
     create_remote(&H2, "r1", bucket, false, false);
     j = callh(&H2, 201, "POST", "/api/v1/remotes/r1/import", NULL);
     ju_check_str_member("import job", j, "type", "import");
-    wait_job(&EV2, str_or(j, "id", ""), "import");
+    wait_job(&EV2, ju_str_or(j, "id", ""), "import");
     cJSON_Delete(j);
 
     j = callh(&H2, 200, "GET", "/api/v1/drives", NULL);
     int seen = 0;
     const cJSON *d;
     cJSON_ArrayForEach(d, cJSON_GetObjectItem(j, "drives")) {
-        const char *id = str_or(d, "id", "");
+        const char *id = ju_str_or(d, "id", "");
         if (!strcmp(id, "d0") || !strcmp(id, "d2")) {
             seen++;
             ju_check_str_member("imported drive", d, "format", "remote-only");
@@ -1018,11 +955,11 @@ static void test_import(void **state)
     cJSON_Delete(callh(&H2, 201, "POST", "/api/v1/drives",
                        "{\"id\":\"n0\",\"format\":\"qcow2\",\"size\":\"1M\"}"));
     j = callh(&H2, 201, "POST", "/api/v1/drives/n0/backups", "{\"kind\":\"full\"}");
-    const char *nid = str_or(cJSON_GetObjectItem(j, "backup"), "id", "");
+    const char *nid = ju_str_or(cJSON_GetObjectItem(j, "backup"), "id", "");
     for (int i = 0; i < 3; i++)
         ju_check(strcmp(nid, ids0[i]) && strcmp(nid, ids2[i]), "new backup id %s reuses an "
                  "imported one", nid);
-    wait_job(&EV2, str_or(cJSON_GetObjectItem(j, "job"), "id", ""), "backup");
+    wait_job(&EV2, ju_str_or(cJSON_GetObjectItem(j, "job"), "id", ""), "backup");
     cJSON_Delete(j);
 
     /* every imported point reads, from the bucket, as the original reads it, and one
@@ -1056,7 +993,7 @@ static void test_import(void **state)
     char rpath[160];
     snprintf(rpath, sizeof(rpath), "/api/v1/backups/%s/restore", ids2[2]);
     j = callh(&H2, 201, "POST", rpath, "{\"file\":\"imported.raw\",\"format\":\"raw\"}");
-    wait_job(&EV2, str_or(j, "id", ""), "restore");
+    wait_job(&EV2, ju_str_or(j, "id", ""), "restore");
     cJSON_Delete(j);
     char file[600];
     snprintf(file, sizeof(file), "%s/imported.raw", H2.images);

@@ -33,6 +33,7 @@
 #include "../support/rgw_env.h"
 #include "harness.h"
 #include "jobs_util.h"
+#include "s3_util.h"
 
 #define WAIT_S   120
 #define VSIZE    (16ll << 20)
@@ -44,11 +45,6 @@ static struct bvh H;
 static struct ju_events EV;
 static char bucket[64];
 
-static const char *str_or(const cJSON *o, const char *key, const char *dflt)
-{
-    const cJSON *v = cJSON_GetObjectItem(o, key);
-    return cJSON_IsString(v) ? v->valuestring : dflt;
-}
 
 static double num_or(const cJSON *o, const char *key, double dflt)
 {
@@ -56,73 +52,16 @@ static double num_or(const cJSON *o, const char *key, double dflt)
     return cJSON_IsNumber(v) ? v->valuedouble : dflt;
 }
 
-static cJSON *call(long want, const char *method, const char *path, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static cJSON *call(long want, const char *method, const char *path, const char *fmt, ...)
-{
-    char *body = NULL;
-    if (fmt) {
-        va_list ap;
-        va_start(ap, fmt);
-        if (vasprintf(&body, fmt, ap) < 0)
-            body = NULL;
-        va_end(ap);
-    }
-    struct bvh_resp r;
-    int rc = bvh_request(&H, method, path, body, body ? strlen(body) : 0, NULL, NULL, &r);
-    ju_check(rc == 0 && r.status == want, "%s %s: expected HTTP %ld, got %ld: %s", method, path,
-             want, rc == 0 ? r.status : -1L, r.body ? r.body : "");
-    free(body);
-    cJSON *j = (rc == 0 && r.status == want) ? r.json : NULL;
-    if (j)
-        r.json = NULL;
-    bvh_resp_free(&r);
-    return j;
-}
+#define call(...) ju_json(&H, __VA_ARGS__)
 
 /* ---- the bucket, directly (libcurl's SigV4) ---- */
-
-static size_t collect(char *d, size_t s, size_t n, void *opaque)
-{
-    return fwrite(d, s, n, opaque);
-}
 
 /* GET (body NULL) or PUT (body, len) bucket/key: the status; a GET's body into *out. */
 static long s3_object(const char *key, const void *body, size_t len, char **out, size_t *olen)
 {
-    char url[1024], user[300];
-    snprintf(url, sizeof(url), "%s/%s/%s", G.endpoint, bucket, key);
-    snprintf(user, sizeof(user), "%s:%s", G.access_key, G.secret_key);
-    CURL *c = curl_easy_init();
-    struct curl_slist *h = curl_slist_append(NULL, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
-    h = curl_slist_append(h, "Content-Type: application/octet-stream");
-    char *buf = NULL;
-    size_t blen = 0;
-    FILE *f = open_memstream(&buf, &blen);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_AWS_SIGV4, "aws:amz:us-east-1:s3");
-    curl_easy_setopt(c, CURLOPT_USERPWD, user);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, f);
-    if (body) {
-        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "PUT");
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-    }
-    long status = -1;
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    fclose(f);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    if (out) {
-        *out = buf;
-        *olen = blen;
-    } else {
-        free(buf);
-    }
-    return status;
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/%s", bucket, key);
+    return s3u_request(&G, body ? "PUT" : "GET", path, body, len, out, olen);
 }
 
 /* ---- fixture ---- */
@@ -161,7 +100,7 @@ static void wait_done(const char *job, const char *type)
 {
     cJSON *e = ju_event_wait(&EV, "BLOCK_JOB_COMPLETED", "device", job, WAIT_S);
     const cJSON *d = cJSON_GetObjectItem(e, "data");
-    ju_check(!cJSON_GetObjectItem(d, "error"), "job %s failed: %s", job, str_or(d, "error", ""));
+    ju_check(!cJSON_GetObjectItem(d, "error"), "job %s failed: %s", job, ju_str_or(d, "error", ""));
     ju_check_str_member("BLOCK_JOB_COMPLETED", d, "type", type);
     cJSON_Delete(e);
 }
@@ -169,8 +108,8 @@ static void wait_done(const char *job, const char *type)
 static void backup(const char *kind, char bid[32])
 {
     cJSON *j = call(201, "POST", "/api/v1/drives/d0/backups", "{\"kind\":\"%s\"}", kind);
-    snprintf(bid, 32, "%s", str_or(cJSON_GetObjectItem(j, "backup"), "id", ""));
-    wait_done(str_or(cJSON_GetObjectItem(j, "job"), "id", ""), "backup");
+    snprintf(bid, 32, "%s", ju_str_or(cJSON_GetObjectItem(j, "backup"), "id", ""));
+    wait_done(ju_str_or(cJSON_GetObjectItem(j, "job"), "id", ""), "backup");
     cJSON_Delete(j);
 }
 
@@ -233,7 +172,7 @@ static void restore(const char *bid, const char *file, const char *format)
     snprintf(path, sizeof(path), "/api/v1/backups/%s/restore", bid);
     cJSON *j = call(201, "POST", path, "{\"file\":\"%s\",\"format\":\"%s\"}", file, format);
     char id[64];
-    snprintf(id, sizeof(id), "%s", str_or(j, "id", "?"));
+    snprintf(id, sizeof(id), "%s", ju_str_or(j, "id", "?"));
     cJSON_Delete(j);
     wait_done(id, "restore");
 }
@@ -288,8 +227,8 @@ static cJSON *verify(const char *bid)
     cJSON *j = call(201, "POST", "/api/v1/jobs",
                     "{\"type\":\"verify\",\"mode\":\"checksum\",\"backup\":\"%s\"}", bid);
     char id[64], path[128];
-    snprintf(id, sizeof(id), "%s", str_or(j, "id", "?"));
-    snprintf(path, sizeof(path), "/api/v1/reports/%s", str_or(j, "report_id", "?"));
+    snprintf(id, sizeof(id), "%s", ju_str_or(j, "id", "?"));
+    snprintf(path, sizeof(path), "/api/v1/reports/%s", ju_str_or(j, "report_id", "?"));
     cJSON_Delete(j);
     wait_done(id, "verify");
     return call(200, "GET", path, NULL);
@@ -318,10 +257,10 @@ static void make_chain(void)
     backup("incremental", bids[2]);
     for (int i = 0; i < NPOINTS; i++) {
         cJSON *j = get_backup(bids[i]);
-        const char *file = str_or(j, "file", "");
+        const char *file = ju_str_or(j, "file", "");
         snprintf(files[i], sizeof(files[i]), "%s", file);
         const char *base = strrchr(file, '/');
-        snprintf(keys[i], sizeof(keys[i]), "d0/%s/%s", str_or(j, "chain", ""),
+        snprintf(keys[i], sizeof(keys[i]), "d0/%s/%s", ju_str_or(j, "chain", ""),
                  base ? base + 1 : file);
         cJSON_Delete(j);
         refs[i] = read_point(bids[i], 0, VSIZE);
@@ -333,7 +272,7 @@ static void make_chain(void)
     snprintf(path, sizeof(path), "/api/v1/backups/%s/replicate", bids[2]);
     cJSON *j = call(201, "POST", path, "{\"remote\":\"r1\"}");
     char id[64];
-    snprintf(id, sizeof(id), "%s", str_or(j, "id", "?"));
+    snprintf(id, sizeof(id), "%s", ju_str_or(j, "id", "?"));
     cJSON_Delete(j);
     wait_done(id, "replicate");
 }
@@ -443,7 +382,7 @@ static void test_read_restore_verify_from_bucket(void **state)
     ju_check_json("flipped: extents", want, cJSON_GetObjectItem(rep, "extents"));
     const cJSON *s0 = cJSON_GetArrayItem(cJSON_GetObjectItem(rep, "samples"), 0);
     ju_check_num_member("flipped: the sample is at the flipped byte", s0, "offset", at);
-    const char *th = str_or(s0, "test_hex", ""), *rh = str_or(s0, "reference_hex", "");
+    const char *th = ju_str_or(s0, "test_hex", ""), *rh = ju_str_or(s0, "reference_hex", "");
     ju_check(strlen(th) >= 2 && strlen(rh) >= 2 && strncmp(th, rh, 2) != 0,
              "flipped: the sample's first byte should differ (test %s, reference %s)", th, rh);
     cJSON_Delete(rep);
@@ -469,7 +408,7 @@ static void test_read_restore_verify_from_bucket(void **state)
     backup("full", b4);
     cJSON *j4 = get_backup(b4);
     char local[1024];
-    snprintf(local, sizeof(local), "%s/%s", H.images, str_or(j4, "file", ""));
+    snprintf(local, sizeof(local), "%s/%s", H.images, ju_str_or(j4, "file", ""));
     cJSON_Delete(j4);
     ju_check(unlink(local) == 0, "cannot delete %s", local);
     char path[160];
@@ -477,7 +416,7 @@ static void test_read_restore_verify_from_bucket(void **state)
     struct bvh_resp r;
     ju_call(&H, &r, "GET", path, NULL);
     const cJSON *err = cJSON_GetObjectItem(r.json, "error");
-    ju_check(r.status == 500 && strstr(str_or(err, "desc", ""), "neither on local disk nor "
+    ju_check(r.status == 500 && strstr(ju_str_or(err, "desc", ""), "neither on local disk nor "
                                        "present on a remote") != NULL,
              "GET of a point whose link is nowhere: HTTP %ld %s", r.status, r.body ? r.body : "");
     bvh_resp_free(&r);

@@ -32,6 +32,7 @@
 #include "../support/rgw_env.h"
 #include "harness.h"
 #include "jobs_util.h"
+#include "s3_util.h"
 
 #define WAIT_S 120
 
@@ -40,80 +41,16 @@ static struct bvh H;
 static struct ju_events EV;
 static char bucket[64];
 
-static const char *str_or(const cJSON *o, const char *key, const char *dflt)
-{
-    const cJSON *v = cJSON_GetObjectItem(o, key);
-    return cJSON_IsString(v) ? v->valuestring : dflt;
-}
 
-static cJSON *call(long want, const char *method, const char *path, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static cJSON *call(long want, const char *method, const char *path, const char *fmt, ...)
-{
-    char *body = NULL;
-    if (fmt) {
-        va_list ap;
-        va_start(ap, fmt);
-        if (vasprintf(&body, fmt, ap) < 0)
-            body = NULL;
-        va_end(ap);
-    }
-    struct bvh_resp r;
-    int rc = bvh_request(&H, method, path, body, body ? strlen(body) : 0, NULL, NULL, &r);
-    ju_check(rc == 0 && r.status == want, "%s %s: expected HTTP %ld, got %ld: %s", method, path,
-             want, rc == 0 ? r.status : -1L, r.body ? r.body : "");
-    free(body);
-    cJSON *j = (rc == 0 && r.status == want) ? r.json : NULL;
-    if (j)
-        r.json = NULL;
-    bvh_resp_free(&r);
-    return j;
-}
+#define call(...) ju_json(&H, __VA_ARGS__)
 
 /* ---- looking into the bucket directly (libcurl's SigV4) ---- */
-
-static size_t collect(char *d, size_t s, size_t n, void *opaque)
-{
-    FILE *f = opaque;
-    return fwrite(d, s, n, f);
-}
 
 /* GET (or HEAD) endpoint/path (path: "bucket/key?query"): the status; body (GET) into *out
  * (caller frees), size into *len. */
 static long s3_raw(const char *path, bool head, char **out, size_t *len)
 {
-    char url[1024], user[300];
-    snprintf(url, sizeof(url), "%s/%s", G.endpoint, path);
-    snprintf(user, sizeof(user), "%s:%s", G.access_key, G.secret_key);
-    CURL *c = curl_easy_init();
-    struct curl_slist *h = curl_slist_append(NULL, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
-    char *buf = NULL;
-    size_t blen = 0;
-    FILE *f = open_memstream(&buf, &blen);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_AWS_SIGV4, "aws:amz:us-east-1:s3");
-    curl_easy_setopt(c, CURLOPT_USERPWD, user);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_NOBODY, head ? 1L : 0L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, f);
-    long status = -1;
-    curl_off_t cl = -1;
-    if (curl_easy_perform(c) == CURLE_OK) {
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-        curl_easy_getinfo(c, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
-    }
-    fclose(f);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    if (out) {
-        *out = buf;
-    } else {
-        free(buf);
-    }
-    if (len)
-        *len = head ? (size_t)(cl < 0 ? 0 : cl) : blen;
-    return status;
+    return s3u_request(&G, head ? "HEAD" : "GET", path, NULL, 0, out, len);
 }
 
 /* The same for a key of the test's bucket. */
@@ -162,8 +99,8 @@ static void create_remote(long want, const char *name, const char *bkt, const ch
              want, r.status, r.body ? r.body : "");
     if (expect_desc) {
         const cJSON *err = cJSON_GetObjectItem(r.json, "error");
-        ju_check(strstr(str_or(err, "desc", ""), expect_desc) != NULL,
-                 "POST /remotes %s: desc '%s' lacks '%s'", name, str_or(err, "desc", ""),
+        ju_check(strstr(ju_str_or(err, "desc", ""), expect_desc) != NULL,
+                 "POST /remotes %s: desc '%s' lacks '%s'", name, ju_str_or(err, "desc", ""),
                  expect_desc);
     }
     if (r.body)
@@ -248,7 +185,7 @@ static void wait_done(const char *job, const char *type, long long want_len)
 {
     cJSON *e = ju_event_wait(&EV, "BLOCK_JOB_COMPLETED", "device", job, WAIT_S);
     const cJSON *d = cJSON_GetObjectItem(e, "data");
-    ju_check(!cJSON_GetObjectItem(d, "error"), "job %s failed: %s", job, str_or(d, "error", ""));
+    ju_check(!cJSON_GetObjectItem(d, "error"), "job %s failed: %s", job, ju_str_or(d, "error", ""));
     ju_check_str_member("BLOCK_JOB_COMPLETED", d, "type", type);
     if (want_len >= 0)
         ju_check_num_member("BLOCK_JOB_COMPLETED", d, "len", want_len);
@@ -259,8 +196,8 @@ static void backup(const char *kind, char bid[32])
 {
     cJSON *j = call(201, "POST", "/api/v1/drives/d0/backups", "{\"kind\":\"%s\"}", kind);
     assert_non_null(j);
-    snprintf(bid, 32, "%s", str_or(cJSON_GetObjectItem(j, "backup"), "id", ""));
-    wait_done(str_or(cJSON_GetObjectItem(j, "job"), "id", ""), "backup", -1);
+    snprintf(bid, 32, "%s", ju_str_or(cJSON_GetObjectItem(j, "backup"), "id", ""));
+    wait_done(ju_str_or(cJSON_GetObjectItem(j, "job"), "id", ""), "backup", -1);
     cJSON_Delete(j);
 }
 
@@ -275,7 +212,7 @@ static char *replicate_to(const char *bid, const char *remote, long long want_le
     snprintf(path, sizeof(path), "/api/v1/backups/%s/replicate", bid);
     cJSON *j = call(201, "POST", path, "{\"remote\":\"%s\"}", remote);
     ju_check_str_member("replicate job", j, "type", "replicate");
-    char *id = strdup(str_or(j, "id", ""));
+    char *id = strdup(ju_str_or(j, "id", ""));
     cJSON_Delete(j);
     wait_done(id, "replicate", want_len);
     return id;
@@ -307,9 +244,9 @@ static void test_replicate(void **state)
         char path[128];
         snprintf(path, sizeof(path), "/api/v1/backups/%s", b[i]);
         cJSON *j = call(200, "GET", path, NULL);
-        const char *file = str_or(j, "file", "");
-        snprintf(chain, sizeof(chain), "%s", str_or(j, "chain", ""));
-        snprintf(checksum[i], sizeof(checksum[i]), "%s", str_or(j, "checksum", ""));
+        const char *file = ju_str_or(j, "file", "");
+        snprintf(chain, sizeof(chain), "%s", ju_str_or(j, "chain", ""));
+        snprintf(checksum[i], sizeof(checksum[i]), "%s", ju_str_or(j, "checksum", ""));
         const char *base = strrchr(file, '/');
         snprintf(key[i], sizeof(key[i]), "d0/%s/%s", chain, base ? base + 1 : file);
         char local[1500];
@@ -388,7 +325,7 @@ static void test_replicate(void **state)
     snprintf(path, sizeof(path), "/api/v1/backups/%s", b[0]);
     cJSON *j = call(200, "GET", path, NULL);
     char local[1500];
-    snprintf(local, sizeof(local), "%s/%s", H.images, str_or(j, "file", ""));
+    snprintf(local, sizeof(local), "%s/%s", H.images, ju_str_or(j, "file", ""));
     cJSON_Delete(j);
     char moved[1600];
     snprintf(moved, sizeof(moved), "%s.aside", local);
@@ -420,8 +357,8 @@ static void test_gateway_down(void **state)
     cJSON_Delete(call(200, "POST", "/api/v1/drives/d1/io", "{\"commands\":[\"write -P 0x44 0 2M\"]}"));
     cJSON *j = call(201, "POST", "/api/v1/drives/d1/backups", "{\"kind\":\"full\"}");
     char bid[32];
-    snprintf(bid, sizeof(bid), "%s", str_or(cJSON_GetObjectItem(j, "backup"), "id", ""));
-    wait_done(str_or(cJSON_GetObjectItem(j, "job"), "id", ""), "backup", -1);
+    snprintf(bid, sizeof(bid), "%s", ju_str_or(cJSON_GetObjectItem(j, "backup"), "id", ""));
+    wait_done(ju_str_or(cJSON_GetObjectItem(j, "job"), "id", ""), "backup", -1);
     cJSON_Delete(j);
 
     ju_check(rgw_env_ctl(&G, "stop-rgw") == 0, "cannot stop the gateway");
@@ -429,10 +366,10 @@ static void test_gateway_down(void **state)
     snprintf(path, sizeof(path), "/api/v1/backups/%s/replicate", bid);
     j = call(201, "POST", path, "{\"remote\":\"r1\"}");
     char job[64];
-    snprintf(job, sizeof(job), "%s", str_or(j, "id", ""));
+    snprintf(job, sizeof(job), "%s", ju_str_or(j, "id", ""));
     cJSON_Delete(j);
     cJSON *e = ju_event_wait(&EV, "BLOCK_JOB_COMPLETED", "device", job, WAIT_S);
-    const char *err = str_or(cJSON_GetObjectItem(e, "data"), "error", "");
+    const char *err = ju_str_or(cJSON_GetObjectItem(e, "data"), "error", "");
     ju_check(strstr(err, "cannot reach the remote at") != NULL &&
              strstr(err, bid) != NULL, "replicate with the gateway down: error '%s'", err);
     cJSON_Delete(e);
@@ -465,17 +402,17 @@ static void test_resume_after_kill9(void **state)
                       "\"write -P 0x53 32M 12M\"]}"));
     cJSON *j = call(201, "POST", "/api/v1/drives/d2/backups", "{\"kind\":\"full\"}");
     char bid[32];
-    snprintf(bid, sizeof(bid), "%s", str_or(cJSON_GetObjectItem(j, "backup"), "id", ""));
-    wait_done(str_or(cJSON_GetObjectItem(j, "job"), "id", ""), "backup", -1);
+    snprintf(bid, sizeof(bid), "%s", ju_str_or(cJSON_GetObjectItem(j, "backup"), "id", ""));
+    wait_done(ju_str_or(cJSON_GetObjectItem(j, "job"), "id", ""), "backup", -1);
     cJSON_Delete(j);
     char path[128];
     snprintf(path, sizeof(path), "/api/v1/backups/%s", bid);
     j = call(200, "GET", path, NULL);
     char local[1500], key[600];
-    const char *file = str_or(j, "file", "");
+    const char *file = ju_str_or(j, "file", "");
     snprintf(local, sizeof(local), "%s/%s", H.images, file);
     const char *base = strrchr(file, '/');
-    snprintf(key, sizeof(key), "d2/%s/%s", str_or(j, "chain", ""), base ? base + 1 : file);
+    snprintf(key, sizeof(key), "d2/%s/%s", ju_str_or(j, "chain", ""), base ? base + 1 : file);
     cJSON_Delete(j);
     struct stat st;
     assert_int_equal(stat(local, &st), 0);
@@ -489,7 +426,7 @@ static void test_resume_after_kill9(void **state)
     snprintf(path, sizeof(path), "/api/v1/backups/%s/replicate", bid);
     j = call(201, "POST", path, "{\"remote\":\"r2\"}");
     char jpath[128];
-    snprintf(jpath, sizeof(jpath), "/api/v1/jobs/%s", str_or(j, "id", ""));
+    snprintf(jpath, sizeof(jpath), "/api/v1/jobs/%s", ju_str_or(j, "id", ""));
     cJSON_Delete(j);
     long long off = 0;
     for (int i = 0; i < 600 && off < part; i++) {
