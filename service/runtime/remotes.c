@@ -51,18 +51,7 @@
 
 static int check_name(const char *name, bv_error **errp)
 {
-    size_t n = name ? strlen(name) : 0;
-    if (n == 0 || n > BV_REMOTE_NAME_MAX || name[0] == '.')
-        return bv_error_setf(errp, EINVAL, "name: 1 to %d characters of [A-Za-z0-9._-], not "
-                             "starting with '.'", BV_REMOTE_NAME_MAX);
-    for (size_t i = 0; i < n; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return bv_error_setf(errp, EINVAL, "name: '%c' is not allowed (use [A-Za-z0-9._-])",
-                                 c);
-    }
-    return 0;
+    return bv_secret_name_check(name, BV_REMOTE_NAME_MAX, errp);
 }
 
 static int read_secret(struct bv_app *app, const char *name, char out[SECRET_MAX],

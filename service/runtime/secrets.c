@@ -8,6 +8,22 @@
 
 #include "runtime/secrets.h"
 
+int bv_secret_name_check(const char *name, size_t max, bv_error **errp)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n == 0 || n > max || name[0] == '.')
+        return bv_error_setf(errp, EINVAL, "name: 1 to %zu characters of [A-Za-z0-9._-], not "
+                             "starting with '.'", max);
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return bv_error_setf(errp, EINVAL, "name: '%c' is not allowed (use [A-Za-z0-9._-])",
+                                 c);
+    }
+    return 0;
+}
+
 static void secret_path(struct bv_app *app, const char *kind, const char *name,
                         const char *suffix, char *out, size_t len)
 {

@@ -5,9 +5,9 @@
  * the old file and the directory fsynced, so a crash leaves the old secret or
  * the new one, never half of one.
  *
- * kind is a fixed directory name ("remotes", "notifications"); name has been
- * validated by the caller ([A-Za-z0-9._-], not starting with '.'), so the
- * path stays inside <data>/<kind>/.  No lock: each secret belongs to one
+ * kind is a fixed directory name ("remotes", "notifications"); name has passed
+ * bv_secret_name_check ([A-Za-z0-9._-], not starting with '.'), so the path
+ * stays inside <data>/<kind>/.  No lock: each secret belongs to one
  * catalog row, whose owner serialises create and delete.
  */
 #ifndef BV_RUNTIME_SECRETS_H
@@ -17,6 +17,10 @@
 
 #include "app.h"
 #include "bv/error.h"
+
+/* The names of objects that own a secret file (remotes, notifications): 1 to max
+ * characters of [A-Za-z0-9._-], not starting with '.'; a 400-style error naming "name". */
+int bv_secret_name_check(const char *name, size_t max, bv_error **errp);
 
 int bv_secret_write(struct bv_app *app, const char *kind, const char *name, const char *secret,
                     bv_error **errp);
