@@ -227,8 +227,8 @@ static int open_remote(struct bv_app *app, struct resolve_ctx *c, const char *fi
         co = (struct bv_remote_cache_opts){ .block_size = 64 << 10, .max_bytes = 16 << 20,
                                             .readahead = 16 };
     else if ((flags & BV_LINKREAD_STREAM) && !co.block_size && !co.max_bytes)
-        co = (struct bv_remote_cache_opts){ .block_size = 4 << 20, .max_bytes = 48 << 20,
-                                            .readahead = 8, .fetchers = co.fetchers };
+        co = (struct bv_remote_cache_opts){ .block_size = 8 << 20, .max_bytes = 128 << 20,
+                                            .readahead = 12, .fetchers = co.fetchers };
     struct bv_remote_cache *cache = NULL;
     int r = bv_remote_cache_new(&co, &cache, errp);
     if (r < 0)

@@ -36,8 +36,9 @@ enum {
     BV_LINKREAD_ALONE  = 1 << 0,   /* the link alone, without its backing chain */
     BV_LINKREAD_SPARSE = 1 << 1,   /* scattered reads (a checksum verify): 64 KiB blocks,
                                       so only about what is read comes over the network */
-    BV_LINKREAD_STREAM = 1 << 2,   /* the whole point in order (a restore): 4 MiB blocks (the
-                                      gateway's stripe: fewer, cheaper GETs), 48 MiB cache */
+    BV_LINKREAD_STREAM = 1 << 2,   /* the whole point in order (a restore): 8 MiB blocks,
+                                      12 ahead, 128 MiB cache (bench/README.md: 96 MiB in
+                                      flight keeps the gateway busy; fewer, cheaper GETs) */
 };
 /* Without SPARSE or STREAM (GET …/data, NBD, compares): 1 MiB blocks, 32 MiB (bv/remote.h). */
 
