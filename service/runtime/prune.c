@@ -41,7 +41,8 @@
  *      start removes (bv_remotes_recover, after the prune recovery, which
  *      may still need G's);
  *   1. with the intent, the remote plan (prune_intents.remote_objects: per
- *      remote, the merged object's key, the old keys, G's key) is recorded;
+ *      remote, the merged object's key, the old keys, G's key, and G's object
+ *      lock read from the remote when G is locked) is recorded;
  *   3b. after step 3 and BEFORE the switch, the merged file is uploaded under
  *      its own new key to every remote that holds C (the old objects and the
  *      old manifest are untouched: the remote still holds the old chain);
@@ -49,7 +50,8 @@
  *   4. the switch transaction also points C's remote records at the merged
  *      objects and drops L's;
  *   5b. after G's rebase, G's object is uploaded again (its header now names
- *      the merged file, which is already there), then each manifest is
+ *      the merged file, which is already there; a locked G's new version gets
+ *      the same retention, from the plan), then each manifest is
  *      rewritten from the catalog (it names the merged link), and only then
  *      are L's and C's old objects deleted.  A failure here keeps the intent
  *      (the old objects stay, unreferenced but harmless) and the next start

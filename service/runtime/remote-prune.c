@@ -119,6 +119,26 @@ int bv_remotes_prune_plan_locked(struct bv_app *app, const char *link, const cha
             bv_backups_get(app, grand, &g, NULL) == 0) {
             cJSON_AddStringToObject(o, "grand_key", gkey);
             cJSON_AddStringToObject(o, "grand_file", g.file);
+            /* A locked grandchild is re-uploaded as a new version of its key: that version
+             * gets the same retention, read now from the remote (the catalog keeps only the
+             * date), so that a redo after a crash still knows it. */
+            char mode[32], guntil[64];
+            if (bv_remotes_locked_until(app, rem, grand, until)) {
+                struct bv_s3 *s3 = NULL;
+                r = bv_remotes_client(app, rem, &s3, errp);
+                if (r == 0)
+                    r = bv_s3_get_retention(s3, gkey, mode, sizeof(mode), guntil,
+                                            sizeof(guntil), errp);
+                bv_s3_free(s3);
+                if (r < 0) {
+                    bv_error_prepend(errp, "reading the object lock of backup '%s' on remote "
+                                     "'%s'", grand, rem);
+                    cJSON_Delete(o);
+                    break;
+                }
+                cJSON_AddStringToObject(o, "grand_lock_mode", mode);
+                cJSON_AddStringToObject(o, "grand_lock_until", guntil);
+            }
         }
         cJSON_AddItemToArray(arr, o);
     }
@@ -216,8 +236,13 @@ int bv_remotes_prune_finish_locked(struct bv_app *app, const char *plan, bv_erro
         int q = bv_remotes_client(app, rem, &s3, r == 0 ? errp : NULL);
         /* 1. the grandchild's header now names the merged file: its object follows */
         struct stat st;
-        if (q == 0 && gkey && gfile && bv_path_stat(app->root, gfile, &st, NULL) == 0)
+        const char *gmode = bv_remote_jstr(e, "grand_lock_mode");
+        const char *guntil = bv_remote_jstr(e, "grand_lock_until");
+        if (q == 0 && gkey && gfile && bv_path_stat(app->root, gfile, &st, NULL) == 0) {
             q = put_local_file(app, s3, gfile, gkey, NULL, r == 0 ? errp : NULL);
+            if (q == 0 && gmode && guntil)   /* the new version is locked as the old one */
+                q = bv_s3_put_retention(s3, gkey, gmode, guntil, r == 0 ? errp : NULL);
+        }
         /* 2. the manifest names the merged link instead of the two old ones */
         if (q == 0) {
             char *text = bv_remote_manifest_text_locked(app, rem, drive, chain);

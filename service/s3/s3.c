@@ -609,6 +609,21 @@ int bv_s3_put_retention(struct bv_s3 *s3, const char *key, const char *mode, con
     return request(s3, &r, errp);
 }
 
+int bv_s3_get_retention(struct bv_s3 *s3, const char *key, char *mode, size_t modelen,
+                        char *until, size_t untillen, bv_error **errp)
+{
+    struct sink s = {.max = XML_BODY_MAX};
+    struct req r = {.method = "GET", .key = key, .query = "retention=", .out = &s};
+    int ret = request(s3, &r, errp);
+    size_t p1 = 0, p2 = 0;
+    if (ret == 0 && (!s.buf || !xml_find(s.buf, s.len, &p1, "Mode", mode, modelen) ||
+                     !xml_find(s.buf, s.len, &p2, "RetainUntilDate", until, untillen)))
+        ret = bv_error_setf(errp, EPROTO, "the remote's retention of '%s' has no Mode or "
+                            "RetainUntilDate", key);
+    sink_free(&s);
+    return ret;
+}
+
 /* query value escaped for a URL (curl_easy_escape), NULL on ENOMEM */
 static char *escape(const char *s)
 {

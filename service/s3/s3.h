@@ -102,6 +102,10 @@ int bv_s3_delete(struct bv_s3 *s3, const char *key, bv_error **errp);
  * with Object Lock enabled (else the remote refuses it: EPROTO with its code). */
 int bv_s3_put_retention(struct bv_s3 *s3, const char *key, const char *mode, const char *until,
                         bv_error **errp);
+/* GET ?retention of the object's current version: its mode and RetainUntilDate, as the
+ * remote writes them (-ENOENT when it has none). */
+int bv_s3_get_retention(struct bv_s3 *s3, const char *key, char *mode, size_t modelen,
+                        char *until, size_t untillen, bv_error **errp);
 
 /* ListObjectsV2 under prefix, every page; fn returning nonzero stops (that value is
  * returned). */

@@ -658,6 +658,90 @@ static void test_object_lock(void **state)
 
 static char chain2[32], ids2[3][32], sums2[3][80];
 
+/* GET ?retention of a key in bucket bkt: 1 with mode and date when it has one, else 0. */
+static int retention_of(const char *bkt, const char *key, char *mode, size_t ml, char *until,
+                        size_t ul)
+{
+    char q[800], *xml = NULL;
+    size_t len = 0;
+    snprintf(q, sizeof(q), "%s?retention=", key);
+    long st = s3_call(bkt, q, false, &xml, &len);
+    int got = 0;
+    const char *m = xml ? strstr(xml, "<Mode>") : NULL;
+    const char *u = xml ? strstr(xml, "<RetainUntilDate>") : NULL;
+    if (st == 200 && m && u) {
+        snprintf(mode, ml, "%.*s", (int)strcspn(m + 6, "<"), m + 6);
+        snprintf(until, ul, "%.*s", (int)strcspn(u + 17, "<"), u + 17);
+        got = 1;
+    }
+    free(xml);
+    return got;
+}
+
+/* A prune whose removed link and child are not locked but whose grandchild is: the
+ * grandchild is re-uploaded (its header names the merged link) as a new version of its key,
+ * and that version carries the grandchild's retention (mode and date) as before. */
+static void test_prune_locked_grandchild(void **state)
+{
+    (void)state;
+    char lbucket[80];
+    snprintf(lbucket, sizeof(lbucket), "%s-glock", bucket);
+    create_remote(&H, "gl", lbucket, true, true);
+    cJSON_Delete(call(201, "POST", "/api/v1/drives",
+                      "{\"id\":\"d5\",\"format\":\"qcow2\",\"size\":\"4M\"}"));
+#define GL_POLICY "{\"name\":\"gl\",\"drives\":[\"d5\"],\"schedule\":\"0 0 1 1 *\"," \
+                  "\"retention\":{\"keep_last\":9},\"replicate\":{\"remote\":\"gl\"%s}}"
+    cJSON_Delete(call(201, "POST", "/api/v1/policies", GL_POLICY, ""));
+    io("d5", "[\"write -P 0x61 0 512k\"]");
+    run_policy("gl", "ok");                                 /* b0: full, not locked */
+    io("d5", "[\"write -P 0x62 1M 512k\"]");
+    run_policy("gl", "ok");                                 /* b1: not locked */
+    cJSON_Delete(call(200, "PUT", "/api/v1/policies/gl", GL_POLICY,
+                      ",\"lock_days\":1,\"lock_mode\":\"compliance\""));
+    io("d5", "[\"write -P 0x63 2M 512k\"]");
+    run_policy("gl", "ok");                                 /* b2: locked, compliance */
+    char b3[32];
+    io("d5", "[\"write -P 0x64 3M 64k\"]");
+    backup("d5", "incremental", b3);                        /* the chain goes on */
+    cJSON *j = call(200, "GET", "/api/v1/drives/d5/backups", NULL);
+    const cJSON *bs = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "chains"), 0),
+                                          "backups");
+    ju_check_int("links of d5", 4, cJSON_GetArraySize(bs));
+    char first[32], gkey[600], mode0[32] = "", until0[64] = "";
+    snprintf(first, sizeof(first), "%s", ju_str_or(cJSON_GetArrayItem(bs, 0), "id", ""));
+    key_of(cJSON_GetArrayItem(bs, 2), gkey, sizeof(gkey));
+    cJSON_Delete(j);
+    ju_check(retention_of(lbucket, gkey, mode0, sizeof(mode0), until0, sizeof(until0)) &&
+             !strcmp(mode0, "COMPLIANCE"), "the grandchild %s is locked before the prune (%s)",
+             gkey, mode0);
+
+    char path[128];
+    snprintf(path, sizeof(path), "/api/v1/backups/%s", first);
+    j = call(201, "DELETE", path, NULL);
+    wait_job(&EV, ju_str_or(j, "id", ""), "prune");
+    cJSON_Delete(j);
+    char mode1[32] = "", until1[64] = "";
+    ju_check(retention_of(lbucket, gkey, mode1, sizeof(mode1), until1, sizeof(until1)),
+             "the re-uploaded grandchild %s has no retention", gkey);
+    ju_check_str("the re-uploaded grandchild's lock mode", mode0, mode1);
+    ju_check_str("the re-uploaded grandchild's lock date", until0, until1);
+    /* and it is the new version: its header names the merged link, not the removed one */
+    char *obj = NULL;
+    size_t olen = 0;
+    ju_check(s3_call(lbucket, gkey, false, &obj, &olen) == 200 && olen > 0,
+             "GET the grandchild %s", gkey);
+    j = call(200, "GET", "/api/v1/drives/d5/backups", NULL);
+    bs = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "chains"), 0), "backups");
+    const char *merged = ju_str_or(cJSON_GetArrayItem(bs, 0), "file", "");
+    const char *mbase = strrchr(merged, '/');
+    mbase = mbase ? mbase + 1 : merged;
+    ju_check(obj && memmem(obj, olen < 65536 ? olen : 65536, mbase, strlen(mbase)) != NULL,
+             "the grandchild's object names the merged link '%s' as its backing file", mbase);
+    free(obj);
+    cJSON_Delete(j);
+    ju_end();
+}
+
 static void test_prune_replicated(void **state)
 {
     (void)state;
@@ -1024,6 +1108,7 @@ int main(void)
         cmocka_unit_test(test_tiering_crash),
         cmocka_unit_test(test_retention_tiered),
         cmocka_unit_test(test_object_lock),
+        cmocka_unit_test(test_prune_locked_grandchild),
         cmocka_unit_test(test_prune_replicated),
         cmocka_unit_test(test_prune_crash),
         cmocka_unit_test(test_import),
