@@ -123,38 +123,40 @@ void ju_end(void)
 
 /* --- calls --- */
 
+/* The request with a printf body (fmt NULL: none); fills r, returns 0 or -1 (no answer). */
+static int vcall(struct bvh *h, struct bvh_resp *r, const char *method, const char *path,
+                 const char *fmt, va_list ap) __attribute__((format(printf, 5, 0)));
+static int vcall(struct bvh *h, struct bvh_resp *r, const char *method, const char *path,
+                 const char *fmt, va_list ap)
+{
+    char *body = NULL;
+    if (fmt && vasprintf(&body, fmt, ap) < 0)
+        body = NULL;
+    int rc = bvh_request(h, method, path, body, body ? strlen(body) : 0, NULL, NULL, r);
+    free(body);
+    return rc;
+}
+
 int ju_call(struct bvh *h, struct bvh_resp *r, const char *method, const char *path,
             const char *fmt, ...)
 {
-    char *body = NULL;
-    if (fmt) {
-        va_list ap;
-        va_start(ap, fmt);
-        if (vasprintf(&body, fmt, ap) < 0)
-            body = NULL;
-        va_end(ap);
-    }
-    int rc = bvh_request(h, method, path, body, body ? strlen(body) : 0, NULL, NULL, r);
-    free(body);
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = vcall(h, r, method, path, fmt, ap);
+    va_end(ap);
     return rc;
 }
 
 cJSON *ju_json(struct bvh *h, long want, const char *method, const char *path, const char *fmt,
                ...)
 {
-    char *body = NULL;
-    if (fmt) {
-        va_list ap;
-        va_start(ap, fmt);
-        if (vasprintf(&body, fmt, ap) < 0)
-            body = NULL;
-        va_end(ap);
-    }
     struct bvh_resp r;
-    int rc = bvh_request(h, method, path, body, body ? strlen(body) : 0, NULL, NULL, &r);
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = vcall(h, &r, method, path, fmt, ap);
+    va_end(ap);
     ju_check(rc == 0 && r.status == want, "%s %s: expected HTTP %ld, got %ld: %s", method, path,
              want, rc == 0 ? r.status : -1L, rc == 0 && r.body ? r.body : "");
-    free(body);
     if (rc != 0)
         return NULL;
     cJSON *j = r.json;
