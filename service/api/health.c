@@ -10,6 +10,7 @@
 #include "runtime/notify.h"
 #include "runtime/policies.h"
 #include "runtime/registry.h"
+#include "runtime/upkeep.h"
 #include "runtime/verify.h"
 #include "runtime/vmdrives.h"
 
@@ -85,6 +86,7 @@ void api_metrics(struct bv_request *req, struct bv_reply *rep)
     bv_policy_metrics(req->app, f);
     bv_verify_metrics(req->app, f);
     bv_capacity_metrics(req->app, f);
+    bv_upkeep_metrics(req->app, f);
     bv_notify_metrics(req->app, f);
     bv_vm_drives_metrics(req->app, f);
     fclose(f);

@@ -57,6 +57,7 @@ static bool prune_kind(struct bv_upkeep *up, enum bvdb_history kind, const char 
         }
         pthread_mutex_lock(&up->lock);
         up->st.deleted[kind] += n;
+        up->st.deleted_total[kind] += n;
         bool stop = up->stop;
         pthread_mutex_unlock(&up->lock);
         if (n < BV_UPKEEP_BATCH || stop)
@@ -208,6 +209,25 @@ void bv_upkeep_status(struct bv_app *app, struct bv_upkeep_status *out)
     if (up->kicked)
         out->running = true;               /* about to run */
     pthread_mutex_unlock(&up->lock);
+}
+
+void bv_upkeep_metrics(struct bv_app *app, FILE *f)
+{
+    struct bv_upkeep_status st;
+    bv_upkeep_status(app, &st);
+    fprintf(f, "# HELP blockvault_upkeep_runs_total History upkeep runs finished since start.\n"
+               "# TYPE blockvault_upkeep_runs_total counter\n"
+               "blockvault_upkeep_runs_total %llu\n"
+               "# HELP blockvault_upkeep_running 1 while a history upkeep run deletes.\n"
+               "# TYPE blockvault_upkeep_running gauge\n"
+               "blockvault_upkeep_running %d\n"
+               "# HELP blockvault_upkeep_deleted_rows_total History rows older than "
+               "--history-days deleted since start.\n"
+               "# TYPE blockvault_upkeep_deleted_rows_total counter\n",
+            (unsigned long long)st.runs, st.running ? 1 : 0);
+    for (int k = 0; k < BVDB_HISTORY_KINDS; k++)
+        fprintf(f, "blockvault_upkeep_deleted_rows_total{kind=\"%s\"} %lld\n",
+                bvdb_history_names[k], (long long)st.deleted_total[k]);
 }
 
 /* ---- catalog copies -------------------------------------------------------------- */

@@ -27,8 +27,10 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "bv/error.h"
+
 #include "bvdb/upkeep.h"
 
 struct bv_app;
@@ -45,6 +47,7 @@ struct bv_upkeep_status {
     char last_started[32], last_finished[32];
     char next_run[32];
     int64_t deleted[BVDB_HISTORY_KINDS];   /* by the current or last run */
+    int64_t deleted_total[BVDB_HISTORY_KINDS];  /* by every run since start */
     char error[256];                       /* "" or why the last run stopped */
 };
 
@@ -53,6 +56,8 @@ void bv_upkeep_stop(struct bv_app *app);
 /* Run now (returns at once; the run is the thread's). */
 void bv_upkeep_kick(struct bv_app *app);
 void bv_upkeep_status(struct bv_app *app, struct bv_upkeep_status *out);
+/* Prometheus lines: runs, rows deleted by kind since start, whether one runs now. */
+void bv_upkeep_metrics(struct bv_app *app, FILE *f);
 
 /* A consistent copy of the catalog as an unlinked temporary file: *fd (read
  * only, at offset 0) and its *size.  The caller closes fd. */

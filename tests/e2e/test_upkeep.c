@@ -212,6 +212,19 @@ static void test_old_history_goes_in_batches(void **state)
     }
     print_message("upkeep: %d answers while it deleted, slowest %.3f s\n",
                   answered_while_running, worst);
+    /* the metrics carry the same counts (since start: this is the first run that deleted) */
+    struct bvh_resp m;
+    assert_int_equal(bvh_request(&h, "GET", "/metrics", NULL, 0, NULL, NULL, &m), 0);
+    assert_int_equal(m.status, 200);
+    char line[128];
+    snprintf(line, sizeof(line), "blockvault_upkeep_deleted_rows_total{kind=\"events\"} %d\n",
+             OLD_EVENTS);
+    assert_non_null(strstr(m.body, line));
+    snprintf(line, sizeof(line), "blockvault_upkeep_deleted_rows_total{kind=\"jobs\"} %d\n",
+             OLD_JOBS);
+    assert_non_null(strstr(m.body, line));
+    assert_non_null(strstr(m.body, "blockvault_upkeep_running 0\n"));
+    bvh_resp_free(&m);
     assert_true(answered_while_running >= 1);
     assert_true(worst < 2.0);
 
