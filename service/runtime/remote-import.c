@@ -118,6 +118,27 @@ static bool id_ok(const char *s, size_t max)
     return true;
 }
 
+/* The local name an imported link gets: chains/<drive>/<chain>/<name>, <name> being the
+ * last part of its recorded "file" (or, without one, of its object key).  The manifest comes
+ * from the bucket, not from us: a recorded file anywhere else (another chain's link, '..')
+ * is refused, since files of links that are not local are removed at start. */
+static int link_file(const cJSON *doc, const cJSON *l, char *out, size_t len)
+{
+    const char *drive = bv_remote_jstr(doc, "drive"), *chain = bv_remote_jstr(doc, "chain");
+    const char *file = bv_remote_jstr(l, "file"), *key = bv_remote_jstr(l, "key");
+    const char *from = file ? file : key;
+    if (!from)
+        return -EINVAL;
+    const char *base = strrchr(from, '/');
+    base = base ? base + 1 : from;
+    if (!id_ok(base, 256))
+        return -EINVAL;
+    int n = snprintf(out, len, "chains/%s/%s/%s", drive, chain, base);
+    if (n < 0 || (size_t)n >= len || (file && strcmp(file, out) != 0))
+        return -EINVAL;
+    return 0;
+}
+
 /* A manifest as replicate writes it, checked before anything is recorded. */
 static int check_manifest(const char *key, const cJSON *doc, bv_error **errp)
 {
@@ -135,6 +156,12 @@ static int check_manifest(const char *key, const cJSON *doc, bv_error **errp)
             (strcmp(kind, "full") && strcmp(kind, "incremental")))
             return bv_error_setf(errp, EINVAL, "manifest '%s': a link lacks id, key or kind",
                                  key);
+        char file[1024];
+        if (link_file(doc, l, file, sizeof(file)) < 0)
+            return bv_error_setf(errp, EINVAL, "manifest '%s': link '%s' names a file outside "
+                                 "its chain's folder chains/%s/%s/ ('%s')", key, id, drive,
+                                 chain, bv_remote_jstr(l, "file") ? bv_remote_jstr(l, "file")
+                                                                  : lkey);
         const char *pid = cJSON_IsString(parent) ? parent->valuestring : NULL;
         if ((prev == NULL) != (pid == NULL) || (prev && strcmp(prev, pid) != 0))
             return bv_error_setf(errp, EINVAL, "manifest '%s': link '%s' does not follow "
@@ -231,13 +258,10 @@ static int import_link_locked(struct import *im, const cJSON *doc, const cJSON *
                               const cJSON *l, const char *now, int64_t *maxes)
 {
     const char *drive = bv_remote_jstr(doc, "drive"), *chain = bv_remote_jstr(doc, "chain");
-    const char *id = bv_remote_jstr(l, "id"), *key = bv_remote_jstr(l, "key"), *file = bv_remote_jstr(l, "file");
-    char fbuf[1024];
-    if (!file || strncmp(file, "chains/", 7) != 0) {
-        const char *base = strrchr(key, '/');
-        snprintf(fbuf, sizeof(fbuf), "chains/%s/%s/%s", drive, chain, base ? base + 1 : key);
-        file = fbuf;
-    }
+    const char *id = bv_remote_jstr(l, "id"), *key = bv_remote_jstr(l, "key");
+    char file[1024];
+    if (link_file(doc, l, file, sizeof(file)) < 0)     /* checked by check_manifest */
+        return -EINVAL;
     const cJSON *parent = cJSON_GetObjectItemCaseSensitive(l, "parent");
     const cJSON *vs = cJSON_GetObjectItemCaseSensitive(l, "virtual_size");
     const cJSON *db_ = cJSON_GetObjectItemCaseSensitive(l, "data_bytes");

@@ -996,6 +996,32 @@ static void test_import(void **state)
     struct ju_events EV2;
     ju_events_init(&EV2, &H2, 0);
     create_remote(&H2, "r1", bucket, false, false);
+
+    /* a manifest in the bucket that names a link file outside its chain's folder (here
+     * another chain's link, which would be removed at start as a non-local link) makes
+     * the import a 400 naming it, and nothing is recorded */
+    char evil[700], ekey[128];
+    snprintf(evil, sizeof(evil), "{\"drive\":\"ev\",\"chain\":\"c99\",\"links\":[{\"id\":"
+             "\"b99\",\"key\":\"ev/c99/b99.qcow2\",\"kind\":\"full\",\"parent\":null,"
+             "\"file\":\"chains/d2/%s/b1.qcow2\"}]}", chain2);
+    snprintf(ekey, sizeof(ekey), "%s/ev/c99/manifest.json", bucket);
+    char okey[128];
+    snprintf(okey, sizeof(okey), "%s/ev/c99/b99.qcow2", bucket);    /* the object is there */
+    ju_check(s3u_request(&G, "PUT", okey, "x", 1, NULL, NULL) == 200, "PUT the link object");
+    ju_check(s3u_request(&G, "PUT", ekey, evil, strlen(evil), NULL, NULL) == 200,
+             "PUT the crafted manifest");
+    j = callh(&H2, 400, "POST", "/api/v1/remotes/r1/import", NULL);
+    ju_check(strstr(err_desc(j), "outside its chain's folder") != NULL,
+             "import of a crafted manifest: desc '%s'", err_desc(j));
+    cJSON_Delete(j);
+    j = callh(&H2, 200, "GET", "/api/v1/drives", NULL);
+    ju_check_int("drives after the refused import", 0,
+                 cJSON_GetArraySize(cJSON_GetObjectItem(j, "drives")));
+    cJSON_Delete(j);
+    ju_check(s3u_request(&G, "DELETE", ekey, NULL, 0, NULL, NULL) == 204 &&
+             s3u_request(&G, "DELETE", okey, NULL, 0, NULL, NULL) == 204,
+             "DELETE the crafted manifest and its object");
+
     j = callh(&H2, 201, "POST", "/api/v1/remotes/r1/import", NULL);
     ju_check_str_member("import job", j, "type", "import");
     wait_job(&EV2, ju_str_or(j, "id", ""), "import");
