@@ -458,6 +458,20 @@ static int unlink_name(const struct bv_root *root, const char *name)
     return r;
 }
 
+int bv_path_sync_parent(const struct bv_root *root, const char *path)
+{
+    char *dir = bv_path_dirname(path);
+    int fd = -1;
+    int r = dir ? bv_path_open(root, NULL, dir, 0, O_RDONLY | O_DIRECTORY, 0, &fd, NULL, NULL)
+                : -ENOMEM;
+    if (r == 0) {
+        r = fsync(fd) < 0 ? -errno : 0;
+        close(fd);
+    }
+    free(dir);
+    return r;
+}
+
 int bv_path_unlink(const struct bv_root *root, const char *path, bv_error **errp)
 {
     char *n = NULL;

@@ -53,6 +53,11 @@ struct bv_job_view;
 int api_backup_spec_read(const cJSON *obj, bool with_type, struct bv_backup_spec *s, char *err,
                          size_t errlen);
 cJSON *api_job_json(const struct bv_job_view *v);
+struct bv_job_info;
+/* 201 with the job an operation just started (the job object, as GET /jobs/{id}); a job that
+ * already ended and was dismissed (a fast one) is answered with its id and type. */
+void api_reply_started_job(struct bv_request *req, struct bv_reply *rep,
+                           const struct bv_job_info *info, const char *type);
 /* ---- backups (api/backups.c) ---- */
 struct bv_backup_rec;
 cJSON *api_backup_json(const struct bv_backup_rec *b);

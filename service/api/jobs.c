@@ -88,6 +88,21 @@ static void add_time(cJSON *o, const char *key, const char *v)
         cJSON_AddNullToObject(o, key);
 }
 
+void api_reply_started_job(struct bv_request *req, struct bv_reply *rep,
+                           const struct bv_job_info *info, const char *type)
+{
+    struct bv_job_view *v = malloc(sizeof(*v));
+    if (v && bv_jobs_get(req->app, info->id, v, NULL) == 0) {
+        bv_reply_json(rep, 201, api_job_json(v));
+    } else {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "id", info->id);
+        cJSON_AddStringToObject(o, "type", type);
+        bv_reply_json(rep, 201, o);
+    }
+    free(v);
+}
+
 cJSON *api_job_json(const struct bv_job_view *v)
 {
     const struct bv_job_info *i = &v->info;

@@ -20,11 +20,5 @@ void api_backups_delete(struct bv_request *req, struct bv_reply *rep)
         api_fail(rep, r == -ENODEV ? 404 : 0, r, e);
         return;
     }
-    struct bv_job_view *v = malloc(sizeof(*v));
-    if (v && bv_jobs_get(req->app, info.id, v, NULL) == 0)
-        bv_reply_json(rep, 201, api_job_json(v));
-    else
-        bv_reply_error(rep, 500, "InternalError", "prune job '%s' started but cannot be read",
-                       info.id);
-    free(v);
+    api_reply_started_job(req, rep, &info, "prune");
 }

@@ -114,16 +114,7 @@ void api_backups_replicate(struct bv_request *req, struct bv_reply *rep)
         api_fail(rep, r == -ENODEV ? 404 : r == -ENOENT ? 400 : 0, r, e);
         return;
     }
-    struct bv_job_view *v = malloc(sizeof(*v));
-    if (v && bv_jobs_get(req->app, info.id, v, NULL) == 0) {
-        bv_reply_json(rep, 201, api_job_json(v));
-    } else {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "id", info.id);
-        cJSON_AddStringToObject(o, "type", "replicate");
-        bv_reply_json(rep, 201, o);
-    }
-    free(v);
+    api_reply_started_job(req, rep, &info, "replicate");
 }
 
 void api_remotes_import(struct bv_request *req, struct bv_reply *rep)
@@ -142,16 +133,7 @@ void api_remotes_import(struct bv_request *req, struct bv_reply *rep)
         api_fail(rep, r == -ENODEV ? 404 : 0, r, e);
         return;
     }
-    struct bv_job_view *v = malloc(sizeof(*v));
-    if (v && bv_jobs_get(req->app, info.id, v, NULL) == 0) {
-        bv_reply_json(rep, 201, api_job_json(v));
-    } else {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "id", info.id);
-        cJSON_AddStringToObject(o, "type", "import");
-        bv_reply_json(rep, 201, o);
-    }
-    free(v);
+    api_reply_started_job(req, rep, &info, "import");
 }
 
 static cJSON *remote_drive_json(struct bv_app *app, const char *id)

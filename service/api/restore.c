@@ -32,11 +32,5 @@ void api_backups_restore(struct bv_request *req, struct bv_reply *rep)
         api_fail(rep, 0, r, e);
         return;
     }
-    struct bv_job_view *v = malloc(sizeof(*v));
-    r = v ? bv_jobs_get(req->app, info.id, v, &e) : -ENOMEM;
-    if (r < 0)
-        api_fail(rep, 0, r, e);
-    else
-        bv_reply_json(rep, 201, api_job_json(v));
-    free(v);
+    api_reply_started_job(req, rep, &info, "restore");
 }

@@ -149,15 +149,9 @@ static void crash_point(enum crash_step step)
 
 static void sync_dir(struct bv_app *app, const char *file)
 {
-    char *dir = bv_path_dirname(file);
-    int fd = -1;
-    if (dir && bv_path_open(app->root, NULL, dir, 0, O_RDONLY | O_DIRECTORY, 0, &fd, NULL,
-                            NULL) == 0) {
-        if (fsync(fd) < 0)
-            log_warn("fsync of directory '%s' failed: %s", dir, strerror(errno));
-        close(fd);
-    }
-    free(dir);
+    int r = bv_path_sync_parent(app->root, file);
+    if (r < 0)
+        log_warn("fsync of the directory of '%s' failed: %s", file, strerror(-r));
 }
 
 static void remove_file(struct bv_app *app, const char *file)

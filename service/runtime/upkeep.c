@@ -296,15 +296,9 @@ static int copy_fd(int in, int out, uint64_t size, bv_error **errp)
 
 static void sync_parent(struct bv_app *app, const char *name)
 {
-    char *dir = bv_path_dirname(name);
-    int fd = -1;
-    if (dir && bv_path_open(app->root, NULL, dir, 0, O_RDONLY | O_DIRECTORY, 0, &fd, NULL,
-                            NULL) == 0) {
-        if (fsync(fd) < 0)
-            log_warn("fsync of directory '%s' failed: %s", dir, strerror(errno));
-        close(fd);
-    }
-    free(dir);
+    int r = bv_path_sync_parent(app->root, name);
+    if (r < 0)
+        log_warn("fsync of the directory of '%s' failed: %s", name, strerror(-r));
 }
 
 /* The storage-relative name of file, refused under chains/ (managed links). */

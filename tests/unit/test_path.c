@@ -236,6 +236,19 @@ static void test_unlink(void **state)
     assert_true(exists_in(root, "a.img"));
 }
 
+/* bv_path_sync_parent opens the holding directory as bv_path_open does: inside the root
+ * it syncs (a bare name: the root itself), a missing directory is -ENOENT and a name
+ * through a symlink or '..' out of the root is refused, never synced. */
+static void test_sync_parent(void **state)
+{
+    (void)state;
+    assert_int_equal(bv_path_sync_parent(R, "a.img"), 0);
+    assert_int_equal(bv_path_sync_parent(R, "sub/new.img"), 0);
+    assert_int_equal(bv_path_sync_parent(R, "nothere/x.img"), -ENOENT);
+    assert_int_equal(bv_path_sync_parent(R, "escape/secret"), -EACCES);
+    assert_int_equal(bv_path_sync_parent(R, "../outside/secret"), -EACCES);
+}
+
 /* Replace root/<dir> (a directory) by a symlink to the outside directory. */
 static void swap_for_symlink(const char *dir)
 {
@@ -417,6 +430,7 @@ int main(void)
         cmocka_unit_test(test_recorded_names),
         cmocka_unit_test(test_create_exclusive),
         cmocka_unit_test(test_unlink),
+        cmocka_unit_test(test_sync_parent),
         cmocka_unit_test(test_swap_after_check),
         cmocka_unit_test(test_swap_race),
         cmocka_unit_test(test_walk_fallback),

@@ -93,6 +93,10 @@ int bv_path_stat(const struct bv_root *root, const char *path, struct stat *st,
  * A directory is -EISDIR "'<path>' is a directory" (nothing is removed). */
 int bv_path_unlink(const struct bv_root *root, const char *path, bv_error **errp);
 
+/* fsync the directory that holds `path` (resolved as in bv_path_open), so that a file
+ * created, renamed or unlinked there stays so after a power loss: 0 or -errno. */
+int bv_path_sync_parent(const struct bv_root *root, const char *path);
+
 /* Directory part of a name (malloc'd): "." for a bare name, "/" for a file in "/". */
 char *bv_path_dirname(const char *path);
 
